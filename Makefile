@@ -1,0 +1,54 @@
+# Every target sets itself up on a fresh machine: a virtualenv in .venv with the
+# project installed editable, plus Debian packages the tests need (when root).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: install sysdeps test test-unit lint format demo bench data model clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+# prometheus/promtool, chromium + chromedriver and kcat for the integration tests.
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+test: install sysdeps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: install
+	$(BIN)/tankwatch demo
+
+bench: install
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/pipeline.py
+
+# Regenerate the bundled history byte-for-byte from its committed config and seed.
+data: install
+	$(BIN)/tankwatch simulate --config data/sim_config.json --out data/history.csv.gz --labels data/labels.csv
+
+# Retrain the committed default artifact from the bundled history.
+model: install
+	$(BIN)/tankwatch train --data data/history.csv.gz --out models/artifacts/default --seed 7
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,135 @@
+"""The ``tankwatch`` command. Thin: parse arguments, hand over to the stage's module.
+
+Each stage registers its own subcommands (``producers.cli``, ``models.cli``,
+``pipeline.cli``); this file only collects them and turns every
+:class:`~tankwatch.errors.TankwatchError` into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from tankwatch import __version__
+from tankwatch.errors import TankwatchError
+from tankwatch.logs import setup_logging
+from tankwatch.topics import Topics, create_topics
+
+#: Modules that contribute subcommands through ``register(subparsers)``.
+SUBCOMMAND_MODULES = ("producers.cli", "models.cli", "pipeline.cli", "pipeline.demo")
+
+
+def env_default(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def add_bootstrap_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP", "localhost:9092"),
+        help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP; default %(default)s)",
+    )
+
+
+def add_topic_args(parser: argparse.ArgumentParser) -> None:
+    t = Topics.from_env()
+    parser.add_argument("--topic-readings", default=t.readings,
+                        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)")
+    parser.add_argument("--topic-dlq", default=t.dlq,
+                        help="dead-letter topic (env TANKWATCH_TOPIC_DLQ; default %(default)s)")
+    parser.add_argument("--topic-forecasts", default=t.forecasts,
+                        help="forecasts topic (env TANKWATCH_TOPIC_FORECASTS; default %(default)s)")
+    parser.add_argument("--topic-state", default=t.state,
+                        help="state changelog topic (env TANKWATCH_TOPIC_STATE; default %(default)s)")
+
+
+def topics_from_args(args: argparse.Namespace) -> Topics:
+    return Topics(args.topic_readings, args.topic_dlq, args.topic_forecasts, args.topic_state)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    created = create_topics(args.bootstrap, topics_from_args(args), args.partitions)
+    print(f"created: {', '.join(created) if created else '(all topics already existed)'}")
+    return 0
+
+
+def _register_topics(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("topics", help="manage the Kafka topics")
+    tsub = p.add_subparsers(dest="topics_cmd", required=True, metavar="{create}")
+    c = tsub.add_parser("create", help="create the four topics (tank.state compacted)")
+    add_bootstrap_arg(c)
+    add_topic_args(c)
+    c.add_argument("--partitions", type=positive_int,
+                   default=int(os.environ.get("TANKWATCH_PARTITIONS", "4")),
+                   help="partitions per topic (env TANKWATCH_PARTITIONS; default %(default)s)")
+    c.set_defaults(func=_topics_create)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tankwatch",
+        description="Streaming stateful-LSTM forecaster for tank-farm sensors.",
+    )
+    parser.add_argument("--version", action="version", version=f"tankwatch {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("TANKWATCH_LOG_LEVEL", "warning"),
+        choices=["debug", "info", "warning", "error"],
+        help="log level (env TANKWATCH_LOG_LEVEL; default %(default)s)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _register_topics(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = (
+            module.register
+        )
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        code: int = args.func(args)
+    except TankwatchError as exc:
+        print(f"tankwatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tankwatch: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

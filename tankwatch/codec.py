@@ -1,0 +1,186 @@
+"""Encode, decode and validate ``tank.readings`` messages.
+
+The contract is ``tankwatch/schemas/reading.schema.json``; this module implements the
+same rules by hand because it runs once per message on the hot path (tests check that
+the two agree). Every rejection raises :class:`~tankwatch.errors.DecodeError` with a
+reason from :data:`REJECT_REASONS`.
+
+>>> r = decode_reading(b'{"tank_id": "T1", "ts": "2024-01-01T00:00:00Z", '
+...                    b'"pressure_kpa": 101.3, "temperature_c": 15}', key=b"T1")
+>>> (r.tank_id, r.ts, r.pressure_kpa, r.temperature_c, r.event)
+('T1', 1704067200.0, 101.3, 15.0, None)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from tankwatch.errors import DecodeError
+
+#: Largest accepted message value, bytes. A reading is ~100 bytes; anything far larger
+#: is garbage or abuse and must not be parsed.
+MAX_MESSAGE_BYTES = 4096
+
+PRESSURE_RANGE_KPA = (0.0, 5000.0)
+TEMPERATURE_RANGE_C = (-80.0, 200.0)
+TS_RANGE_S = (0.0, 32503680000.0)  # 1970 .. 3000
+
+#: Events that mark a sequence boundary (the tank's state is reset before the reading).
+EVENTS = frozenset(
+    {"refill", "maintenance", "sensor_replaced", "drain", "cleaning", "recalibration"}
+)
+
+#: Every reason a reading can be rejected for; DLQ header ``reason`` and metric label.
+REJECT_REASONS = (
+    "oversized",
+    "bad_encoding",
+    "bad_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "invalid_tank_id",
+    "bad_timestamp",
+    "not_finite",
+    "out_of_range",
+    "unknown_event",
+    "key_mismatch",
+)
+
+REQUIRED_FIELDS = ("tank_id", "ts", "pressure_kpa", "temperature_c")
+_TANK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One validated reading. ``ts`` is event time in epoch seconds (UTC)."""
+
+    tank_id: str
+    ts: float
+    pressure_kpa: float
+    temperature_c: float
+    event: str | None = None
+
+
+def schema() -> dict[str, Any]:
+    """The JSON schema of a ``tank.readings`` value, as shipped in the package."""
+    text = resources.files("tankwatch").joinpath("schemas/reading.schema.json").read_text()
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def parse_ts(value: object) -> float:
+    """Event time to epoch seconds: RFC 3339 string (naive = UTC) or a number.
+
+    >>> parse_ts("2024-01-01T01:00:00+01:00")
+    1704067200.0
+    >>> parse_ts(1704067200)
+    1704067200.0
+    """
+    if isinstance(value, bool):
+        raise DecodeError("wrong_type", "ts must be an RFC 3339 string or epoch seconds")
+    if isinstance(value, int | float):
+        ts = float(value)
+        if not math.isfinite(ts):
+            raise DecodeError("not_finite", "ts is not finite")
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) < 10 or len(text) > 40:
+            raise DecodeError("bad_timestamp", f"cannot parse ts {value[:40]!r}")
+        try:
+            dt = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            raise DecodeError("bad_timestamp", f"cannot parse ts {value[:40]!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ts = dt.timestamp()
+    else:
+        raise DecodeError("wrong_type", "ts must be an RFC 3339 string or epoch seconds")
+    if not TS_RANGE_S[0] <= ts <= TS_RANGE_S[1]:
+        raise DecodeError("out_of_range", f"ts {ts} outside 1970..3000")
+    return ts
+
+
+def _number(obj: dict[str, Any], field: str, lo: float, hi: float) -> float:
+    value = obj[field]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError("wrong_type", f"{field} must be a number, got {type(value).__name__}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise DecodeError("not_finite", f"{field} is {value}")
+    if not lo <= x <= hi:
+        raise DecodeError("out_of_range", f"{field}={x} outside [{lo}, {hi}]")
+    return x
+
+
+def validate(obj: object, key: bytes | None = None) -> Reading:
+    """Validate a decoded JSON value (and the message key, if any) into a Reading."""
+    if not isinstance(obj, dict):
+        raise DecodeError("not_object", f"value is a JSON {type(obj).__name__}, not an object")
+    for field in REQUIRED_FIELDS:
+        if field not in obj or obj[field] is None:
+            raise DecodeError("missing_field", field)
+    tank_id = obj["tank_id"]
+    if not isinstance(tank_id, str):
+        raise DecodeError("wrong_type", "tank_id must be a string")
+    if not _TANK_ID_RE.match(tank_id):
+        raise DecodeError("invalid_tank_id", f"tank_id {tank_id[:40]!r}")
+    ts = parse_ts(obj["ts"])
+    pressure = _number(obj, "pressure_kpa", *PRESSURE_RANGE_KPA)
+    temperature = _number(obj, "temperature_c", *TEMPERATURE_RANGE_C)
+    event = obj.get("event")
+    if event is not None:
+        if not isinstance(event, str):
+            raise DecodeError("wrong_type", "event must be a string")
+        if event not in EVENTS:
+            raise DecodeError("unknown_event", f"event {event[:40]!r}")
+    if key is not None and key != tank_id.encode():
+        raise DecodeError("key_mismatch", f"key {key[:40]!r} != tank_id {tank_id!r}")
+    return Reading(tank_id, ts, pressure, temperature, event)
+
+
+def decode_reading(value: bytes | None, key: bytes | None = None) -> Reading:
+    """Decode and validate one message value. Raises DecodeError with a reason."""
+    if value is None:
+        raise DecodeError("bad_json", "empty value (tombstone)")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise DecodeError("oversized", f"{len(value)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("bad_encoding", "value is not UTF-8") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise DecodeError("bad_json", str(exc)[:120]) from None
+    return validate(obj, key)
+
+
+def format_ts(ts: float) -> str:
+    """Epoch seconds to RFC 3339 UTC with a ``Z`` (milliseconds only when needed).
+
+    >>> format_ts(1704067200.0)
+    '2024-01-01T00:00:00Z'
+    """
+    dt = datetime.fromtimestamp(ts, tz=UTC)
+    if dt.microsecond:
+        return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def encode_reading(reading: Reading) -> tuple[bytes, bytes]:
+    """A reading to its Kafka (key, value): key is the tank_id, value compact JSON."""
+    obj: dict[str, Any] = {
+        "tank_id": reading.tank_id,
+        "ts": format_ts(reading.ts),
+        "pressure_kpa": round(reading.pressure_kpa, 4),
+        "temperature_c": round(reading.temperature_c, 4),
+    }
+    if reading.event is not None:
+        obj["event"] = reading.event
+    return reading.tank_id.encode(), json.dumps(obj, separators=(",", ":")).encode()

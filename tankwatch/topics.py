@@ -1,0 +1,74 @@
+"""Topic names and topic creation (``tankwatch topics create``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from tankwatch.errors import BrokerError
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The four topics. Names are configuration (flags / environment)."""
+
+    readings: str = "tank.readings"
+    dlq: str = "tank.readings.dlq"
+    forecasts: str = "tank.forecasts"
+    state: str = "tank.state"
+
+    @classmethod
+    def from_env(cls) -> Topics:
+        return cls(
+            readings=os.environ.get("TANKWATCH_TOPIC_READINGS", cls.readings),
+            dlq=os.environ.get("TANKWATCH_TOPIC_DLQ", cls.dlq),
+            forecasts=os.environ.get("TANKWATCH_TOPIC_FORECASTS", cls.forecasts),
+            state=os.environ.get("TANKWATCH_TOPIC_STATE", cls.state),
+        )
+
+
+def create_topics(
+    bootstrap: str, topics: Topics, partitions: int = 4, replication: int = 1
+) -> list[str]:
+    """Create the four topics (existing ones are left alone); returns the names created.
+
+    ``tank.state`` uses the same partition count as ``tank.readings`` so a tank's state
+    lives in the partition with the same number as its readings (same key, same
+    default partitioner): an instance restores exactly the partitions it is assigned.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    if partitions < 1:
+        raise BrokerError(f"partitions must be >= 1, got {partitions}")
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=10000, api_version_auto_timeout_ms=5000
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(topics.readings, partitions, replication),
+            NewTopic(topics.dlq, partitions, replication),
+            NewTopic(topics.forecasts, partitions, replication),
+            NewTopic(
+                topics.state,
+                partitions,
+                replication,
+                topic_configs={"cleanup.policy": "compact"},
+            ),
+        ]
+        todo = [t for t in wanted if t.name not in existing]
+        if todo:
+            try:
+                admin.create_topics(todo)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in todo]
+    except KafkaError as exc:
+        raise BrokerError(f"creating topics on {bootstrap} failed: {exc}") from None
+    finally:
+        admin.close()
