@@ -61,7 +61,7 @@ def wait_for_kafka(bootstrap: str, timeout_s: float = 30.0) -> None:
     while time.monotonic() < deadline:
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, request_timeout_ms=3000, api_version_auto_timeout_ms=3000
+                bootstrap_servers=bootstrap, request_timeout_ms=3000
             )
             try:
                 admin.list_topics()

@@ -44,7 +44,7 @@ def create_topics(
         raise BrokerError(f"partitions must be >= 1, got {partitions}")
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=10000, api_version_auto_timeout_ms=5000
+            bootstrap_servers=bootstrap, request_timeout_ms=10000
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None

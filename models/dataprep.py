@@ -1,0 +1,297 @@
+"""From readings to training arrays: tick grid, segments, time split, stateful batches.
+
+The rules mirror the streaming pipeline so the model is trained on what it will see:
+
+* **Tick** ``k = floor(ts / interval_s)``; a tank's first reading in a tick wins.
+* **Missing tick inside a segment** = a *masked* step: the LSTM state is unchanged
+  (Keras mask), and no loss is taken on it or on the step that should predict it.
+  This is exactly the pipeline's "missing reading = masked row".
+* **Boundary** (state reset before the reading is applied): the tank's first reading,
+  a reading with an ``event``, or a gap ``> max_gap_ticks`` since its previous reading.
+* **Split**: by time only — train ``[0, val_start)``, validation ``[val_start,
+  test_start)``, holdout ``[test_start, K)`` in ticks; the scaler is fit on train.
+  The first reading of a tank inside a slice is a boundary (state starts from zero).
+
+Stateful batches (:func:`make_batches`): row j of every batch is tank j (one *lane*
+per tank). Each segment is padded with masked steps to a multiple of the window
+length T, so every segment starts at a window start, where that row alone is reset
+(``resets[w, j]``); all lanes are padded to the same number of windows. Sample ``w*B +
+j`` is window w of lane j, so with ``batch_size = B`` and ``shuffle=False`` batch w is
+window w of every tank, and the sample count is a multiple of B (keras issue 21183).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from models.artifact import FEATURES
+from models.scaler import Scaler
+from tankwatch.errors import CsvError
+
+__all__ = [
+    "Batches",
+    "TickGrid",
+    "build_grid",
+    "load_readings",
+    "make_batches",
+    "split_ticks",
+]
+
+
+@dataclass(frozen=True)
+class TickGrid:
+    """Readings on an event-time grid. K ticks x N tanks x F features.
+
+    ``values`` (K, N, F) float32 physical units, NaN where no reading;
+    ``present`` (K, N) bool; ``boundary`` (K, N) bool, True where the state is reset
+    before applying that reading; ``k0`` the tick index of row 0
+    (tick start time = ``(k0 + i) * interval_s``); ``tank_ids`` in row order (sorted).
+    """
+
+    tank_ids: tuple[str, ...]
+    k0: int
+    interval_s: float
+    max_gap_ticks: int
+    values: NDArray[np.float32]
+    present: NDArray[np.bool_]
+    boundary: NDArray[np.bool_]
+
+    @property
+    def n_ticks(self) -> int:
+        return int(self.values.shape[0])
+
+    def tick_times(self) -> NDArray[np.float64]:
+        """(K,) start time of each tick, epoch seconds."""
+        return (self.k0 + np.arange(self.n_ticks)) * self.interval_s
+
+    def slice(self, start: int, stop: int) -> TickGrid:
+        """Ticks [start, stop); each tank's first reading in the slice becomes a boundary."""
+        present = self.present[start:stop]
+        boundary = self.boundary[start:stop].copy()
+        seen = np.cumsum(present, axis=0)
+        boundary |= present & (seen == 1)
+        return TickGrid(
+            self.tank_ids,
+            self.k0 + start,
+            self.interval_s,
+            self.max_gap_ticks,
+            self.values[start:stop],
+            present,
+            boundary,
+        )
+
+
+def load_readings(paths: Sequence[str | Path], options: object | None = None) -> pd.DataFrame:
+    """Readings from CSV files (bundled history format unless ``options`` say otherwise).
+
+    ``options``: a :class:`producers.csv_source.CsvOptions`. Returns a frame with
+    ts (epoch s), tank_id, pressure_kpa, temperature_c, event (str or None).
+    Bad rows are skipped (counted in the log by csv_source); no rows at all is an error.
+    """
+    from producers.csv_source import CsvOptions, load_frame
+
+    if options is not None and not isinstance(options, CsvOptions):
+        raise TypeError("options must be a producers.csv_source.CsvOptions")
+    result = load_frame([Path(p) for p in paths], options, strict=False)
+    if result.frame.empty:
+        detail = f" ({result.bad_rows} bad rows; first: {result.errors[0]})" if result.errors else ""
+        raise CsvError(f"no valid readings in {', '.join(str(p) for p in paths)}{detail}")
+    return result.frame
+
+
+def build_grid(
+    frame: pd.DataFrame,
+    interval_s: float,
+    max_gap_ticks: int,
+    features: Sequence[str] = FEATURES,
+) -> TickGrid:
+    """Bucket readings (ts epoch s, tank_id, features..., event) into a tick grid."""
+    if frame.empty:
+        raise CsvError("no readings to build a tick grid from")
+    ticks = np.floor(frame["ts"].to_numpy(np.float64) / interval_s).astype(np.int64)
+    tank_ids = tuple(sorted(frame["tank_id"].astype(str).unique()))
+    rows = pd.Index(tank_ids).get_indexer(frame["tank_id"].astype(str))
+    k0 = int(ticks.min())
+    n_ticks = int(ticks.max()) - k0 + 1
+    vals = frame[list(features)].to_numpy(np.float32)
+    if "event" in frame:
+        ev = frame["event"]
+        has_event = (ev.notna() & (ev.astype(str).str.strip() != "")).to_numpy(bool)
+    else:
+        has_event = np.zeros(len(frame), bool)
+    # First reading of a tank in a tick wins: keep the first occurrence of (tick, row)
+    # in file/time order.
+    flat = (ticks - k0) * len(tank_ids) + rows
+    _, first = np.unique(flat, return_index=True)
+    values = np.full((n_ticks, len(tank_ids), len(features)), np.nan, np.float32)
+    present = np.zeros((n_ticks, len(tank_ids)), bool)
+    event = np.zeros((n_ticks, len(tank_ids)), bool)
+    k_idx, r_idx = ticks[first] - k0, rows[first]
+    values[k_idx, r_idx] = vals[first]
+    present[k_idx, r_idx] = True
+    event[k_idx, r_idx] = has_event[first]
+    boundary = _boundaries(present, event, max_gap_ticks)
+    return TickGrid(tank_ids, k0, float(interval_s), int(max_gap_ticks), values, present, boundary)
+
+
+def _boundaries(
+    present: NDArray[np.bool_], event: NDArray[np.bool_], max_gap_ticks: int
+) -> NDArray[np.bool_]:
+    """(K, N): first reading of a tank, an event, or a gap > max_gap ticks before it."""
+    n_ticks, n = present.shape
+    idx = np.where(present, np.arange(n_ticks)[:, None], -1)
+    last = np.maximum.accumulate(idx, axis=0)  # last present tick at or before k
+    prev = np.vstack([np.full((1, n), -1), last[:-1]])  # last present tick before k
+    gap = np.arange(n_ticks)[:, None] - prev
+    first = prev < 0
+    return present & (first | event | (gap > max_gap_ticks))
+
+
+def split_ticks(n_ticks: int, val_fraction: float, holdout_fraction: float) -> tuple[int, int]:
+    """(val_start, test_start) tick indices of a time-based three-way split."""
+    if not (0 < val_fraction < 1 and 0 < holdout_fraction < 1):
+        raise ValueError("fractions must be in (0, 1)")
+    if val_fraction + holdout_fraction >= 0.9:
+        raise ValueError("validation + holdout must leave at least 10% for training")
+    test_start = int(round(n_ticks * (1 - holdout_fraction)))
+    val_start = int(round(n_ticks * (1 - holdout_fraction - val_fraction)))
+    return val_start, test_start
+
+
+@dataclass(frozen=True)
+class Batches:
+    """Stateful training arrays; S = windows x B lanes samples, T steps, F features.
+
+    ``x`` (S, T, F) scaled inputs (0 where masked); ``mask`` (S, T) bool input mask;
+    ``y`` (S, T, F) target = next step's scaled value minus this step's, divided by
+    ``delta_scale`` (0 where unused); ``weight`` (S, T) 1 where both this and the next
+    step are real readings of the same segment; ``resets`` (windows, B) bool.
+    """
+
+    x: NDArray[np.float32]
+    mask: NDArray[np.bool_]
+    y: NDArray[np.float32]
+    weight: NDArray[np.float32]
+    resets: NDArray[np.bool_]
+    lanes: int
+    window: int
+
+    @property
+    def windows(self) -> int:
+        return int(self.resets.shape[0])
+
+
+def _segments(present: NDArray[np.bool_], boundary: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """[start, stop) tick ranges of one tank: each starts at a boundary, stops before
+    the next one (or after the last reading)."""
+    starts = np.flatnonzero(boundary)
+    if starts.size == 0:
+        return []
+    real = np.flatnonzero(present)
+    out: list[tuple[int, int]] = []
+    for i, s in enumerate(starts):
+        nxt = starts[i + 1] if i + 1 < starts.size else present.shape[0]
+        inside = real[(real >= s) & (real < nxt)]
+        out.append((int(s), int(inside[-1]) + 1))
+    return out
+
+
+def segment_deltas(grid: TickGrid, scaler: Scaler) -> NDArray[np.float32]:
+    """(F,) RMS of one-tick changes in scaled units over consecutive in-segment readings.
+
+    Used to normalise the training target, so the loss is ~1.0 for persistence.
+    """
+    z = scaler.transform(grid.values)
+    ok = grid.present[:-1] & grid.present[1:] & ~grid.boundary[1:]
+    d = (z[1:] - z[:-1])[ok]
+    if d.size == 0:
+        return np.ones(z.shape[-1], np.float32)
+    rms = np.sqrt(np.mean(d.astype(np.float64) ** 2, axis=0))
+    return np.where(rms > 1e-6, rms, 1.0).astype(np.float32)
+
+
+def make_batches(
+    grid: TickGrid, scaler: Scaler, window: int, delta_scale: NDArray[np.float32]
+) -> Batches:
+    """Arrange a grid slice into stateful batches (layout in the module docstring)."""
+    n_ticks, lanes, nf = grid.values.shape
+    z = scaler.transform(grid.values)
+    lane_x: list[NDArray[np.float32]] = []
+    lane_m: list[NDArray[np.bool_]] = []
+    lane_y: list[NDArray[np.float32]] = []
+    lane_w: list[NDArray[np.float32]] = []
+    lane_r: list[NDArray[np.bool_]] = []
+    for j in range(lanes):
+        xs, ms, ys, ws, rs = [], [], [], [], []
+        for start, stop in _segments(grid.present[:, j], grid.boundary[:, j]):
+            if stop - start < 2:
+                continue  # a lone reading has no next step to learn
+            seg = z[start:stop, j]
+            pres = grid.present[start:stop, j]
+            # Many-to-many next step: inputs seg[:-1], targets seg[1:].
+            length = stop - start - 1
+            padded = -(-length // window) * window
+            x = np.zeros((padded, nf), np.float32)
+            m = np.zeros(padded, bool)
+            y = np.zeros((padded, nf), np.float32)
+            w = np.zeros(padded, np.float32)
+            m[:length] = pres[:-1]
+            x[:length] = np.where(m[:length, None], seg[:-1], 0.0)
+            ok = pres[:-1] & pres[1:]
+            w[:length] = ok
+            y[:length] = np.where(ok[:, None], (seg[1:] - seg[:-1]) / delta_scale, 0.0)
+            r = np.zeros(padded // window, bool)
+            r[0] = True
+            xs.append(x)
+            ms.append(m)
+            ys.append(y)
+            ws.append(w)
+            rs.append(r)
+        if xs:
+            lane_x.append(np.concatenate(xs))
+            lane_m.append(np.concatenate(ms))
+            lane_y.append(np.concatenate(ys))
+            lane_w.append(np.concatenate(ws))
+            lane_r.append(np.concatenate(rs))
+        else:
+            lane_x.append(np.zeros((0, nf), np.float32))
+            lane_m.append(np.zeros(0, bool))
+            lane_y.append(np.zeros((0, nf), np.float32))
+            lane_w.append(np.zeros(0, np.float32))
+            lane_r.append(np.zeros(0, bool))
+    windows = max(1, max(len(r) for r in lane_r))
+    total = windows * window
+    x_all = np.zeros((windows, lanes, window, nf), np.float32)
+    m_all = np.zeros((windows, lanes, window), bool)
+    y_all = np.zeros((windows, lanes, window, nf), np.float32)
+    w_all = np.zeros((windows, lanes, window), np.float32)
+    r_all = np.zeros((windows, lanes), bool)
+    for j in range(lanes):
+        n = lane_x[j].shape[0]
+
+        def fit(a: NDArray[np.generic], n: int = n) -> NDArray[np.generic]:
+            out = np.zeros((total, *a.shape[1:]), a.dtype)
+            out[:n] = a
+            return out.reshape(windows, window, *a.shape[1:])
+
+        x_all[:, j] = fit(lane_x[j])
+        m_all[:, j] = fit(lane_m[j])
+        y_all[:, j] = fit(lane_y[j])
+        w_all[:, j] = fit(lane_w[j])
+        r_all[: len(lane_r[j]), j] = lane_r[j]
+    s = windows * lanes
+    return Batches(
+        x=x_all.reshape(s, window, nf),
+        mask=m_all.reshape(s, window),
+        y=y_all.reshape(s, window, nf),
+        weight=w_all.reshape(s, window),
+        resets=r_all,
+        lanes=lanes,
+        window=window,
+    )

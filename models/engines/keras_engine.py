@@ -1,0 +1,189 @@
+"""Forecaster on a Keras stateful model of batch N (the live fleet size).
+
+The trained weights are copied into a freshly built one-step model
+(``Input(batch_shape=(N, 1, F))`` plus a boolean mask input) whose LSTM layers keep
+h and c in their state variables. The step is a compiled ``tf.function``. When the
+fleet size changes (``add_rows``/``remove_rows``) the model is rebuilt for the new N
+and the surviving rows' state is copied over — other rows never change.
+
+TensorFlow is imported lazily (first engine built), so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.engines.base import BoolArray, FloatArray, IndexArray, RowState
+from models.engines.common import check_horizon, check_row_state, check_rows, check_step_inputs
+from models.network import arrays_to_weights, build_model, lstm_layers
+from models.scaler import Scaler
+from tankwatch.errors import InputError
+
+__all__ = ["KerasEngine"]
+
+
+class KerasEngine:
+    """Stateful LSTM forecaster running the Keras model itself, one step per tick.
+
+    ``weights``: the arrays of ``weights.npz`` (layout in :mod:`models.network`).
+    h and c live in the Keras layers' state variables, (N, U) per layer, scaled units.
+    """
+
+    def __init__(
+        self,
+        weights: dict[str, FloatArray],
+        scaler: Scaler,
+        n_rows: int = 0,
+        residual: bool = False,
+    ) -> None:
+        self._residual = bool(residual)
+        layers = 0
+        while f"lstm{layers}_kernel" in weights:
+            layers += 1
+        if layers == 0:
+            raise InputError("weights hold no LSTM layer (lstm0_kernel missing)")
+        self._weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+        self._layers = layers
+        self._units = int(weights["lstm0_recurrent"].shape[0])
+        self._nf = int(weights["dense_kernel"].shape[1])
+        self._scaler = scaler
+        self._n = 0
+        self._model: Any = None
+        self._fn: Any = None
+        self._last = np.zeros((0, self._nf), np.float32)
+        if n_rows:
+            self.add_rows(n_rows)
+
+    @property
+    def n_rows(self) -> int:
+        return self._n
+
+    @property
+    def n_features(self) -> int:
+        return self._nf
+
+    # -- state access ---------------------------------------------------------------
+    def _state_vars(self) -> list[tuple[Any, Any]]:
+        """[(h, c)] variables per layer, each (N, U)."""
+        return [(layer.states[0], layer.states[1]) for layer in lstm_layers(self._model)]
+
+    def _get_state(self) -> tuple[FloatArray, FloatArray]:
+        if self._model is None:
+            empty = np.zeros((self._layers, 0, self._units), np.float32)
+            return empty, empty.copy()
+        pairs = self._state_vars()
+        h = np.stack([np.asarray(hv.numpy(), np.float32) for hv, _ in pairs])
+        c = np.stack([np.asarray(cv.numpy(), np.float32) for _, cv in pairs])
+        return h, c
+
+    def _set_state(self, h: FloatArray, c: FloatArray) -> None:
+        if self._model is None:
+            return
+        for layer, (hv, cv) in enumerate(self._state_vars()):
+            hv.assign(h[layer])
+            cv.assign(c[layer])
+
+    def _rebuild(self, n: int, h: FloatArray, c: FloatArray) -> None:
+        """Build a batch-n one-step model with the weights copied; load h, c (layers, n, U)."""
+        self._n = n
+        if n == 0:
+            self._model = None
+            self._fn = None
+            return
+        import tensorflow as tf
+
+        model = build_model(
+            n,
+            1,
+            self._nf,
+            self._units,
+            self._layers,
+            with_mask_input=True,
+            residual=self._residual,
+        )
+        arrays_to_weights(model, self._weights)
+        self._model = model
+        self._fn = tf.function(lambda x, m: model([x, m], training=False))
+        self._set_state(h, c)
+
+    def _run(self, scaled: FloatArray, mask: BoolArray) -> FloatArray:
+        """One compiled step for all N rows; returns scaled outputs (N, F)."""
+        y = self._fn(scaled[:, None, :], mask[:, None])
+        return np.asarray(y.numpy()[:, 0, :], np.float32)
+
+    # -- Forecaster -------------------------------------------------------------------
+    def step(self, x: FloatArray, mask: BoolArray) -> FloatArray:
+        """One tick: x (N, F) physical units, mask (N,). Returns held forecasts (N, F)."""
+        xs, ms = check_step_inputs(x, mask, self._n, self._nf)
+        if ms.any():
+            # Masked rows may carry NaN; zero them so nothing non-finite enters the graph
+            # (Keras selects the old state for them anyway).
+            scaled = np.where(ms[:, None], self._scaler.transform(xs), 0.0).astype(np.float32)
+            y = self._run(scaled, ms)
+            self._last[ms] = self._scaler.inverse(y[ms])
+        return self._last.copy()
+
+    def forecast(self, horizon: int, rows: IndexArray | None = None) -> FloatArray:
+        """(horizon, n, F) on a copy of the state: h, c are saved and put back after."""
+        horizon = check_horizon(horizon)
+        idx = np.arange(self._n) if rows is None else check_rows(rows, self._n)
+        out = np.empty((horizon, self._n, self._nf), np.float32)
+        out[0] = self._last
+        if horizon > 1 and self._n:
+            h, c = self._get_state()
+            never = ~np.isfinite(self._last).all(axis=1)
+            all_rows = np.ones(self._n, dtype=bool)
+            try:
+                for k in range(1, horizon):
+                    scaled = np.nan_to_num(self._scaler.transform(out[k - 1]), nan=0.0)
+                    out[k] = self._scaler.inverse(self._run(scaled, all_rows))
+                    out[k][never] = np.nan
+            finally:
+                self._set_state(h, c)
+        return out[:, idx]
+
+    def reset_rows(self, rows: IndexArray) -> None:
+        idx = check_rows(rows, self._n)
+        if idx.size == 0:
+            return
+        h, c = self._get_state()
+        h[:, idx] = 0.0
+        c[:, idx] = 0.0
+        self._set_state(h, c)
+        self._last[idx] = np.nan
+
+    def add_rows(self, n: int) -> int:
+        if n < 0:
+            raise InputError(f"cannot add {n} rows")
+        first = self._n
+        if n == 0:
+            return first
+        h, c = self._get_state()
+        zeros = np.zeros((self._layers, n, self._units), np.float32)
+        self._rebuild(first + n, np.concatenate([h, zeros], 1), np.concatenate([c, zeros], 1))
+        self._last = np.concatenate([self._last, np.full((n, self._nf), np.nan, np.float32)])
+        return first
+
+    def remove_rows(self, rows: IndexArray) -> None:
+        idx = np.unique(check_rows(rows, self._n))
+        if idx.size == 0:
+            return
+        h, c = self._get_state()
+        self._rebuild(self._n - idx.size, np.delete(h, idx, 1), np.delete(c, idx, 1))
+        self._last = np.delete(self._last, idx, axis=0)
+
+    def snapshot(self, rows: IndexArray) -> RowState:
+        idx = check_rows(rows, self._n)
+        h, c = self._get_state()
+        return RowState(h=h[:, idx], c=c[:, idx], last_forecast=self._last[idx].copy())
+
+    def restore(self, rows: IndexArray, state: RowState) -> None:
+        idx = check_rows(rows, self._n)
+        check_row_state(state, idx.size, self._layers, self._units, self._nf)
+        h, c = self._get_state()
+        h[:, idx] = state.h
+        c[:, idx] = state.c
+        self._set_state(h, c)
+        self._last[idx] = state.last_forecast

@@ -1,0 +1,441 @@
+"""Tick assembly: decoded readings -> closed ticks of fixed-order rows. Pure, no Kafka.
+
+The rules (docs/architecture.md, "Pipeline semantics"):
+
+* tick ``k = floor(ts / interval)``; a tank's row comes from :class:`TankRegistry`;
+* each partition has a watermark ``max event ts seen in it - allowed_lateness``; a
+  reading whose tick ended at or before *its own partition's* watermark is ``late``
+  (decided from the partition's order alone, so 1x and 1000x replays agree);
+* a reading for a tick at or before the tank's last applied tick is a ``duplicate``;
+  so is a second reading of a tank within one open tick (first wins);
+* ticks close in order, when every active tank (seen within ``max_gap`` ticks) has a
+  reading (``complete``), or when the pipeline watermark passes their end
+  (``watermark``); the pipeline watermark is the minimum over partitions that still
+  have unread data (all caught up: the maximum);
+* a reading that is not late, for a tick that already closed, of a tank whose last
+  applied tick is earlier, is applied in a ``catchup`` tick where only its row is
+  present (rows are independent, so its forecasts are what they would have been);
+* a row is reset before its reading is applied on a new tank, an ``event``, or a gap
+  of more than ``max_gap`` ticks since its last applied tick.
+
+For checkpoints, :meth:`TickAssembler.commit_points` tells, per partition, the offset
+to resume from (the smallest offset still held in an open tick, else the next offset)
+and the partition's max event time *before* that offset, so a restart re-reads the
+held readings and judges lateness exactly as the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.registry import TankRegistry
+from tankwatch.codec import Reading
+
+__all__ = [
+    "NO_TICK",
+    "RESET_REASONS",
+    "ClosedTick",
+    "CommitPoint",
+    "Polled",
+    "TickAssembler",
+]
+
+#: "Never applied" marker in tick arrays (far below any real tick).
+NO_TICK = np.iinfo(np.int64).min // 4
+#: Reset reason codes in :attr:`ClosedTick.reset_reason` (0 = no reset).
+RESET_REASONS = ("", "new_tank", "event", "gap")
+_NEW, _EVENT, _GAP = 1, 2, 3
+
+I64 = NDArray[np.int64]
+
+
+class Polled(NamedTuple):
+    """A decoded reading and where it came from (``kafka_ts`` in epoch seconds).
+
+    A NamedTuple: one is built per message on the hot path.
+    """
+
+    reading: Reading
+    partition: int
+    offset: int
+    kafka_ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTick:
+    """One step to apply: the present rows of one tick, in row order.
+
+    ``rows`` (n,) intp; ``x`` (n, F) float32 physical units; ``ts``, ``kafka_ts`` (n,)
+    float64 epoch seconds; ``prev_tick`` (n,) int64 last applied tick before this one
+    (``NO_TICK`` for a new tank); ``reset_reason`` (n,) int8 index into
+    :data:`RESET_REASONS` (0 = no reset); ``partitions``/``offsets`` (n,) source.
+    """
+
+    tick: int
+    trigger: str
+    rows: NDArray[np.intp]
+    x: NDArray[np.float32]
+    ts: NDArray[np.float64]
+    prev_tick: I64
+    reset_reason: NDArray[np.int8]
+    partitions: NDArray[np.int32]
+    offsets: I64
+    kafka_ts: NDArray[np.float64]
+
+    @property
+    def reset_rows(self) -> NDArray[np.intp]:
+        return self.rows[self.reset_reason > 0]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPoint:
+    """Where a partition resumes: ``offset`` and its max event ts before it (seconds)."""
+
+    offset: int
+    max_ts: float
+
+
+@dataclass
+class _Partition:
+    max_ts: float = -math.inf
+    next_offset: int = 0
+
+
+@dataclass
+class _OpenTick:
+    present: set[int] = field(default_factory=set)
+    rows: list[int] = field(default_factory=list)
+    values: list[tuple[float, float]] = field(default_factory=list)
+    event: list[bool] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    partition: list[int] = field(default_factory=list)
+    offset: list[int] = field(default_factory=list)
+    kafka_ts: list[float] = field(default_factory=list)
+    max_ts_before: list[float] = field(default_factory=list)
+
+
+class TickAssembler:
+    """Buckets readings into event-time ticks and closes them in order (see module doc).
+
+    ``interval_s``: tick length; ``allowed_lateness_s``: watermark lag;
+    ``max_gap_ticks``: gap that resets a row and ends "active".
+    """
+
+    def __init__(self, interval_s: float, allowed_lateness_s: float, max_gap_ticks: int) -> None:
+        if interval_s <= 0 or allowed_lateness_s < 0 or max_gap_ticks < 1:
+            raise ValueError("interval_s > 0, allowed_lateness_s >= 0, max_gap_ticks >= 1")
+        self.interval = float(interval_s)
+        self.lateness = float(allowed_lateness_s)
+        self.max_gap = int(max_gap_ticks)
+        self.registry = TankRegistry()
+        self._last_applied: I64 = np.full(0, NO_TICK, np.int64)
+        self._last_seen: I64 = np.full(0, NO_TICK, np.int64)
+        self._row_partition: NDArray[np.int32] = np.full(0, -1, np.int32)
+        self._parts: dict[int, _Partition] = {}
+        self._open: dict[int, _OpenTick] = {}
+        self._catchup: list[tuple[int, int, int, Polled]] = []  # (tick, row, prev, rec)
+        self.closed_upto: int | None = None
+        self.dropped: dict[str, int] = {"late": 0, "duplicate": 0}
+
+    # ----------------------------------------------------------------- rows
+    @property
+    def capacity(self) -> int:
+        return self.registry.capacity
+
+    @property
+    def last_applied(self) -> I64:
+        """(capacity,) last applied tick per row (``NO_TICK`` = none). Read-only view."""
+        return self._last_applied[: self.capacity]
+
+    @property
+    def row_partition(self) -> NDArray[np.int32]:
+        """(capacity,) source partition per row (-1 = free row)."""
+        return self._row_partition[: self.capacity]
+
+    def _row(self, tank_id: str, partition: int) -> int:
+        row = self.registry.get(tank_id)
+        if row is None:
+            row = self.registry.add(tank_id)
+            if row >= self._last_applied.shape[0]:
+                size = max(16, 2 * self._last_applied.shape[0])
+                self._last_applied = _grow(self._last_applied, size, NO_TICK)
+                self._last_seen = _grow(self._last_seen, size, NO_TICK)
+                self._row_partition = _grow(self._row_partition, size, -1)
+            self._last_applied[row] = NO_TICK
+            self._last_seen[row] = NO_TICK
+            self._row_partition[row] = partition
+        return row
+
+    def restore_tank(self, tank_id: str, partition: int, last_applied_tick: int) -> int:
+        """Give a restored tank its row and last applied tick; returns the row."""
+        row = self._row(tank_id, partition)
+        self._last_applied[row] = last_applied_tick
+        self._last_seen[row] = max(int(self._last_seen[row]), last_applied_tick)
+        self._row_partition[row] = partition
+        return row
+
+    # ----------------------------------------------------------- partitions
+    def assign(self, partition: int, point: CommitPoint | None = None) -> None:
+        """Start tracking a partition, resuming at ``point`` (None = from scratch)."""
+        p = _Partition()
+        if point is not None:
+            p.max_ts, p.next_offset = point.max_ts, point.offset
+        self._parts[partition] = p
+
+    def revoke(self, partitions: Collection[int]) -> list[tuple[str, int]]:
+        """Forget partitions: drop their held readings (they will be re-read from the
+        commit point by whoever gets them) and free their tanks' rows.
+
+        Returns the (tank_id, row) pairs released, for the caller to reset its rows.
+        """
+        gone = set(partitions)
+        for tick in list(self._open):
+            ot = self._open[tick]
+            keep = [i for i, p in enumerate(ot.partition) if p not in gone]
+            if len(keep) == len(ot.rows):
+                continue
+            new = _OpenTick()
+            for i in keep:
+                _append(new, ot, i)
+            if new.rows:
+                self._open[tick] = new
+            else:
+                del self._open[tick]
+        for p in gone:
+            self._parts.pop(p, None)
+        self._catchup = [c for c in self._catchup if c[3].partition not in gone]
+        released = []
+        for tank_id, row in self.registry.items():
+            if int(self._row_partition[row]) in gone:
+                released.append((tank_id, row))
+        self.registry.release(t for t, _ in released)
+        for _, row in released:
+            self._last_applied[row] = NO_TICK
+            self._last_seen[row] = NO_TICK
+            self._row_partition[row] = -1
+        return released
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._parts)
+
+    def advance(self, partition: int, next_offset: int) -> None:
+        """Record that everything before ``next_offset`` of this partition was read
+        (also rejected messages, which never reach :meth:`add`)."""
+        p = self._parts.get(partition)
+        if p is None:
+            p = self._parts[partition] = _Partition()
+        if next_offset > p.next_offset:
+            p.next_offset = next_offset
+
+    def partition_watermark(self, partition: int) -> float:
+        """Max event ts seen in the partition minus the allowed lateness (seconds)."""
+        p = self._parts.get(partition)
+        return -math.inf if p is None else p.max_ts - self.lateness
+
+    def watermark(self, lagging: Collection[int]) -> float:
+        """Pipeline watermark: min over lagging partitions, max over all if none lags."""
+        lag = [self.partition_watermark(p) for p in self._parts if p in lagging]
+        if lag:
+            return min(lag)
+        if not self._parts:
+            return -math.inf
+        return max(self.partition_watermark(p) for p in self._parts)
+
+    # --------------------------------------------------------------- intake
+    def add(self, records: Iterable[Polled]) -> None:
+        """Take decoded readings in partition order (late/duplicates are counted)."""
+        interval, lateness = self.interval, self.lateness
+        parts, open_ticks = self._parts, self._open
+        last_applied, closed_upto = self._last_applied, self.closed_upto
+        for rec in records:
+            r = rec.reading
+            p = parts.get(rec.partition)
+            if p is None:
+                p = parts[rec.partition] = _Partition()
+            tick = math.floor(r.ts / interval)
+            before = p.max_ts
+            if (tick + 1) * interval <= before - lateness:
+                self.dropped["late"] += 1
+                continue
+            if r.ts > before:
+                p.max_ts = r.ts
+            row = self._row(r.tank_id, rec.partition)
+            last_applied = self._last_applied  # may have grown
+            prev = int(last_applied[row])
+            if tick <= prev:
+                self.dropped["duplicate"] += 1
+                continue
+            if tick > self._last_seen[row]:
+                self._last_seen[row] = tick
+            if closed_upto is not None and tick <= closed_upto:
+                # Logically applied now: a second reading for this tick is a duplicate.
+                last_applied[row] = tick
+                self._catchup.append((tick, row, prev, rec))
+                continue
+            ot = open_ticks.get(tick)
+            if ot is None:
+                ot = open_ticks[tick] = _OpenTick()
+            if row in ot.present:
+                self.dropped["duplicate"] += 1
+                continue
+            ot.present.add(row)
+            ot.rows.append(row)
+            ot.values.append((r.pressure_kpa, r.temperature_c))
+            ot.event.append(r.event is not None)
+            ot.ts.append(r.ts)
+            ot.partition.append(rec.partition)
+            ot.offset.append(rec.offset)
+            ot.kafka_ts.append(rec.kafka_ts)
+            ot.max_ts_before.append(before)
+
+    # -------------------------------------------------------------- closing
+    def close(self, lagging: Collection[int] = ()) -> list[ClosedTick]:
+        """Catch-up ticks (in tick order), then every open tick that may close, in order.
+
+        ``lagging``: partitions that still have unread data (position < high water).
+        """
+        out: list[ClosedTick] = []
+        if self._catchup:
+            pending, self._catchup = self._catchup, []
+            pending.sort(key=lambda c: (c[0], c[1]))
+            i = 0
+            while i < len(pending):
+                j = i
+                while j < len(pending) and pending[j][0] == pending[i][0]:
+                    j += 1
+                out.append(self._catchup_tick(pending[i:j]))
+                i = j
+        wm = self.watermark(lagging)
+        while self._open:
+            tick = min(self._open)
+            ot = self._open[tick]
+            if (tick + 1) * self.interval <= wm:
+                trigger = "watermark"
+            elif len(ot.rows) >= self._n_active(tick):
+                trigger = "complete"
+            else:
+                break
+            del self._open[tick]
+            self.closed_upto = tick
+            out.append(self._closed(tick, trigger, ot))
+        return out
+
+    def _n_active(self, tick: int) -> int:
+        seen = self._last_seen[: self.capacity]
+        return int(np.count_nonzero(seen >= tick - self.max_gap))
+
+    def _closed(self, tick: int, trigger: str, ot: _OpenTick) -> ClosedTick:
+        order = np.argsort(np.asarray(ot.rows, np.intp), kind="stable")
+        rows = np.asarray(ot.rows, np.intp)[order]
+        prev = self._last_applied[rows].copy()
+        self._last_applied[rows] = tick
+        return self._build(
+            tick,
+            trigger,
+            rows,
+            prev,
+            np.asarray(ot.values, np.float32).reshape(-1, 2)[order],
+            np.asarray(ot.event, bool)[order],
+            np.asarray(ot.ts, np.float64)[order],
+            np.asarray(ot.partition, np.int32)[order],
+            np.asarray(ot.offset, np.int64)[order],
+            np.asarray(ot.kafka_ts, np.float64)[order],
+        )
+
+    def _catchup_tick(self, entries: list[tuple[int, int, int, Polled]]) -> ClosedTick:
+        rs = [e[3].reading for e in entries]
+        return self._build(
+            entries[0][0],
+            "catchup",
+            np.asarray([e[1] for e in entries], np.intp),
+            np.asarray([e[2] for e in entries], np.int64),
+            np.asarray([(r.pressure_kpa, r.temperature_c) for r in rs], np.float32),
+            np.asarray([r.event is not None for r in rs], bool),
+            np.asarray([r.ts for r in rs], np.float64),
+            np.asarray([e[3].partition for e in entries], np.int32),
+            np.asarray([e[3].offset for e in entries], np.int64),
+            np.asarray([e[3].kafka_ts for e in entries], np.float64),
+        )
+
+    def _build(
+        self,
+        tick: int,
+        trigger: str,
+        rows: NDArray[np.intp],
+        prev: I64,
+        x: NDArray[np.float32],
+        event: NDArray[np.bool_],
+        ts: NDArray[np.float64],
+        partitions: NDArray[np.int32],
+        offsets: I64,
+        kafka_ts: NDArray[np.float64],
+    ) -> ClosedTick:
+        new = prev == NO_TICK
+        gap = ~new & (tick - prev > self.max_gap)
+        reason = np.where(new, _NEW, np.where(event, _EVENT, np.where(gap, _GAP, 0)))
+        return ClosedTick(
+            tick=tick,
+            trigger=trigger,
+            rows=rows,
+            x=x,
+            ts=ts,
+            prev_tick=prev,
+            reset_reason=reason.astype(np.int8),
+            partitions=partitions,
+            offsets=offsets,
+            kafka_ts=kafka_ts,
+        )
+
+    # ---------------------------------------------------------- checkpoints
+    def commit_points(self, partitions: Collection[int] | None = None) -> dict[int, CommitPoint]:
+        """Per partition: resume offset and max event ts before it (see module doc).
+
+        The offset is the smallest one still held in an open tick, else the next
+        offset to read; it never passes a reading that has not been applied.
+        """
+        wanted = self._parts.keys() if partitions is None else partitions
+        out: dict[int, CommitPoint] = {}
+        for pid in wanted:
+            p = self._parts.get(pid)
+            if p is not None:
+                out[pid] = CommitPoint(p.next_offset, p.max_ts)
+        for ot in self._open.values():
+            for part, off, before in zip(ot.partition, ot.offset, ot.max_ts_before, strict=True):
+                cp = out.get(part)
+                if cp is not None and off < cp.offset:
+                    out[part] = CommitPoint(off, before)
+        return out
+
+    @property
+    def open_ticks(self) -> list[int]:
+        """Ticks holding readings, ascending."""
+        return sorted(self._open)
+
+    def held(self) -> int:
+        """Readings held in open ticks."""
+        return sum(len(ot.rows) for ot in self._open.values())
+
+
+def _grow(a: NDArray[np.generic], size: int, fill: int) -> NDArray[np.generic]:
+    out = np.full(size, fill, a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def _append(dst: _OpenTick, src: _OpenTick, i: int) -> None:
+    dst.present.add(src.rows[i])
+    dst.rows.append(src.rows[i])
+    dst.values.append(src.values[i])
+    dst.event.append(src.event[i])
+    dst.ts.append(src.ts[i])
+    dst.partition.append(src.partition[i])
+    dst.offset.append(src.offset[i])
+    dst.kafka_ts.append(src.kafka_ts[i])
+    dst.max_ts_before.append(src.max_ts_before[i])

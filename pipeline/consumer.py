@@ -1,0 +1,123 @@
+"""The Kafka adapter: a group consumer with manual commits and a rebalance listener.
+
+kafka-python runs rebalance callbacks inside ``poll()`` in the calling thread: on
+revoke the service checkpoints those partitions' tanks and commits (while it still
+owns them), on assign it restores their state and seeks to the checkpoint's offset.
+Auto-commit is off: offsets are committed only after the checkpoint that covers them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata
+
+__all__ = ["ReadingsConsumer"]
+
+log = logging.getLogger(__name__)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(
+        self, on_revoked: Callable[[list[int]], None], on_assigned: Callable[[list[int]], None]
+    ) -> None:
+        self._revoked, self._assigned = on_revoked, on_assigned
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._revoked(sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._assigned(sorted(tp.partition for tp in assigned))
+
+
+class ReadingsConsumer:
+    """Consumes one readings topic in a consumer group; partitions are plain ints here."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        on_revoked: Callable[[list[int]], None],
+        on_assigned: Callable[[list[int]], None],
+        max_poll_records: int = 5000,
+        session_timeout_ms: int = 10000,
+        heartbeat_interval_ms: int = 1000,
+        max_poll_interval_ms: int = 60000,
+    ) -> None:
+        self.topic = topic
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_poll_records,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+            # Large fetches: a poll should carry many ticks' worth of small readings.
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            request_timeout_ms=max(session_timeout_ms + 5000, 30000),
+            client_id=f"tankwatch-{group}",
+        )
+        self._consumer.subscribe([topic], listener=_Listener(on_revoked, on_assigned))
+
+    def tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.topic, partition)
+
+    def poll(self, timeout_ms: int) -> dict[int, list[Any]]:
+        """Records by partition (ConsumerRecord lists, in offset order)."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        return {tp.partition: msgs for tp, msgs in batch.items() if msgs}
+
+    def assigned(self) -> list[int]:
+        return sorted(tp.partition for tp in self._consumer.assignment())
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._consumer.seek(self.tp(partition), offset)
+
+    def lag(self) -> dict[int, int | None]:
+        """Per assigned partition: high water - position (None while unknown)."""
+        out: dict[int, int | None] = {}
+        for tp in self._consumer.assignment():
+            try:
+                hw = self._consumer.highwater(tp)
+                pos = self._consumer._subscription.assignment[tp].position  # no remote call
+            except Exception:  # partition revoked between calls
+                continue
+            out[tp.partition] = None if hw is None or pos is None else max(0, hw - pos.offset)
+        return out
+
+    def lagging(self) -> set[int]:
+        """Partitions that may still have unread data (unknown counts as lagging)."""
+        return {p for p, lag in self.lag().items() if lag is None or lag > 0}
+
+    def probe(self, timeout_ms: int = 2000) -> bool:
+        """A cheap round trip to the broker (end offsets of the assignment)."""
+        tps = list(self._consumer.assignment())
+        try:
+            if tps:
+                self._consumer.end_offsets(tps, timeout_ms=timeout_ms)
+            else:
+                self._consumer.topics()
+            return True
+        except Exception:
+            return False
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Commit these offsets synchronously (raises on failure)."""
+        if offsets:
+            self._consumer.commit(
+                {self.tp(p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
+            )
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception as exc:
+            log.warning("consumer close failed", extra={"error": str(exc)})

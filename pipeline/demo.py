@@ -1,0 +1,288 @@
+"""``tankwatch demo``: the whole system on one machine, no Docker.
+
+Starts the embedded Kafka-protocol broker (or uses ``KAFKA_BOOTSTRAP``), creates the
+topics, runs the pipeline with the committed default model, and replays the bundled
+history into it, looping, so the dashboard page is visibly alive. Stops cleanly on
+Ctrl-C / SIGTERM or after ``--duration`` seconds, in dependency order: replay first
+(nothing new arrives), then the pipeline (it checkpoints and commits while the broker
+is still up), then the broker.
+
+Pacing: the first ``--warmup-ticks`` ticks are replayed as fast as possible so the
+LSTM state and the anomaly scorer's baseline are warm when the page first loads; the
+rest at ``--speed`` x event time (default 300x: one 60 s tick every 0.2 s, 5 ticks per
+second on the page — fast enough to see motion, slow enough to follow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from tankwatch.cli import positive_float
+from tankwatch.errors import ConfigError, TankwatchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPEED = 300.0
+DEFAULT_WARMUP_TICKS = 120
+#: How long to wait for each background part to finish once asked to stop (seconds).
+STOP_TIMEOUT_S = 30.0
+
+
+def bundled_history() -> Path:
+    """``data/history.csv.gz`` of the repository (or of the Docker image's /app)."""
+    return Path(__file__).resolve().parent.parent / "data" / "history.csv.gz"
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``tankwatch demo`` to the command line."""
+    env = os.environ
+    p = sub.add_parser(
+        "demo",
+        help="run everything locally (embedded broker, replay, pipeline, live dashboard)",
+        description="Run the whole pipeline on this machine without Docker: an embedded "
+        "Kafka-protocol broker, the bundled history replayed in a loop, the pipeline with "
+        "the default model, /metrics and a live dashboard page. Ctrl-C stops it cleanly.",
+    )
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        default=float(env["TANKWATCH_DEMO_DURATION"]) if env.get("TANKWATCH_DEMO_DURATION")
+        else None,
+        help="stop after this many seconds (env TANKWATCH_DEMO_DURATION; default: until Ctrl-C)",
+    )
+    p.add_argument(
+        "--speed",
+        type=positive_float,
+        default=float(env.get("TANKWATCH_DEMO_SPEED") or DEFAULT_SPEED),
+        help="replay speed-up over event time after the warm-up "
+        "(env TANKWATCH_DEMO_SPEED; default %(default)gx)",
+    )
+    p.add_argument(
+        "--warmup-ticks",
+        type=_non_negative_int,
+        default=DEFAULT_WARMUP_TICKS,
+        help="ticks replayed as fast as possible first, so the page starts warm "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=_port,
+        default=_port(env.get("TANKWATCH_HTTP_PORT") or "8000"),
+        help="port of the dashboard, /metrics and /healthz "
+        "(env TANKWATCH_HTTP_PORT; 0 = any free port; default %(default)s)",
+    )
+    p.add_argument(
+        "--tanks-file",
+        type=Path,
+        default=None,
+        help="history CSV to replay instead of the bundled data/history.csv.gz",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=env.get("TANKWATCH_MODEL") or None,
+        help="model artifact directory (env TANKWATCH_MODEL; default: the committed model)",
+    )
+    p.add_argument(
+        "--no-browser-hint",
+        action="store_true",
+        help="don't print the 'open this in your browser' hint (for scripts)",
+    )
+    p.set_defaults(func=run_demo)
+
+
+@dataclass
+class _Worker:
+    """A background thread that records the exception that ended it, if any."""
+
+    name: str
+    target: Callable[[], object]
+    error: BaseException | None = None
+    thread: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.target()
+        except BaseException as exc:  # reported by the main thread, never lost
+            self.error = exc
+            log.debug("demo worker failed", extra={"worker": self.name}, exc_info=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout: float) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` instead of raising, so shutdown runs in order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can only be handled on the main thread (e.g. under a test runner)
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            print("tankwatch demo: still stopping…", file=sys.stderr, flush=True)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _replay_target(
+    source: Path, bootstrap: str, topic: str, speed: float, warmup_ticks: int,
+    stop: threading.Event,
+) -> Callable[[], object]:
+    """The replay loop: a fast warm-up, then ``speed`` x event time, looping until stopped."""
+    from producers.replay import ReplayOptions, replay
+
+    def run() -> object:
+        return replay(
+            [source],
+            bootstrap,
+            topic,
+            None,
+            ReplayOptions(speed=speed, loop=True, warmup_ticks=warmup_ticks),
+            stop_event=stop,
+        )
+
+    return run
+
+
+def _print_banner(out: TextIO, url: str, bootstrap: str, embedded: bool, source: Path,
+                  speed: float, duration: float | None, hint: bool) -> None:
+    base = url.rstrip("/")
+    broker = f"{bootstrap} ({'embedded, in memory' if embedded else 'KAFKA_BOOTSTRAP'})"
+    ticks_per_s = speed / 60.0
+    lines = [
+        "",
+        "tankwatch demo is running",
+        f"  dashboard  {base}/",
+        f"  metrics    {base}/metrics",
+        f"  health     {base}/healthz",
+        f"  broker     {broker}",
+        f"  replaying  {source} at {speed:g}x event time "
+        f"(~{ticks_per_s:g} ticks/s for 60 s ticks), looping",
+        f"  stops      {'after ' + format(duration, 'g') + ' s or ' if duration else ''}on Ctrl-C",
+    ]
+    if hint:
+        lines.append(f"Open {base}/ in your browser.")
+    print("\n".join(lines), file=out, flush=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Entry point of ``tankwatch demo``; returns the exit code."""
+    from pipeline.bootstrap import build_service
+    from pipeline.config import Settings
+    from tankwatch.broker import EmbeddedBroker
+    from tankwatch.topics import Topics, create_topics
+
+    source = args.tanks_file or bundled_history()
+    if not source.is_file():
+        raise ConfigError(f"history file not found: {source}")
+    stop = threading.Event()
+    replay_stop = threading.Event()
+    workers: list[_Worker] = []
+    with contextlib.ExitStack() as cleanup, _stop_on_signals(stop):
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
+        embedded = not bootstrap
+        if embedded:
+            broker = EmbeddedBroker().start()
+            cleanup.callback(broker.stop)
+            bootstrap = broker.bootstrap
+        topics = Topics.from_env()
+        create_topics(bootstrap, topics)
+        # A fresh state directory and group each run: the embedded broker forgets
+        # everything when it stops, so an old checkpoint would not match its offsets.
+        state_dir = Path(tempfile.mkdtemp(prefix="tankwatch-demo-"))
+        cleanup.callback(shutil.rmtree, state_dir, ignore_errors=True)
+        overrides: dict[str, Any] = {
+            "bootstrap": bootstrap,
+            "http_port": args.http_port,
+            "state_dir": state_dir,
+            "group": f"tankwatch-demo-{uuid.uuid4().hex[:8]}",
+        }
+        if args.model is not None:
+            overrides["model_dir"] = args.model
+        service = build_service(Settings.from_env(**overrides))
+
+        svc = _Worker("pipeline", lambda: service.run(stop))
+        svc.start()
+        workers.append(svc)
+        rep = _Worker(
+            "replay",
+            _replay_target(source, bootstrap, topics.readings, args.speed, args.warmup_ticks,
+                           replay_stop),
+        )
+        rep.start()
+        workers.append(rep)
+        _print_banner(sys.stdout, service.http_url, bootstrap, embedded, source, args.speed,
+                      args.duration, not args.no_browser_hint)
+
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not svc.thread.is_alive() or rep.error is not None:
+                break  # something died: shut the rest down and report it
+            stop.wait(0.2)
+
+        print("tankwatch demo: stopping…", file=sys.stderr, flush=True)
+        replay_stop.set()
+        rep.join(STOP_TIMEOUT_S)
+        stop.set()
+        service.request_stop()
+        if not svc.join(STOP_TIMEOUT_S):
+            log.warning("pipeline did not stop in time", extra={"timeout_s": STOP_TIMEOUT_S})
+    # The broker is stopped (ExitStack) only after the pipeline has committed.
+    for w in workers:
+        if w.error is not None:
+            if isinstance(w.error, TankwatchError):
+                raise w.error
+            raise TankwatchError(f"demo {w.name} failed: {w.error!r}") from w.error
+    print("tankwatch demo: stopped", file=sys.stderr, flush=True)
+    return 0

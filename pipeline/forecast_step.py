@@ -1,0 +1,253 @@
+"""Apply one closed tick to the model: resets, residuals, step, horizon, anomaly.
+
+Holds the fleet's per-row display state (last actual, forecasts, residual, anomaly,
+last reading time, reset counts) as NumPy arrays indexed by row, grown when the
+registry grows. Everything is vectorised over the tick's rows; only the rows present
+in a tick are stepped and forecast (rows are independent, so a catch-up tick with one
+row costs one row's work and yields exactly that row's values of a full batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.anomaly import AnomalyScorer, AnomalyState
+from models.engines.base import Forecaster, RowState
+from pipeline.assembler import NO_TICK, RESET_REASONS, ClosedTick
+
+__all__ = ["FleetState", "ForecastStep", "StepOutput", "TankState"]
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """Results of one applied tick for its rows (all arrays over the tick's n rows).
+
+    ``forecast`` (n, F) next-step; ``horizons`` (n, R, F) at ``horizons_reported``;
+    ``expected`` (n, F) the forecast held for this tick before the step (NaN if none);
+    ``residual`` (n, F) actual - expected, only when made at the previous tick (else NaN);
+    ``score`` (n,), ``flag`` (n,) bool. Physical units.
+    """
+
+    tick: ClosedTick
+    forecast: F32
+    horizons: F32
+    expected: F32
+    residual: F32
+    score: F64
+    flag: NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class TankState:
+    """Everything needed to continue one tank exactly (one checkpoint record).
+
+    ``h``, ``c``: (layers, units) float32; ``held`` (F,) float32 next-step forecast
+    (NaN if none); ``anomaly``: the scorer's per-row arrays (one row);
+    ``last_tick``: last applied tick; ``last_ts``: its event time (s);
+    ``actual`` (F,) last reading.
+    """
+
+    tank_id: str
+    partition: int
+    last_tick: int
+    last_ts: float
+    h: F32
+    c: F32
+    held: F32
+    actual: F32
+    anomaly: dict[str, F64]
+
+
+class FleetState:
+    """Per-row arrays the sinks read (capacity rows; free rows hold NaN).
+
+    ``horizons``: (rows, H, F) the whole horizon of the last step (tick+1..tick+H).
+    """
+
+    def __init__(self, n_features: int, n_horizons: int) -> None:
+        self.nf, self.nh = n_features, n_horizons
+        self.actual: F32 = np.full((0, n_features), np.nan, np.float32)
+        self.held: F32 = np.full((0, n_features), np.nan, np.float32)
+        self.horizons: F32 = np.full((0, n_horizons, n_features), np.nan, np.float32)
+        self.residual: F32 = np.full((0, n_features), np.nan, np.float32)
+        self.score: F64 = np.zeros(0)
+        self.flag: NDArray[np.bool_] = np.zeros(0, bool)
+        self.last_ts: F64 = np.full(0, np.nan)
+        #: (rows, len(RESET_REASONS)) resets per reason (column 0 unused).
+        self.resets: NDArray[np.int64] = np.zeros((0, len(RESET_REASONS)), np.int64)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.score.shape[0])
+
+    def grow(self, n: int) -> None:
+        """Append n empty rows."""
+        nf, nh = self.nf, self.nh
+        self.actual = np.concatenate([self.actual, np.full((n, nf), np.nan, np.float32)])
+        self.held = np.concatenate([self.held, np.full((n, nf), np.nan, np.float32)])
+        self.horizons = np.concatenate(
+            [self.horizons, np.full((n, nh, nf), np.nan, np.float32)]
+        )
+        self.residual = np.concatenate([self.residual, np.full((n, nf), np.nan, np.float32)])
+        self.score = np.concatenate([self.score, np.zeros(n)])
+        self.flag = np.concatenate([self.flag, np.zeros(n, bool)])
+        self.last_ts = np.concatenate([self.last_ts, np.full(n, np.nan)])
+        self.resets = np.concatenate([self.resets, np.zeros((n, len(RESET_REASONS)), np.int64)])
+
+    def clear(self, rows: NDArray[np.intp]) -> None:
+        """Forget rows (a revoked tank's row becomes free)."""
+        self.actual[rows] = np.nan
+        self.held[rows] = np.nan
+        self.horizons[rows] = np.nan
+        self.residual[rows] = np.nan
+        self.score[rows] = 0.0
+        self.flag[rows] = False
+        self.last_ts[rows] = np.nan
+        self.resets[rows] = 0
+
+
+class ForecastStep:
+    """Owns the engine and the anomaly scorer; applies closed ticks to them.
+
+    ``horizon``: ticks forecast on a state copy; ``horizons_reported``: which of them
+    (1-based) are kept; ``scale``: (F,) scaler std (residuals are scored in scaled
+    units so pressure and temperature weigh alike).
+    """
+
+    def __init__(
+        self,
+        engine: Forecaster,
+        scorer: AnomalyScorer,
+        horizon: int,
+        horizons_reported: tuple[int, ...],
+        scale: NDArray[np.floating],
+    ) -> None:
+        self.engine = engine
+        self.scorer = scorer
+        self.horizon = int(horizon)
+        self.reported = np.asarray(horizons_reported, np.intp) - 1
+        self.scale = np.asarray(scale, np.float32)
+        self.fleet = FleetState(engine.n_features, self.horizon)
+        self.steps = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.fleet.capacity
+
+    def ensure_capacity(self, n: int) -> None:
+        """Grow engine, scorer and fleet arrays to at least n rows (never shrinks)."""
+        extra = n - self.fleet.capacity
+        if extra <= 0:
+            return
+        extra = max(extra, min(256, max(16, self.fleet.capacity)))  # amortised growth
+        self.engine.add_rows(extra)
+        self.scorer.add_rows(extra)
+        self.fleet.grow(extra)
+
+    def free(self, rows: NDArray[np.intp]) -> None:
+        """Reset released rows so a reused row starts clean."""
+        if rows.size:
+            self.engine.reset_rows(rows)
+            self.scorer.reset_rows(rows)
+            self.fleet.clear(rows)
+
+    def apply(self, ct: ClosedTick) -> StepOutput:
+        """Apply one closed tick (its rows must be < capacity)."""
+        fleet, rows = self.fleet, ct.rows
+        n_all = fleet.capacity
+        reset = ct.reset_rows
+        if reset.size:
+            self.engine.reset_rows(reset)
+            self.scorer.reset_rows(reset)
+            fleet.held[reset] = np.nan
+            np.add.at(fleet.resets, (reset, ct.reset_reason[ct.reset_reason > 0]), 1)
+        held = fleet.held[rows]
+        # A residual needs the forecast made at the previous tick (not across a hole).
+        has_res = (
+            (ct.prev_tick == ct.tick - 1) & (ct.reset_reason == 0) & np.isfinite(held).all(axis=1)
+        )
+        residual = np.where(has_res[:, None], ct.x - held, np.nan).astype(np.float32)
+        mask = np.zeros(n_all, bool)
+        mask[rows] = True
+        x_all = np.zeros((n_all, fleet.nf), np.float32)
+        x_all[rows] = ct.x
+        y = self.engine.step(x_all, mask)
+        forecast = y[rows]
+        hz = self.engine.forecast(self.horizon, rows)  # (H, n, F) on a state copy
+        full = hz.transpose(1, 0, 2)  # (n, H, F)
+        horizons = np.ascontiguousarray(full[:, self.reported])
+        res_all = np.zeros((n_all, fleet.nf), np.float32)
+        res_mask = np.zeros(n_all, bool)
+        res_rows = rows[has_res]
+        res_all[res_rows] = residual[has_res] / self.scale
+        res_mask[res_rows] = True
+        score_all, flag_all = self.scorer.update(res_all, res_mask)
+        score, flag = score_all[rows], flag_all[rows]
+        fleet.actual[rows] = ct.x
+        fleet.held[rows] = forecast
+        fleet.horizons[rows] = full
+        fleet.residual[rows] = residual
+        fleet.score[rows] = score
+        fleet.flag[rows] = flag
+        fleet.last_ts[rows] = ct.ts
+        self.steps += 1
+        return StepOutput(ct, forecast, horizons, held, residual, score, flag)
+
+    # ---------------------------------------------------------- checkpoints
+    def snapshot(
+        self,
+        tanks: list[tuple[str, int]],
+        last_tick: NDArray[np.int64],
+        partition: NDArray[np.int32],
+    ) -> list[TankState]:
+        """Checkpoint records of these (tank_id, row) pairs; rows never applied are skipped."""
+        pairs = [(t, r) for t, r in tanks if int(last_tick[r]) != NO_TICK]
+        if not pairs:
+            return []
+        rows = np.asarray([r for _, r in pairs], np.intp)
+        st = self.engine.snapshot(rows)
+        an = self.scorer.snapshot(rows).to_dict()
+        out = []
+        for i, (tank_id, row) in enumerate(pairs):
+            out.append(
+                TankState(
+                    tank_id=tank_id,
+                    partition=int(partition[row]),
+                    last_tick=int(last_tick[row]),
+                    last_ts=float(self.fleet.last_ts[row]),
+                    h=np.ascontiguousarray(st.h[:, i]),
+                    c=np.ascontiguousarray(st.c[:, i]),
+                    held=self.fleet.held[row].copy(),
+                    actual=self.fleet.actual[row].copy(),
+                    anomaly={k: np.asarray(v[i]) for k, v in an.items()},
+                )
+            )
+        return out
+
+    def restore(self, row: int, state: TankState) -> None:
+        """Load one tank's checkpoint into its row (row < capacity)."""
+        idx = np.asarray([row], np.intp)
+        self.engine.restore(
+            idx,
+            RowState(
+                h=state.h[:, None, :].astype(np.float32),
+                c=state.c[:, None, :].astype(np.float32),
+                last_forecast=state.held[None, :].astype(np.float32),
+            ),
+        )
+        self.scorer.restore(
+            idx, AnomalyState.from_dict({k: np.asarray(v)[None] for k, v in state.anomaly.items()})
+        )
+        fleet = self.fleet
+        fleet.clear(idx)
+        fleet.held[row] = state.held
+        fleet.actual[row] = state.actual
+        fleet.last_ts[row] = state.last_ts
+        fleet.score[row] = float(np.asarray(state.anomaly.get("score", 0.0)))
+        fleet.flag[row] = bool(np.asarray(state.anomaly.get("run", 0.0)) >= self.scorer.consecutive)

@@ -1,0 +1,264 @@
+"""Both inference engines against a Keras stateful reference model, plus their contracts.
+
+The reference is the plain Keras model (``models.network.build_model`` with a mask
+input) with one permanent row per tank, fed one step at a time: a tank that is not in
+the engine's fleet is simply masked there, which is exactly what snapshot/remove/add/
+restore must reproduce. Tolerance: 1e-5 in scaled units.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.engines.base import Forecaster, RowState
+from models.engines.keras_engine import KerasEngine
+from models.engines.numpy_engine import NumpyEngine
+from models.scaler import Scaler
+from tankwatch.errors import InputError
+from tests.conftest import REPO
+
+F = 2
+SCALER = Scaler(np.array([250.0, 20.0], np.float32), np.array([20.0, 5.0], np.float32))
+TOL = 1e-5
+
+
+def random_weights(units: int, layers: int, seed: int) -> dict[str, np.ndarray]:
+    """Weights in the weights.npz layout, large enough to exercise the nonlinearity."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for layer in range(layers):
+        fin = F if layer == 0 else units
+        out[f"lstm{layer}_kernel"] = rng.normal(0, 0.6, (fin, 4 * units)).astype(np.float32)
+        out[f"lstm{layer}_recurrent"] = rng.normal(0, 0.4, (units, 4 * units)).astype(np.float32)
+        out[f"lstm{layer}_bias"] = rng.normal(0, 0.3, 4 * units).astype(np.float32)
+    out["dense_kernel"] = rng.normal(0, 0.5, (units, F)).astype(np.float32)
+    out["dense_bias"] = rng.normal(0, 0.1, F).astype(np.float32)
+    return out
+
+
+class KerasReference:
+    """The Keras stateful model itself, one permanent row per tank, one step per call."""
+
+    def __init__(
+        self, weights: dict[str, np.ndarray], n_tanks: int, units: int, layers: int, residual: bool
+    ):
+        import tensorflow as tf
+
+        from models.network import arrays_to_weights, build_model, lstm_layers
+
+        self.model = build_model(
+            n_tanks, 1, F, units, layers, with_mask_input=True, residual=residual
+        )
+        arrays_to_weights(self.model, weights)
+        self.fn = tf.function(lambda x, m: self.model([x, m], training=False))
+        self.vars = [v for layer in lstm_layers(self.model) for v in layer.states]
+        self.last = np.full((n_tanks, F), np.nan, np.float32)
+        self.n = n_tanks
+
+    def step(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        xs = np.where(mask[:, None], SCALER.transform(x), 0.0).astype(np.float32)
+        y = self.fn(xs[:, None, :], mask[:, None]).numpy()[:, 0]
+        self.last[mask] = SCALER.inverse(y[mask])
+        return self.last.copy()
+
+    def reset(self, tanks: list[int]) -> None:
+        keep = np.ones((self.n, 1), np.float32)
+        keep[tanks] = 0.0
+        for v in self.vars:
+            v.assign(v.numpy() * keep)
+        self.last[tanks] = np.nan
+
+    def forecast(self, horizon: int) -> np.ndarray:
+        saved = [v.numpy() for v in self.vars]
+        out = [self.last.copy()]
+        for _ in range(horizon - 1):
+            x = np.nan_to_num(SCALER.transform(out[-1]))
+            y = self.fn(x[:, None, :], np.ones((self.n, 1), bool)).numpy()[:, 0]
+            out.append(SCALER.inverse(y))
+        for v, s in zip(self.vars, saved, strict=True):
+            v.assign(s)
+        return np.stack(out)
+
+
+def make_engine(
+    kind: str, weights: dict[str, np.ndarray], n_rows: int, residual: bool = False
+) -> Forecaster:
+    if kind == "numpy":
+        return NumpyEngine(weights, SCALER, n_rows, residual)
+    return KerasEngine(weights, SCALER, n_rows, residual)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Scaled-units comparison; NaN (never stepped) must match NaN."""
+    a = (np.asarray(actual) - SCALER.mean) / SCALER.std
+    e = (np.asarray(expected) - SCALER.mean) / SCALER.std
+    np.testing.assert_allclose(a, e, rtol=0, atol=TOL, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "residual"), [("numpy", True), ("keras", True), ("numpy", False), ("keras", False)]
+)
+def test_engine_matches_keras_reference_through_masks_resets_and_fleet_changes(
+    kind: str, residual: bool
+) -> None:
+    units, layers, n_tanks, ticks = 8, 2, 9, 120
+    weights = random_weights(units, layers, seed=3)
+    ref = KerasReference(weights, n_tanks, units, layers, residual)
+    engine = make_engine(kind, weights, 5, residual)
+    fleet = [0, 1, 2, 3, 4]  # fleet[row] = tank id; the engine only knows rows
+    parked: dict[int, RowState] = {}  # tanks removed from the fleet, with their state
+    rng = np.random.default_rng(11)
+    x = SCALER.mean + SCALER.std * rng.normal(0, 1.0, (n_tanks, F)).astype(np.float32)
+    checked_forecasts = 0
+    for t in range(ticks):
+        x = (x + SCALER.std * rng.normal(0, 0.3, (n_tanks, F))).astype(np.float32)
+        present = np.zeros(n_tanks, bool)
+        present[fleet] = True
+        mask = present & (rng.random(n_tanks) < 0.75)
+        # Boundary resets of single rows.
+        for row, tank in enumerate(fleet):
+            if rng.random() < 0.03:
+                engine.reset_rows(np.array([row]))
+                ref.reset([tank])
+        x_rows = x[fleet].copy()
+        m_rows = mask[fleet]
+        x_rows[~m_rows] = np.nan  # masked rows may carry anything
+        got = engine.step(x_rows, m_rows)
+        want = ref.step(x, mask)
+        assert_close(got, want[fleet])
+        if t % 20 == 7:
+            rows = np.array(sorted(rng.choice(len(fleet), size=3, replace=False)))
+            fc = engine.forecast(6, rows)
+            assert fc.shape == (6, 3, F)
+            assert_close(fc, ref.forecast(6)[:, np.array(fleet)[rows]])
+            checked_forecasts += 1
+        # Fleet changes every 20 ticks: park one tank (snapshot + remove), bring one
+        # back (add + restore) or admit a never-seen tank (add, zero state).
+        if t % 20 == 19:
+            row = int(rng.integers(len(fleet)))
+            tank = fleet.pop(row)
+            parked[tank] = engine.snapshot(np.array([row]))
+            engine.remove_rows(np.array([row]))
+        if t % 20 == 9:
+            outside = [k for k in range(n_tanks) if k not in fleet]
+            tank = int(rng.choice(outside))
+            first = engine.add_rows(1)
+            assert first == len(fleet)
+            fleet.append(tank)
+            if tank in parked:
+                engine.restore(np.array([first]), parked.pop(tank))
+            else:
+                ref.reset([tank])
+        assert engine.n_rows == len(fleet)
+    assert checked_forecasts >= 5
+
+
+@pytest.mark.parametrize("kind", ["numpy", "keras"])
+def test_non_finite_unmasked_input_raises_before_any_state_change(kind: str) -> None:
+    engine = make_engine(kind, random_weights(4, 1, seed=1), 3)
+    x = np.array([[250, 20], [240, 19], [260, 21]], np.float32)
+    engine.step(x, np.ones(3, bool))
+    before = engine.snapshot(np.arange(3))
+    bad = x.copy()
+    bad[1, 0] = np.inf
+    with pytest.raises(InputError, match=r"rows \[1\]"):
+        engine.step(bad, np.ones(3, bool))
+    after = engine.snapshot(np.arange(3))
+    np.testing.assert_array_equal(before.h, after.h)
+    np.testing.assert_array_equal(before.c, after.c)
+    np.testing.assert_array_equal(before.last_forecast, after.last_forecast)
+    # The same NaN in a masked row is fine and leaves that row alone.
+    bad[1, 0] = np.nan
+    engine.step(bad, np.array([True, False, True]))
+    np.testing.assert_array_equal(engine.snapshot(np.array([1])).h, before.h[:, [1]])
+
+
+@pytest.mark.parametrize("kind", ["numpy", "keras"])
+def test_shape_errors_are_input_errors(kind: str) -> None:
+    engine = make_engine(kind, random_weights(4, 1, seed=1), 2)
+    with pytest.raises(InputError):
+        engine.step(np.zeros((3, F), np.float32), np.ones(3, bool))
+    with pytest.raises(InputError):
+        engine.step(np.zeros((2, F), np.float32), np.ones(3, bool))
+    with pytest.raises(InputError):
+        engine.reset_rows(np.array([2]))
+    with pytest.raises(InputError):
+        engine.forecast(0)
+    with pytest.raises(InputError):
+        engine.restore(np.array([0]), engine.snapshot(np.array([0, 1])))
+
+
+def test_numpy_forecast_leaves_live_state_untouched_and_starts_with_held_forecast() -> None:
+    weights = random_weights(6, 1, seed=5)
+    a, b = NumpyEngine(weights, SCALER, 4), NumpyEngine(weights, SCALER, 4)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        x = (SCALER.mean + SCALER.std * rng.normal(size=(4, F))).astype(np.float32)
+        ya = a.step(x, np.ones(4, bool))
+        yb = b.step(x, np.ones(4, bool))
+        fc = a.forecast(30)
+        np.testing.assert_array_equal(fc[0], ya)
+        assert np.isfinite(fc).all()
+        np.testing.assert_array_equal(ya, yb)  # the forecast did not move a's state
+
+
+def test_numpy_rows_are_independent_of_batch_composition() -> None:
+    """A row stepped alone gives what it gives inside the full batch (catch-up relies on it)."""
+    weights = random_weights(8, 2, seed=9)
+    full, single = NumpyEngine(weights, SCALER, 6), NumpyEngine(weights, SCALER, 6)
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        x = (SCALER.mean + SCALER.std * rng.normal(size=(6, F))).astype(np.float32)
+        y_full = full.step(x, np.ones(6, bool))
+        for row in range(6):
+            m = np.zeros(6, bool)
+            m[row] = True
+            y_single = single.step(x, m)
+        assert_close(y_single, y_full)  # equal up to float32 rounding of the matmul
+
+
+def test_numpy_reset_add_remove_semantics() -> None:
+    engine = NumpyEngine(random_weights(4, 1, seed=2), SCALER, 0)
+    assert engine.n_rows == 0
+    assert engine.add_rows(3) == 0
+    x = np.array([[250, 20], [240, 19], [260, 21]], np.float32)
+    y = engine.step(x, np.ones(3, bool))
+    engine.reset_rows(np.array([1]))
+    snap = engine.snapshot(np.arange(3))
+    assert np.isnan(snap.last_forecast[1]).all()
+    assert not snap.h[:, 1].any() and not snap.c[:, 1].any()
+    np.testing.assert_array_equal(snap.last_forecast[[0, 2]], y[[0, 2]])
+    assert engine.add_rows(2) == 3
+    engine.remove_rows(np.array([0, 3]))
+    after = engine.snapshot(np.arange(engine.n_rows))
+    assert engine.n_rows == 3
+    np.testing.assert_array_equal(after.last_forecast[1], y[2])  # old row 2 moved up to 1
+    np.testing.assert_array_equal(after.h[:, 1], snap.h[:, 2])
+
+
+def _run(code: str) -> Any:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_numpy_path_never_imports_tensorflow() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from models.artifact import load_forecaster\n"
+        "f = load_forecaster('models/artifacts/default', engine='numpy', n_rows=2)\n"
+        "f.step(np.array([[250., 20.], [251., 21.]], np.float32), np.ones(2, bool))\n"
+        "f.forecast(5)\n"
+        "import models.engines.keras_engine, models.network, models.anomaly\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "print(bad)\n"
+        "assert not bad\n"
+    )
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
