@@ -7,6 +7,8 @@ Layout (``docs/architecture.md``)::
     metadata.json   format_version, model_version, features, units, scaler,
                     tick_interval_s, max_gap_ticks, units_per_layer, layers,
                     residual (bool: output = input + head, in scaled units),
+                    change_input (bool: the LSTM also sees the change since the
+                    previous reading; see models.network),
                     parameters, size_bytes, training{...}, evaluation{...}
     evaluation.md   optional report; plots/*.png
 
@@ -68,6 +70,7 @@ class Artifact:
     max_gap_ticks: int
     model_version: str
     residual: bool = False
+    change_input: bool = False
 
     @property
     def model_path(self) -> Path:
@@ -99,12 +102,17 @@ def _read_metadata(path: Path) -> dict[str, Any]:
 
 
 def _check_weights(
-    path: Path, weights: dict[str, FloatArray], n_features: int, units: int, layers: int
+    path: Path,
+    weights: dict[str, FloatArray],
+    n_features: int,
+    units: int,
+    layers: int,
+    change_input: bool,
 ) -> None:
     """Every array present, of the shape the metadata implies, and finite."""
     expected: dict[str, tuple[int, ...]] = {}
     for layer in range(layers):
-        fin = n_features if layer == 0 else units
+        fin = (2 * n_features if change_input else n_features) if layer == 0 else units
         expected[f"lstm{layer}_kernel"] = (fin, 4 * units)
         expected[f"lstm{layer}_recurrent"] = (units, 4 * units)
         expected[f"lstm{layer}_bias"] = (4 * units,)
@@ -185,6 +193,11 @@ def load_artifact(
     residual = meta.get("residual", False)
     if not isinstance(residual, bool):
         raise _fail(root, f"{METADATA_FILE}: residual must be true or false, got {residual!r}")
+    change_input = meta.get("change_input", False)
+    if not isinstance(change_input, bool):
+        raise _fail(root, f"{METADATA_FILE}: change_input must be true or false")
+    if change_input and not residual:
+        raise _fail(root, f"{METADATA_FILE}: change_input requires residual")
     model_version = meta.get("model_version")
     if not isinstance(model_version, str) or not model_version:
         raise _fail(root, f"{METADATA_FILE}: model_version must be a non-empty string")
@@ -197,7 +210,7 @@ def load_artifact(
             weights = {k: np.asarray(npz[k], dtype=np.float32) for k in npz.files}
     except Exception as exc:  # zipfile/pickle/ValueError: all mean "corrupt file"
         raise _fail(root, f"{WEIGHTS_FILE} is corrupt ({type(exc).__name__}: {exc})") from None
-    _check_weights(root, weights, len(features), units_per_layer, layers)
+    _check_weights(root, weights, len(features), units_per_layer, layers, change_input)
 
     model_path = root / MODEL_FILE
     if not model_path.is_file():
@@ -217,6 +230,7 @@ def load_artifact(
         max_gap_ticks=max_gap,
         model_version=model_version,
         residual=residual,
+        change_input=change_input,
     )
 
 
@@ -254,11 +268,19 @@ def load_forecaster(
     if engine == "numpy":
         from models.engines.numpy_engine import NumpyEngine
 
-        return NumpyEngine(artifact.weights, artifact.scaler, n_rows, artifact.residual)
+        return NumpyEngine(
+            artifact.weights, artifact.scaler, n_rows, artifact.residual, artifact.change_input
+        )
     if engine == "keras":
         from models.engines.keras_engine import KerasEngine
 
-        return KerasEngine(_keras_weights(artifact), artifact.scaler, n_rows, artifact.residual)
+        return KerasEngine(
+            _keras_weights(artifact),
+            artifact.scaler,
+            n_rows,
+            artifact.residual,
+            artifact.change_input,
+        )
     raise ArtifactError(f"unknown engine {engine!r} (expected 'numpy' or 'keras')")
 
 

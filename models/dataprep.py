@@ -68,7 +68,10 @@ class TickGrid:
 
     def tick_times(self) -> NDArray[np.float64]:
         """(K,) start time of each tick, epoch seconds."""
-        return (self.k0 + np.arange(self.n_ticks)) * self.interval_s
+        times: NDArray[np.float64] = (self.k0 + np.arange(self.n_ticks, dtype=np.float64)) * (
+            self.interval_s
+        )
+        return times
 
     def slice(self, start: int, stop: int) -> TickGrid:
         """Ticks [start, stop); each tank's first reading in the slice becomes a boundary."""
@@ -100,7 +103,9 @@ def load_readings(paths: Sequence[str | Path], options: object | None = None) ->
         raise TypeError("options must be a producers.csv_source.CsvOptions")
     result = load_frame([Path(p) for p in paths], options, strict=False)
     if result.frame.empty:
-        detail = f" ({result.bad_rows} bad rows; first: {result.errors[0]})" if result.errors else ""
+        detail = (
+            f" ({result.bad_rows} bad rows; first: {result.errors[0]})" if result.errors else ""
+        )
         raise CsvError(f"no valid readings in {', '.join(str(p) for p in paths)}{detail}")
     return result.frame
 
@@ -159,8 +164,8 @@ def split_ticks(n_ticks: int, val_fraction: float, holdout_fraction: float) -> t
         raise ValueError("fractions must be in (0, 1)")
     if val_fraction + holdout_fraction >= 0.9:
         raise ValueError("validation + holdout must leave at least 10% for training")
-    test_start = int(round(n_ticks * (1 - holdout_fraction)))
-    val_start = int(round(n_ticks * (1 - holdout_fraction - val_fraction)))
+    test_start = round(n_ticks * (1 - holdout_fraction))
+    val_start = round(n_ticks * (1 - holdout_fraction - val_fraction))
     return val_start, test_start
 
 
@@ -168,13 +173,16 @@ def split_ticks(n_ticks: int, val_fraction: float, holdout_fraction: float) -> t
 class Batches:
     """Stateful training arrays; S = windows x B lanes samples, T steps, F features.
 
-    ``x`` (S, T, F) scaled inputs (0 where masked); ``mask`` (S, T) bool input mask;
+    ``x`` (S, T, F) scaled inputs (0 where masked); ``dx`` (S, T, F) each input minus
+    the previous reading of its segment, divided by ``delta_scale`` (0 for a segment's
+    first reading and where masked); ``mask`` (S, T) bool input mask;
     ``y`` (S, T, F) target = next step's scaled value minus this step's, divided by
     ``delta_scale`` (0 where unused); ``weight`` (S, T) 1 where both this and the next
     step are real readings of the same segment; ``resets`` (windows, B) bool.
     """
 
     x: NDArray[np.float32]
+    dx: NDArray[np.float32]
     mask: NDArray[np.bool_]
     y: NDArray[np.float32]
     weight: NDArray[np.float32]
@@ -220,15 +228,16 @@ def make_batches(
     grid: TickGrid, scaler: Scaler, window: int, delta_scale: NDArray[np.float32]
 ) -> Batches:
     """Arrange a grid slice into stateful batches (layout in the module docstring)."""
-    n_ticks, lanes, nf = grid.values.shape
+    _, lanes, nf = grid.values.shape
     z = scaler.transform(grid.values)
     lane_x: list[NDArray[np.float32]] = []
+    lane_d: list[NDArray[np.float32]] = []
     lane_m: list[NDArray[np.bool_]] = []
     lane_y: list[NDArray[np.float32]] = []
     lane_w: list[NDArray[np.float32]] = []
     lane_r: list[NDArray[np.bool_]] = []
     for j in range(lanes):
-        xs, ms, ys, ws, rs = [], [], [], [], []
+        xs, ds, ms, ys, ws, rs = [], [], [], [], [], []
         for start, stop in _segments(grid.present[:, j], grid.boundary[:, j]):
             if stop - start < 2:
                 continue  # a lone reading has no next step to learn
@@ -243,24 +252,31 @@ def make_batches(
             w = np.zeros(padded, np.float32)
             m[:length] = pres[:-1]
             x[:length] = np.where(m[:length, None], seg[:-1], 0.0)
+            # Change since the previous reading of this segment (0 for its first).
+            dx = np.zeros((padded, nf), np.float32)
+            real = np.flatnonzero(m[:length])
+            dx[real[1:]] = (seg[real[1:]] - seg[real[:-1]]) / delta_scale
             ok = pres[:-1] & pres[1:]
             w[:length] = ok
             y[:length] = np.where(ok[:, None], (seg[1:] - seg[:-1]) / delta_scale, 0.0)
             r = np.zeros(padded // window, bool)
             r[0] = True
             xs.append(x)
+            ds.append(dx)
             ms.append(m)
             ys.append(y)
             ws.append(w)
             rs.append(r)
         if xs:
             lane_x.append(np.concatenate(xs))
+            lane_d.append(np.concatenate(ds))
             lane_m.append(np.concatenate(ms))
             lane_y.append(np.concatenate(ys))
             lane_w.append(np.concatenate(ws))
             lane_r.append(np.concatenate(rs))
         else:
             lane_x.append(np.zeros((0, nf), np.float32))
+            lane_d.append(np.zeros((0, nf), np.float32))
             lane_m.append(np.zeros(0, bool))
             lane_y.append(np.zeros((0, nf), np.float32))
             lane_w.append(np.zeros(0, np.float32))
@@ -268,6 +284,7 @@ def make_batches(
     windows = max(1, max(len(r) for r in lane_r))
     total = windows * window
     x_all = np.zeros((windows, lanes, window, nf), np.float32)
+    d_all = np.zeros((windows, lanes, window, nf), np.float32)
     m_all = np.zeros((windows, lanes, window), bool)
     y_all = np.zeros((windows, lanes, window, nf), np.float32)
     w_all = np.zeros((windows, lanes, window), np.float32)
@@ -281,6 +298,7 @@ def make_batches(
             return out.reshape(windows, window, *a.shape[1:])
 
         x_all[:, j] = fit(lane_x[j])
+        d_all[:, j] = fit(lane_d[j])
         m_all[:, j] = fit(lane_m[j])
         y_all[:, j] = fit(lane_y[j])
         w_all[:, j] = fit(lane_w[j])
@@ -288,6 +306,7 @@ def make_batches(
     s = windows * lanes
     return Batches(
         x=x_all.reshape(s, window, nf),
+        dx=d_all.reshape(s, window, nf),
         mask=m_all.reshape(s, window),
         y=y_all.reshape(s, window, nf),
         weight=w_all.reshape(s, window),

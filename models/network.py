@@ -8,12 +8,20 @@ Shape contract (N rows = tanks, T steps, F = 2 features, U units)::
       [-> Add()([x, head])]                               ("skip", when residual)
       => (N, T, F): the scaled forecast of step t+1 made after seeing step t.
 
-With ``residual=True`` (what ``tankwatch train`` builds) the head predicts the *change*
-from the current reading: the model is a learned correction to persistence. Sensor
-steps are ~1/200 of a feature's spread, which an absolute-value head cannot resolve
-(it ends up worse than persistence); a change is an O(1) target. Training uses the
-same network without the skip, on changes divided by a per-feature scale, and folds
-that scale into the head's weights (:func:`fold_delta_scale`).
+What ``tankwatch train`` builds (``residual=True, change_input=True``):
+
+* the head predicts the *change* from the current reading (a learned correction to
+  persistence): sensor steps are ~1/200 of a feature's spread, which an
+  absolute-value head cannot resolve — it ends up worse than persistence;
+* the LSTM also sees the change since the previous reading (``dx``): from levels
+  alone it cannot resolve those steps either (measured: an LSTM on levels stays at
+  persistence; with ``dx`` its next-step MSE drops to ~0.35-0.4 of persistence).
+  Engines do not need extra state for ``dx``: the previous reading is
+  ``held forecast - head(h_top)`` (the residual identity), both already in RowState.
+
+Training uses the same network without the skip, on ``dx / d`` and targets
+``change / d`` (``d`` = RMS one-tick change) and folds ``d`` into the weights
+(:func:`fold_delta_scale`).
 
 TensorFlow is imported inside functions only: importing this module is cheap, and the
 NumPy inference path (which never calls these functions) never loads TensorFlow.
@@ -64,32 +72,44 @@ def build_model(
     *,
     with_mask_input: bool = False,
     residual: bool = False,
+    change_input: bool = False,
 ) -> keras.Model:
     """A stateful LSTM model of a fixed batch size.
 
     ``batch_size`` is static (Keras requires it for ``stateful=True``); ``timesteps``
-    may be None (any length). With ``with_mask_input`` the model takes
-    ``[x (N, T, F), mask (N, T) bool]`` and passes the mask to every LSTM layer: a
-    masked step leaves that row's h and c unchanged (its output that step is
-    meaningless — the caller holds the previous forecast).
+    may be None (any length). Inputs, in this order:
+
+    * ``x`` (N, T, F): the scaled readings;
+    * ``dx`` (N, T, F) if ``change_input``: each reading minus the row's previous
+      reading in the same segment (0 for a segment's first reading), scaled units;
+      the LSTM sees ``concat([x, dx])`` (its kernel is (2F, 4U));
+    * ``mask`` (N, T) bool if ``with_mask_input``: passed to every LSTM layer; a
+      masked step leaves that row's h and c unchanged (its output that step is
+      meaningless — the caller holds the previous forecast).
+
+    ``residual`` adds ``x`` to the head's output (the head predicts the change).
     """
     keras = import_keras()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     x_in = keras.Input(batch_shape=(batch_size, timesteps, n_features), name="x")
     inputs: list[Any] = [x_in]
+    h = x_in
+    if change_input:
+        dx_in = keras.Input(batch_shape=(batch_size, timesteps, n_features), name="dx")
+        inputs.append(dx_in)
+        h = keras.layers.Concatenate(name="x_dx")([x_in, dx_in])
     mask = None
     if with_mask_input:
         mask = keras.Input(batch_shape=(batch_size, timesteps), dtype="bool", name="mask")
         inputs.append(mask)
-    h = x_in
     for layer in range(layers):
         lstm = keras.layers.LSTM(units, stateful=True, return_sequences=True, name=f"lstm{layer}")
         h = lstm(h, mask=mask) if mask is not None else lstm(h)
     y = keras.layers.TimeDistributed(keras.layers.Dense(n_features), name="head")(h)
     if residual:
         y = keras.layers.Add(name="skip")([x_in, y])
-    return keras.Model(inputs if with_mask_input else x_in, y, name="tankwatch_lstm")
+    return keras.Model(inputs if len(inputs) > 1 else x_in, y, name="tankwatch_lstm")
 
 
 def lstm_layers(model: keras.Model) -> list[Any]:
@@ -128,11 +148,23 @@ def arrays_to_weights(model: keras.Model, arrays: dict[str, NDArray[np.float32]]
 
 
 def fold_delta_scale(
-    arrays: dict[str, NDArray[np.float32]], delta_scale: NDArray[np.float32]
+    arrays: dict[str, NDArray[np.float32]],
+    delta_scale: NDArray[np.float32],
+    change_input: bool = False,
 ) -> dict[str, NDArray[np.float32]]:
-    """Head weights that output ``delta_scale * head(h)``: (U, F) kernel and (F,) bias
-    scaled per output feature; the LSTM weights are shared unchanged."""
+    """Fold the training-time change scale ``d`` (F,) into the weights.
+
+    Training sees ``dx / d`` and predicts ``change / d``; the folded network takes
+    ``dx`` and predicts the change itself: the head's (U, F) kernel and (F,) bias are
+    multiplied by ``d`` per output feature, and the ``dx`` rows of the first LSTM
+    kernel (rows F..2F) divided by ``d`` per input feature.
+    """
     out = dict(arrays)
     out["dense_kernel"] = (arrays["dense_kernel"] * delta_scale[None, :]).astype(np.float32)
     out["dense_bias"] = (arrays["dense_bias"] * delta_scale).astype(np.float32)
+    if change_input:
+        nf = delta_scale.shape[0]
+        kernel = arrays["lstm0_kernel"].copy()
+        kernel[nf:] = kernel[nf:] / delta_scale[:, None]
+        out["lstm0_kernel"] = kernel.astype(np.float32)
     return out

@@ -7,11 +7,14 @@ The rules (docs/architecture.md, "Pipeline semantics"):
   reading whose tick ended at or before *its own partition's* watermark is ``late``
   (decided from the partition's order alone, so 1x and 1000x replays agree);
 * a reading for a tick at or before the tank's last applied tick is a ``duplicate``;
-  so is a second reading of a tank within one open tick (first wins);
-* ticks close in order, when every active tank (seen within ``max_gap`` ticks) has a
-  reading (``complete``), or when the pipeline watermark passes their end
-  (``watermark``); the pipeline watermark is the minimum over partitions that still
-  have unread data (all caught up: the maximum);
+  so is a second reading of a tank for its newest tick (first wins); a reading older
+  than a reading of the *same tank* already accepted is ``late`` (per-tank order: a
+  tank's readings are taken in partition order, never re-sorted, so whether one is
+  applied cannot depend on when ticks closed);
+* ticks close in order, when every tank still expected has a reading (``complete``:
+  tanks seen within ``max_gap`` ticks before it and not already past it), or when the
+  pipeline watermark passes their end (``watermark``); the pipeline watermark is the
+  minimum over partitions that still have unread data (all caught up: the maximum);
 * a reading that is not late, for a tick that already closed, of a tank whose last
   applied tick is earlier, is applied in a ``catchup`` tick where only its row is
   present (rows are independent, so its forecasts are what they would have been);
@@ -29,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -109,7 +112,6 @@ class _Partition:
 
 @dataclass
 class _OpenTick:
-    present: set[int] = field(default_factory=set)
     rows: list[int] = field(default_factory=list)
     values: list[tuple[float, float]] = field(default_factory=list)
     event: list[bool] = field(default_factory=list)
@@ -269,23 +271,22 @@ class TickAssembler:
             row = self._row(r.tank_id, rec.partition)
             last_applied = self._last_applied  # may have grown
             prev = int(last_applied[row])
-            if tick <= prev:
-                self.dropped["duplicate"] += 1
+            seen = int(self._last_seen[row])
+            if tick <= seen:
+                # Already applied, or a second reading for the tank's newest tick (first
+                # wins), or older than a reading of the same tank already accepted: a
+                # tank's readings are taken in partition order only, which keeps the
+                # decision independent of when ticks happened to close.
+                self.dropped["duplicate" if tick <= prev or tick == seen else "late"] += 1
                 continue
-            if tick > self._last_seen[row]:
-                self._last_seen[row] = tick
+            self._last_seen[row] = tick
             if closed_upto is not None and tick <= closed_upto:
-                # Logically applied now: a second reading for this tick is a duplicate.
                 last_applied[row] = tick
                 self._catchup.append((tick, row, prev, rec))
                 continue
             ot = open_ticks.get(tick)
             if ot is None:
                 ot = open_ticks[tick] = _OpenTick()
-            if row in ot.present:
-                self.dropped["duplicate"] += 1
-                continue
-            ot.present.add(row)
             ot.rows.append(row)
             ot.values.append((r.pressure_kpa, r.temperature_c))
             ot.event.append(r.event is not None)
@@ -318,7 +319,7 @@ class TickAssembler:
             ot = self._open[tick]
             if (tick + 1) * self.interval <= wm:
                 trigger = "watermark"
-            elif len(ot.rows) >= self._n_active(tick):
+            elif self._complete(tick, ot):
                 trigger = "complete"
             else:
                 break
@@ -327,9 +328,14 @@ class TickAssembler:
             out.append(self._closed(tick, trigger, ot))
         return out
 
-    def _n_active(self, tick: int) -> int:
+    def _complete(self, tick: int, ot: _OpenTick) -> bool:
+        """Every tank still expected in ``tick`` has its reading there. Expected: newest
+        reading at most ``tick`` and at most ``max_gap`` ticks before it. A tank that
+        already sent a later tick is not expected (per-tank order: it never will)."""
         seen = self._last_seen[: self.capacity]
-        return int(np.count_nonzero(seen >= tick - self.max_gap))
+        expected = np.count_nonzero((seen >= tick - self.max_gap) & (seen <= tick))
+        present = np.count_nonzero(seen[np.asarray(ot.rows, np.intp)] == tick)
+        return bool(present >= expected)
 
     def _closed(self, tick: int, trigger: str, ot: _OpenTick) -> ClosedTick:
         order = np.argsort(np.asarray(ot.rows, np.intp), kind="stable")
@@ -423,14 +429,13 @@ class TickAssembler:
         return sum(len(ot.rows) for ot in self._open.values())
 
 
-def _grow(a: NDArray[np.generic], size: int, fill: int) -> NDArray[np.generic]:
+def _grow(a: NDArray[Any], size: int, fill: int) -> NDArray[Any]:
     out = np.full(size, fill, a.dtype)
     out[: a.shape[0]] = a
     return out
 
 
 def _append(dst: _OpenTick, src: _OpenTick, i: int) -> None:
-    dst.present.add(src.rows[i])
     dst.rows.append(src.rows[i])
     dst.values.append(src.values[i])
     dst.event.append(src.event[i])

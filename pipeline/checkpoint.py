@@ -111,6 +111,29 @@ def decode_point(value: bytes) -> tuple[int, CommitPoint]:
     return int(o["partition"]), CommitPoint(int(o["offset"]), max_ts)
 
 
+def read_to_end(consumer: Any, tps: list[Any], timeout_s: float, what: str) -> list[Any]:
+    """Poll an assigned consumer until every partition's position reaches its high
+    water mark as reported by *fetch* responses; returns the (key, value) pairs.
+
+    Not ``end_offsets``: on Tansu (0.6) ListOffsets can report the base offset of the
+    last batch instead of the end, which would silently drop the newest records.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for msgs in consumer.poll(timeout_ms=200).values():
+            out.extend((m.key, m.value) for m in msgs if m.key is not None and m.value is not None)
+        done = True
+        for tp in tps:
+            hw = consumer.highwater(tp)
+            if hw is None or consumer.position(tp) < hw:
+                done = False
+        if done:
+            return out
+        if time.monotonic() > deadline:
+            raise BrokerError(f"reading {what} to its end timed out")
+
+
 class Checkpointer:
     """Writes and reads checkpoints for one consumer group and readings topic.
 
@@ -136,7 +159,9 @@ class Checkpointer:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create state dir {state_dir}: {exc}") from None
-        safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in group + "." + readings_topic)
+        safe = "".join(
+            ch if ch.isalnum() or ch in "._-" else "_" for ch in group + "." + readings_topic
+        )
         self.path = state_dir / f"{safe}.json"
         # The file's contents, kept in memory so a checkpoint writes only the whole file.
         self._file_tanks: dict[str, str] = {}
@@ -198,7 +223,10 @@ class Checkpointer:
             self._file_tanks = dict(data.get("tanks", {}))
             self._file_points = dict(data.get("points", {}))
         except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable local checkpoint", extra={"path": str(self.path), "error": str(exc)})
+            log.warning(
+                "ignoring unreadable local checkpoint",
+                extra={"path": str(self.path), "error": str(exc)},
+            )
             self._file_tanks, self._file_points = {}, {}
 
     # ------------------------------------------------------------- reading
@@ -209,8 +237,8 @@ class Checkpointer:
         wanted = set(partitions)
         tanks: dict[str, TankState] = {}
         points: dict[int, CommitPoint] = {}
-        for value in self._file_tanks.values():
-            self._merge_tank(tanks, value.encode(), wanted)
+        for text in self._file_tanks.values():
+            self._merge_tank(tanks, text.encode(), wanted)
         for obj in self._file_points.values():
             self._merge_point(points, json.dumps(obj).encode(), wanted)
         for key, value in self._read_topic(wanted):
@@ -259,18 +287,6 @@ class Checkpointer:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            out: list[tuple[bytes, bytes]] = []
-            deadline = time.monotonic() + self.timeout_s
-            todo = {tp for tp in tps if end.get(tp, 0) > 0}
-            while todo:
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"restoring from {self.topic} timed out")
-                for tp, msgs in consumer.poll(timeout_ms=500).items():
-                    for m in msgs:
-                        if m.key is not None and m.value is not None and m.offset < end[tp]:
-                            out.append((m.key, m.value))
-                todo = {tp for tp in todo if consumer.position(tp) < end[tp]}
-            return out
+            return read_to_end(consumer, tps, self.timeout_s, self.topic)
         finally:
             consumer.close()

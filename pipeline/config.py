@@ -117,9 +117,7 @@ class Settings:
             raise ConfigError("; ".join(problems))
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults <- environment <- ``overrides`` (None values are ignored)."""
         env = os.environ if environ is None else environ
         names = {f.name for f in dataclasses.fields(cls)}
@@ -130,11 +128,12 @@ class Settings:
         for spec in FIELDS:
             if spec.env and spec.env in env and env[spec.env] != "":
                 values[spec.name] = _convert(spec, env[spec.env], spec.env)
+        d = Topics()
         topics = Topics(
-            readings=env.get("TANKWATCH_TOPIC_READINGS") or Topics.readings,
-            dlq=env.get("TANKWATCH_TOPIC_DLQ") or Topics.dlq,
-            forecasts=env.get("TANKWATCH_TOPIC_FORECASTS") or Topics.forecasts,
-            state=env.get("TANKWATCH_TOPIC_STATE") or Topics.state,
+            readings=env.get("TANKWATCH_TOPIC_READINGS") or d.readings,
+            dlq=env.get("TANKWATCH_TOPIC_DLQ") or d.dlq,
+            forecasts=env.get("TANKWATCH_TOPIC_FORECASTS") or d.forecasts,
+            state=env.get("TANKWATCH_TOPIC_STATE") or d.state,
         )
         values["topics"] = topics
         for key, value in overrides.items():
@@ -162,10 +161,12 @@ class FieldSpec:
     env: str
     parse: Callable[[str], Any]
     help: str
+    #: Command-line flag when it is not ``--`` + the name with dashes.
+    flag_name: str = ""
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
 
 def _convert(spec: FieldSpec, text: str, where: str) -> Any:
@@ -179,7 +180,7 @@ def _convert(spec: FieldSpec, text: str, where: str) -> Any:
 #: parser, help. The CLI builds its flags from this table.
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("bootstrap", "KAFKA_BOOTSTRAP", str, "Kafka bootstrap servers"),
-    FieldSpec("model_dir", "TANKWATCH_MODEL", Path, "model artifact directory"),
+    FieldSpec("model_dir", "TANKWATCH_MODEL", Path, "model artifact directory", "--model"),
     FieldSpec("http_host", "TANKWATCH_HTTP_HOST", str, "address the HTTP server binds"),
     FieldSpec("http_port", "TANKWATCH_HTTP_PORT", int, "port of /metrics, /healthz, / (0 = any)"),
     FieldSpec("state_dir", "TANKWATCH_STATE_DIR", Path, "local checkpoint directory"),
@@ -199,9 +200,19 @@ FIELDS: tuple[FieldSpec, ...] = (
         "checkpoint_interval_s", "TANKWATCH_CHECKPOINT_INTERVAL_S", float, "checkpoint period, s"
     ),
     FieldSpec(
-        "forecasts_topic_enabled", "TANKWATCH_FORECASTS_TOPIC", _parse_bool, "produce forecasts"
+        "forecasts_topic_enabled",
+        "TANKWATCH_FORECASTS_TOPIC",
+        _parse_bool,
+        "produce tank.forecasts (true/false)",
+        "--forecasts-topic",
     ),
-    FieldSpec("metrics_enabled", "TANKWATCH_METRICS", _parse_bool, "export per-tank metrics"),
+    FieldSpec(
+        "metrics_enabled",
+        "TANKWATCH_METRICS",
+        _parse_bool,
+        "export per-tank metrics (true/false)",
+        "--per-tank-metrics",
+    ),
     FieldSpec("anomaly_threshold", "TANKWATCH_ANOMALY_THRESHOLD", float, "anomaly score limit"),
     FieldSpec(
         "anomaly_consecutive", "TANKWATCH_ANOMALY_CONSECUTIVE", int, "exceedances before a flag"

@@ -1,8 +1,10 @@
 """The Kafka adapter: a group consumer with manual commits and a rebalance listener.
 
-kafka-python runs rebalance callbacks inside ``poll()`` in the calling thread: on
-revoke the service checkpoints those partitions' tanks and commits (while it still
-owns them), on assign it restores their state and seeks to the checkpoint's offset.
+kafka-python 3 runs rebalance callbacks on its own IO thread (possibly while the
+service thread is between polls, so the service serialises them with a lock): on
+revoke the service checkpoints those partitions' tanks and the offsets are committed
+(while it still owns them), on assign it restores their state and seeks to the
+checkpoint's offset, on loss (membership expired) it just forgets them.
 Auto-commit is off: offsets are committed only after the checkpoint that covers them.
 """
 
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 __all__ = ["ReadingsConsumer"]
@@ -21,17 +23,31 @@ __all__ = ["ReadingsConsumer"]
 log = logging.getLogger(__name__)
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(AsyncConsumerRebalanceListener):
+    """Async listener: kafka-python 3 runs it on the client's IO thread, where blocking
+    consumer calls (``commit``) are forbidden; the commit on revoke is awaited on the
+    loop instead, so heartbeats keep flowing while it is in flight."""
+
     def __init__(
-        self, on_revoked: Callable[[list[int]], None], on_assigned: Callable[[list[int]], None]
+        self,
+        owner: ReadingsConsumer,
+        on_revoked: Callable[[list[int]], dict[int, int]],
+        on_assigned: Callable[[list[int]], None],
+        on_lost: Callable[[list[int]], None],
     ) -> None:
-        self._revoked, self._assigned = on_revoked, on_assigned
+        self._owner = owner
+        self._revoked, self._assigned, self._lost = on_revoked, on_assigned, on_lost
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._revoked(sorted(tp.partition for tp in revoked))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = self._revoked(sorted(tp.partition for tp in revoked))
+        if offsets:
+            await self._owner._commit_async(offsets)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         self._assigned(sorted(tp.partition for tp in assigned))
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        self._lost(sorted(tp.partition for tp in lost))
 
 
 class ReadingsConsumer:
@@ -42,8 +58,9 @@ class ReadingsConsumer:
         bootstrap: str,
         topic: str,
         group: str,
-        on_revoked: Callable[[list[int]], None],
+        on_revoked: Callable[[list[int]], dict[int, int]],
         on_assigned: Callable[[list[int]], None],
+        on_lost: Callable[[list[int]], None],
         max_poll_records: int = 5000,
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 1000,
@@ -65,7 +82,10 @@ class ReadingsConsumer:
             request_timeout_ms=max(session_timeout_ms + 5000, 30000),
             client_id=f"tankwatch-{group}",
         )
-        self._consumer.subscribe([topic], listener=_Listener(on_revoked, on_assigned))
+        self.commit_timeout_ms = max(session_timeout_ms, 5000)
+        self._consumer.subscribe(
+            [topic], listener=_Listener(self, on_revoked, on_assigned, on_lost)
+        )
 
     def tp(self, partition: int) -> TopicPartition:
         return TopicPartition(self.topic, partition)
@@ -115,6 +135,19 @@ class ReadingsConsumer:
             self._consumer.commit(
                 {self.tp(p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
             )
+
+    async def _commit_async(self, offsets: dict[int, int]) -> None:
+        """Commit from the IO thread (inside a rebalance listener). Failures are logged:
+        the restore seeks to the checkpoint's own offset, so a lost commit only means
+        re-reading readings the state already covers (dropped as duplicates)."""
+        coordinator = self._consumer._coordinator  # no public awaitable commit in 3.0
+        try:
+            await coordinator._commit_offsets_sync_async(
+                {self.tp(p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
+                self.commit_timeout_ms,
+            )
+        except Exception as exc:
+            log.warning("commit on revoke failed", extra={"error": str(exc)})
 
     def close(self) -> None:
         try:

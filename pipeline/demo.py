@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,10 +31,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tankwatch.cli import positive_float
 from tankwatch.errors import ConfigError, TankwatchError
+
+if TYPE_CHECKING:
+    from tankwatch.broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--duration",
         type=positive_float,
-        default=float(env["TANKWATCH_DEMO_DURATION"]) if env.get("TANKWATCH_DEMO_DURATION")
+        default=float(env["TANKWATCH_DEMO_DURATION"])
+        if env.get("TANKWATCH_DEMO_DURATION")
         else None,
         help="stop after this many seconds (env TANKWATCH_DEMO_DURATION; default: until Ctrl-C)",
     )
@@ -173,31 +178,80 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _stop_broker(broker: EmbeddedBroker, grace_s: float = 1.0) -> None:
+    """Stop the embedded broker without its graceful-shutdown wait.
+
+    Tansu takes ~5 s to exit on SIGTERM once clients have used it; its storage is in
+    memory and discarded, and the pipeline has already committed, so that wait protects
+    nothing. SIGTERM, a short grace, then SIGKILL; the process is always reaped.
+    """
+    proc = broker.proc
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    broker.stop()  # bookkeeping (and a no-op kill of the reaped process)
+
+
 def _replay_target(
-    source: Path, bootstrap: str, topic: str, speed: float, warmup_ticks: int,
+    source: Path,
+    bootstrap: str,
+    topic: str,
+    speed: float,
+    warmup_ticks: int,
     stop: threading.Event,
 ) -> Callable[[], object]:
-    """The replay loop: a fast warm-up, then ``speed`` x event time, looping until stopped."""
+    """The replay thread: warm-up ticks as fast as possible, then the rest at ``speed``
+    x event time, looping (each pass shifted forward, so event time never goes back)."""
+    import numpy as np
+
+    from producers.csv_source import CsvOptions, load_frame
     from producers.replay import ReplayOptions, replay
 
     def run() -> object:
+        frame = load_frame([source], CsvOptions()).frame
+        ts = np.unique(frame["ts"].to_numpy(dtype=np.float64))
+        interval = float(np.median(np.diff(ts))) if len(ts) > 1 else 60.0
+        split = float(ts[0]) + warmup_ticks * interval
+        if warmup_ticks and split < ts[-1]:
+            replay(
+                frame[frame["ts"] < split],
+                bootstrap,
+                topic,
+                replay_options=ReplayOptions(speed=None, progress=False),
+                stop_event=stop,
+            )
+            frame = frame[frame["ts"] >= split]
+        if stop.is_set():
+            return None
         return replay(
-            [source],
+            frame,
             bootstrap,
             topic,
-            None,
-            ReplayOptions(speed=speed, loop=True, warmup_ticks=warmup_ticks),
+            replay_options=ReplayOptions(speed=speed, loop=True, progress=False),
             stop_event=stop,
         )
 
     return run
 
 
-def _print_banner(out: TextIO, url: str, bootstrap: str, embedded: bool, source: Path,
-                  speed: float, duration: float | None, hint: bool) -> None:
+def _print_banner(
+    out: TextIO,
+    url: str,
+    bootstrap: str,
+    embedded: bool,
+    source: Path,
+    speed: float,
+    interval_s: float,
+    model_version: str,
+    duration: float | None,
+    hint: bool,
+) -> None:
     base = url.rstrip("/")
     broker = f"{bootstrap} ({'embedded, in memory' if embedded else 'KAFKA_BOOTSTRAP'})"
-    ticks_per_s = speed / 60.0
     lines = [
         "",
         "tankwatch demo is running",
@@ -205,8 +259,9 @@ def _print_banner(out: TextIO, url: str, bootstrap: str, embedded: bool, source:
         f"  metrics    {base}/metrics",
         f"  health     {base}/healthz",
         f"  broker     {broker}",
+        f"  model      {model_version} (tick {interval_s:g} s)",
         f"  replaying  {source} at {speed:g}x event time "
-        f"(~{ticks_per_s:g} ticks/s for 60 s ticks), looping",
+        f"(~{speed / interval_s:.3g} ticks/s), looping",
         f"  stops      {'after ' + format(duration, 'g') + ' s or ' if duration else ''}on Ctrl-C",
     ]
     if hint:
@@ -218,6 +273,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """Entry point of ``tankwatch demo``; returns the exit code."""
     from pipeline.bootstrap import build_service
     from pipeline.config import Settings
+    from producers.replay import quiet_kafka_logs
     from tankwatch.broker import EmbeddedBroker
     from tankwatch.topics import Topics, create_topics
 
@@ -230,12 +286,14 @@ def run_demo(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as cleanup, _stop_on_signals(stop):
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
         embedded = not bootstrap
-        if embedded:
-            broker = EmbeddedBroker().start()
-            cleanup.callback(broker.stop)
-            bootstrap = broker.bootstrap
-        topics = Topics.from_env()
-        create_topics(bootstrap, topics)
+        with quiet_kafka_logs():
+            if embedded:
+                broker = EmbeddedBroker()
+                cleanup.callback(_stop_broker, broker)  # first: stopped even if start fails
+                broker.start()
+                bootstrap = broker.bootstrap
+            topics = Topics.from_env()
+            create_topics(bootstrap, topics)
         # A fresh state directory and group each run: the embedded broker forgets
         # everything when it stops, so an old checkpoint would not match its offsets.
         state_dir = Path(tempfile.mkdtemp(prefix="tankwatch-demo-"))
@@ -245,23 +303,36 @@ def run_demo(args: argparse.Namespace) -> int:
             "http_port": args.http_port,
             "state_dir": state_dir,
             "group": f"tankwatch-demo-{uuid.uuid4().hex[:8]}",
+            "topics": topics,  # exactly the topics created above
         }
         if args.model is not None:
             overrides["model_dir"] = args.model
-        service = build_service(Settings.from_env(**overrides))
+        with quiet_kafka_logs():
+            service = build_service(Settings.from_env(**overrides))
 
         svc = _Worker("pipeline", lambda: service.run(stop))
         svc.start()
         workers.append(svc)
         rep = _Worker(
             "replay",
-            _replay_target(source, bootstrap, topics.readings, args.speed, args.warmup_ticks,
-                           replay_stop),
+            _replay_target(
+                source, bootstrap, topics.readings, args.speed, args.warmup_ticks, replay_stop
+            ),
         )
         rep.start()
         workers.append(rep)
-        _print_banner(sys.stdout, service.http_url, bootstrap, embedded, source, args.speed,
-                      args.duration, not args.no_browser_hint)
+        _print_banner(
+            sys.stdout,
+            service.http_url,
+            bootstrap,
+            embedded,
+            source,
+            args.speed,
+            service.model.tick_interval_s,
+            service.model.model_version,
+            args.duration,
+            not args.no_browser_hint,
+        )
 
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while not stop.is_set():
@@ -272,12 +343,15 @@ def run_demo(args: argparse.Namespace) -> int:
             stop.wait(0.2)
 
         print("tankwatch demo: stopping…", file=sys.stderr, flush=True)
-        replay_stop.set()
-        rep.join(STOP_TIMEOUT_S)
-        stop.set()
-        service.request_stop()
-        if not svc.join(STOP_TIMEOUT_S):
-            log.warning("pipeline did not stop in time", extra={"timeout_s": STOP_TIMEOUT_S})
+        # kafka-python logs in-flight requests it cancels on close as errors (with a
+        # traceback); closing is deliberate here, and our own failures still raise.
+        with quiet_kafka_logs():
+            replay_stop.set()
+            rep.join(STOP_TIMEOUT_S)
+            stop.set()
+            service.request_stop()
+            if not svc.join(STOP_TIMEOUT_S):
+                log.warning("pipeline did not stop in time", extra={"timeout_s": STOP_TIMEOUT_S})
     # The broker is stopped (ExitStack) only after the pipeline has committed.
     for w in workers:
         if w.error is not None:

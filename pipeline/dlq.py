@@ -49,5 +49,10 @@ class DeadLetters:
             self.send_errors += 1
             log.warning(
                 "dead letter not sent",
-                extra={"reason": reason, "partition": partition, "offset": offset, "error": str(exc)},
+                extra={
+                    "reason": reason,
+                    "partition": partition,
+                    "offset": offset,
+                    "error": str(exc),
+                },
             )

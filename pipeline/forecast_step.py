@@ -91,9 +91,7 @@ class FleetState:
         nf, nh = self.nf, self.nh
         self.actual = np.concatenate([self.actual, np.full((n, nf), np.nan, np.float32)])
         self.held = np.concatenate([self.held, np.full((n, nf), np.nan, np.float32)])
-        self.horizons = np.concatenate(
-            [self.horizons, np.full((n, nh, nf), np.nan, np.float32)]
-        )
+        self.horizons = np.concatenate([self.horizons, np.full((n, nh, nf), np.nan, np.float32)])
         self.residual = np.concatenate([self.residual, np.full((n, nf), np.nan, np.float32)])
         self.score = np.concatenate([self.score, np.zeros(n)])
         self.flag = np.concatenate([self.flag, np.zeros(n, bool)])

@@ -12,20 +12,6 @@ import os
 from tankwatch.cli import add_bootstrap_arg, positive_float, positive_int
 
 
-def _env_float(name: str) -> float | None:
-    """A float from the environment, or None; a bad value is reported by argparse later."""
-    text = os.environ.get(name)
-    return None if text in (None, "") else float(text) if _is_float(text) else None
-
-
-def _is_float(text: str | None) -> bool:
-    try:
-        float(text or "")
-    except ValueError:
-        return False
-    return True
-
-
 def _simulate(args: argparse.Namespace) -> int:
     from producers.simulate_run import run_simulate
 
@@ -49,20 +35,33 @@ def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--config", help="JSON file with SimConfig fields (flags override it)")
     p.add_argument("--out", help="history CSV to write (.csv or .csv.gz)")
     p.add_argument("--labels", help="anomaly labels CSV to write (tank_id,start,end,kind)")
-    p.add_argument("--tanks", type=positive_int, default=None,
-                   help="number of tanks (env TANKWATCH_SIM_TANKS)")
+    p.add_argument(
+        "--tanks", type=positive_int, default=None, help="number of tanks (env TANKWATCH_SIM_TANKS)"
+    )
     p.add_argument("--days", type=positive_float, default=None, help="simulated days (history)")
-    p.add_argument("--interval", type=positive_float, default=None,
-                   help="tick interval in seconds (env TANKWATCH_SIM_INTERVAL)")
+    p.add_argument(
+        "--interval",
+        type=positive_float,
+        default=None,
+        help="tick interval in seconds (env TANKWATCH_SIM_INTERVAL)",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--start", default=None, help="start time, RFC 3339 (history)")
-    p.add_argument("--live", action="store_true",
-                   help="stream to Kafka in real time instead of writing a file")
+    p.add_argument(
+        "--live", action="store_true", help="stream to Kafka in real time instead of writing a file"
+    )
     add_bootstrap_arg(p)
-    p.add_argument("--topic", default=os.environ.get("TANKWATCH_TOPIC_READINGS", "tank.readings"),
-                   help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)")
-    p.add_argument("--speed", type=positive_float, default=_env_float("TANKWATCH_SIM_SPEED"),
-                   help="--live: simulated seconds per wall-clock second (default 1)")
+    p.add_argument(
+        "--topic",
+        default=os.environ.get("TANKWATCH_TOPIC_READINGS", "tank.readings"),
+        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)",
+    )
+    p.add_argument(
+        "--speed",
+        type=positive_float,
+        default=os.environ.get("TANKWATCH_SIM_SPEED") or None,
+        help="--live: simulated seconds per wall-clock second (default 1)",
+    )
     p.set_defaults(func=_simulate)
 
 

@@ -17,7 +17,7 @@ first one instead. A file that cannot be read at all, or lacks a column, always 
 >>> _ = p.write_text("ts,tank_id,pressure_kpa,temperature_c,event\\n"
 ...                  "2024-03-01T00:00:00Z,T01,101.3,14.5,\\n")
 >>> r = load_frame([p])
->>> (r.frame.ts.iloc[0], r.frame.tank_id.iloc[0], r.bad_rows)
+>>> (float(r.frame.ts.iloc[0]), r.frame.tank_id.iloc[0], r.bad_rows)
 (1709251200.0, 'T01', 0)
 """
 
@@ -127,7 +127,7 @@ def tank_id_from_path(path: str | Path) -> str:
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - caller closes
+    return open(path, encoding="utf-8", newline="")
 
 
 def _read_raw(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
@@ -148,7 +148,10 @@ def _read_raw(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
                 if len(header) == 1:
                     found = [s for s in (",", ";", "\t", "|") if s in header_line]
                     if found:
-                        hint = f" (the header has one column: wrong separator? it contains {found[0]!r})"
+                        hint = (
+                            " (the header has one column: wrong separator?"
+                            f" it contains {found[0]!r})"
+                        )
                 raise CsvError(
                     f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}"
                     f"; found {', '.join(repr(h) for h in header[:8])}{hint}"
@@ -200,7 +203,11 @@ def _parse_times(raw: pd.Series, options: CsvOptions) -> np.ndarray:
         return _numbers(text) / 1000.0
     # Auto: numeric -> epoch seconds. Deciding on a sample keeps this O(1) per file.
     sample = text[text != ""].head(200)
-    if fmt is None and len(sample) and int(pd.to_numeric(sample, errors="coerce").notna().sum()) * 2 >= len(sample):
+    if (
+        fmt is None
+        and len(sample)
+        and int(pd.to_numeric(sample, errors="coerce").notna().sum()) * 2 >= len(sample)
+    ):
         return _numbers(text)
     tz = options.timezone
     epoch = pd.Timestamp(0, tz="UTC")
@@ -234,9 +241,14 @@ def _parse_times(raw: pd.Series, options: CsvOptions) -> np.ndarray:
 
 
 def _numbers(raw: pd.Series) -> np.ndarray:
-    return pd.to_numeric(raw, errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan
-    )
+    return pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _events_or_none(values: np.ndarray, has_event: np.ndarray) -> pd.Series:
+    """An object Series: the event name, or None (pandas 3 would otherwise store NaN)."""
+    out = np.full(len(values), None, dtype=object)
+    out[has_event] = values[has_event]
+    return pd.Series(out, dtype="object")
 
 
 def _check_time_format(options: CsvOptions) -> None:
@@ -256,8 +268,9 @@ def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
     n = len(raw)
     # Data row i sits on file line i + 2 unless pandas skipped malformed lines before it.
     skipped_lines = np.array(sorted(s[0] for s in skipped), dtype=np.int64)
-    lines = np.setdiff1d(np.arange(2, n + 2 + len(skipped_lines), dtype=np.int64),
-                         skipped_lines)[:n]
+    lines = np.setdiff1d(np.arange(2, n + 2 + len(skipped_lines), dtype=np.int64), skipped_lines)[
+        :n
+    ]
     cols = {c: raw[c] for c in raw.columns}
     blank = np.ones(n, dtype=bool)
     for series in cols.values():
@@ -295,10 +308,14 @@ def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
         (np.isnan(p), f"pressure in {options.pressure_col!r} is not a number"),
         (np.isnan(t), f"temperature in {options.temperature_col!r} is not a number"),
         (~np.isfinite(p) | ~np.isfinite(t), "value is not finite"),
-        (~((p >= PRESSURE_RANGE_KPA[0]) & (p <= PRESSURE_RANGE_KPA[1])),
-         f"pressure outside {PRESSURE_RANGE_KPA[0]:g}..{PRESSURE_RANGE_KPA[1]:g} kPa"),
-        (~((t >= TEMPERATURE_RANGE_C[0]) & (t <= TEMPERATURE_RANGE_C[1])),
-         f"temperature outside {TEMPERATURE_RANGE_C[0]:g}..{TEMPERATURE_RANGE_C[1]:g} degC"),
+        (
+            ~((p >= PRESSURE_RANGE_KPA[0]) & (p <= PRESSURE_RANGE_KPA[1])),
+            f"pressure outside {PRESSURE_RANGE_KPA[0]:g}..{PRESSURE_RANGE_KPA[1]:g} kPa",
+        ),
+        (
+            ~((t >= TEMPERATURE_RANGE_C[0]) & (t <= TEMPERATURE_RANGE_C[1])),
+            f"temperature outside {TEMPERATURE_RANGE_C[0]:g}..{TEMPERATURE_RANGE_C[1]:g} degC",
+        ),
         (has_event & ~known, "unknown event"),
     ]
     bad = np.zeros(n, dtype=bool)
@@ -311,17 +328,18 @@ def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
             reasons.extend((int(line), "") for line in lines[new][MAX_ERRORS:])
         bad |= mask
     good = ~bad & ~blank
-    frame = pd.DataFrame({
-        "ts": ts[good],
-        "tank_id": tank.to_numpy(dtype=object)[good],
-        "pressure_kpa": p[good],
-        "temperature_c": t[good],
-        # object dtype so "no event" stays None (pandas 3 would make it a NaN str).
-        "event": pd.Series(np.where(has_event[good], ev.to_numpy(dtype=object)[good], None),
-                           dtype=object),
-        "file": str(path),
-        "line": lines[good],
-    })
+    frame = pd.DataFrame(
+        {
+            "ts": ts[good],
+            "tank_id": tank.to_numpy(dtype=object)[good],
+            "pressure_kpa": p[good],
+            "temperature_c": t[good],
+            # object dtype so "no event" stays None (pandas 3 would make it a NaN str).
+            "event": _events_or_none(ev.to_numpy(dtype=object)[good], has_event[good]),
+            "file": str(path),
+            "line": lines[good],
+        }
+    )
     reasons.sort(key=lambda r: r[0])
     return frame, reasons
 
@@ -362,7 +380,9 @@ def load_frame(
     merged["event"] = merged["event"].astype(object).where(merged["event"].notna(), None)
     ts = merged["ts"].to_numpy()
     tank = merged["tank_id"].to_numpy(dtype=object)
-    already_sorted = bool(np.all((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (tank[1:] >= tank[:-1]))))
+    already_sorted = bool(
+        np.all((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (tank[1:] >= tank[:-1])))
+    )
     if not already_sorted:
         merged = merged.sort_values(["ts", "tank_id"], kind="stable", ignore_index=True)
     if bad_rows:

@@ -21,7 +21,8 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -101,8 +102,9 @@ def _load(source: Source, csv_options: CsvOptions | None) -> LoadResult:
     if isinstance(source, LoadResult):
         return source
     if isinstance(source, pd.DataFrame):
-        missing = [c for c in ("ts", "tank_id", "pressure_kpa", "temperature_c")
-                   if c not in source.columns]
+        missing = [
+            c for c in ("ts", "tank_id", "pressure_kpa", "temperature_c") if c not in source.columns
+        ]
         if missing:
             raise CsvError(f"frame to replay lacks column(s): {', '.join(missing)}")
         return LoadResult(source)
@@ -143,6 +145,23 @@ class _Progress:
         self.stream.flush()
 
 
+@contextmanager
+def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """Raise the ``kafka`` logger to ``level`` for a while (unless we debug).
+
+    kafka-python logs every refused connection at ERROR; the user gets our one-line
+    BrokerError instead of a screenful of retries.
+    """
+    logger = logging.getLogger("kafka")
+    before = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def make_producer(bootstrap: str, **overrides: Any) -> Any:
     """A throughput-tuned idempotent KafkaProducer, or BrokerError if Kafka is unreachable.
 
@@ -155,15 +174,17 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
         "bootstrap_servers": bootstrap,
         "linger_ms": 20,
         "batch_size": 256 * 1024,
-        "buffer_memory": 64 * 1024 * 1024,
         "max_block_ms": int(BROKER_WAIT_S * 1000),
         "request_timeout_ms": int(BROKER_WAIT_S * 1000),
-        "api_version_auto_timeout_ms": int(BROKER_WAIT_S * 1000),
+        "bootstrap_timeout_ms": int(BROKER_WAIT_S * 1000),
+        # A typo in --topic must not silently create a new topic.
+        "allow_auto_create_topics": False,
         "client_id": "tankwatch-replay",
     }
     config.update(overrides)
     try:
-        return KafkaProducer(**config)
+        with quiet_kafka_logs():
+            return KafkaProducer(**config)
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
     except ValueError as exc:  # e.g. a malformed bootstrap address
@@ -171,18 +192,40 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
 
 
 def _check_topic(producer: Any, bootstrap: str, topic: str) -> None:
+    """BrokerError unless ``topic`` exists. Asked via the admin API first, because some
+    brokers (Tansu) create any topic a producer asks metadata for, and a typo in
+    ``--topic`` must not silently start a new topic."""
+    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    wait_ms = int(BROKER_WAIT_S * 1000)
     try:
-        partitions = producer.partitions_for(topic)
+        with quiet_kafka_logs():
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=wait_ms,
+                bootstrap_timeout_ms=wait_ms,
+                client_id="tankwatch-replay-admin",
+            )
+            try:
+                existing = set(admin.list_topics())
+            finally:
+                admin.close()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot list topics on {bootstrap}: {exc}") from None
+    if topic not in existing:
+        raise BrokerError(
+            f"topic {topic!r} does not exist on {bootstrap} (run 'tankwatch topics create')"
+        )
+    try:
+        with quiet_kafka_logs():
+            partitions = producer.partitions_for(topic)
     except KafkaError as exc:
         raise BrokerError(
             f"no metadata for topic {topic!r} from {bootstrap} within {BROKER_WAIT_S:.0f} s: {exc}"
         ) from None
     if not partitions:
-        raise BrokerError(
-            f"topic {topic!r} does not exist on {bootstrap} (run 'tankwatch topics create')"
-        )
+        raise BrokerError(f"topic {topic!r} on {bootstrap} has no partitions")
 
 
 def replay(
@@ -216,7 +259,7 @@ def replay(
     tanks = frame["tank_id"].astype(str).tolist()
     pressure = frame["pressure_kpa"].to_numpy(dtype=np.float64).tolist()
     temperature = frame["temperature_c"].to_numpy(dtype=np.float64).tolist()
-    events = (frame["event"].tolist() if "event" in frame.columns else [None] * len(frame))
+    events = frame["event"].tolist() if "event" in frame.columns else [None] * len(frame)
     events = [e if isinstance(e, str) and e else None for e in events]
     ts_list = ts.tolist()
     shift = float(ts.max() - ts.min()) + _interval(ts)
@@ -287,8 +330,13 @@ def replay(
         raise BrokerError(f"sending to {topic!r} on {bootstrap} failed: {exc}") from None
     finally:
         if bar is not None and summary.last_ts is not None:
-            bar.update(summary.rows_sent, time.monotonic() - wall0, summary.last_ts,
-                       summary.loops, force=True)
+            bar.update(
+                summary.rows_sent,
+                time.monotonic() - wall0,
+                summary.last_ts,
+                summary.loops,
+                force=True,
+            )
             bar.close()
     try:
         producer.flush(timeout=BROKER_WAIT_S * 3)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from producers.csv_source import PRESSURE_UNITS, TEMPERATURE_UNITS, CsvOptions
-from producers.replay import ReplayOptions, replay
+from producers.replay import ReplayOptions, quiet_kafka_logs, replay
 from tankwatch.cli import add_bootstrap_arg, positive_float
 from tankwatch.codec import parse_ts
 from tankwatch.errors import ConfigError, DecodeError
@@ -27,7 +28,9 @@ def _time_arg(text: str) -> float:
     try:
         return parse_ts(float(text) if _looks_numeric(text) else text)
     except DecodeError:
-        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time or epoch seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected an RFC 3339 time or epoch seconds, got {text!r}"
+        ) from None
 
 
 def _looks_numeric(text: str) -> bool:
@@ -57,63 +60,122 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV files (.csv or .csv.gz)")
     add_bootstrap_arg(p)
-    p.add_argument("--topic", default=_env("TANKWATCH_TOPIC_READINGS", "tank.readings"),
-                   help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)")
+    p.add_argument(
+        "--topic",
+        default=_env("TANKWATCH_TOPIC_READINGS", "tank.readings"),
+        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)",
+    )
     pace = p.add_mutually_exclusive_group()
     speed_env = _env("TANKWATCH_REPLAY_SPEED")
-    pace.add_argument("--speed", type=positive_float,
-                      default=positive_float(speed_env) if speed_env else None,
-                      help="event seconds per wall-clock second, e.g. 60 = one minute per "
-                      "second (env TANKWATCH_REPLAY_SPEED; default: as fast as possible)")
-    pace.add_argument("--as-fast-as-possible", action="store_true",
-                      help="no pacing (the default unless --speed is given)")
-    p.add_argument("--loop", action="store_true", default=_env_flag("TANKWATCH_REPLAY_LOOP"),
-                   help="replay forever, shifting event time by the span each pass "
-                   "(env TANKWATCH_REPLAY_LOOP)")
+    pace.add_argument(
+        "--speed",
+        type=positive_float,
+        default=speed_env,  # argparse applies type= to string defaults
+        help="event seconds per wall-clock second, e.g. 60 = one minute per "
+        "second (env TANKWATCH_REPLAY_SPEED; default: as fast as possible)",
+    )
+    pace.add_argument(
+        "--as-fast-as-possible",
+        action="store_true",
+        help="no pacing (the default unless --speed is given)",
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        default=_env_flag("TANKWATCH_REPLAY_LOOP"),
+        help="replay forever, shifting event time by the span each pass "
+        "(env TANKWATCH_REPLAY_LOOP)",
+    )
     p.add_argument("--max-loops", type=int, default=None, help="with --loop: stop after N passes")
-    p.add_argument("--start", type=_time_arg, default=None,
-                   help="skip readings before this time (RFC 3339 or epoch s)")
-    p.add_argument("--end", type=_time_arg, default=None,
-                   help="skip readings at or after this time (RFC 3339 or epoch s)")
+    p.add_argument(
+        "--start",
+        type=_time_arg,
+        default=None,
+        help="skip readings before this time (RFC 3339 or epoch s)",
+    )
+    p.add_argument(
+        "--end",
+        type=_time_arg,
+        default=None,
+        help="skip readings at or after this time (RFC 3339 or epoch s)",
+    )
     d = CsvOptions()
     fmt = p.add_argument_group("CSV format")
-    fmt.add_argument("--sep", type=_sep_arg, default=_env("TANKWATCH_CSV_SEP", d.sep),
-                     help="field separator; '\\t' for tab (env TANKWATCH_CSV_SEP; default ',')")
-    fmt.add_argument("--time-col", default=_env("TANKWATCH_CSV_TIME_COL", d.time_col),
-                     help="time column (env TANKWATCH_CSV_TIME_COL; default %(default)s)")
-    fmt.add_argument("--tank-col", default=_env("TANKWATCH_CSV_TANK_COL", d.tank_col),
-                     help="tank id column (env TANKWATCH_CSV_TANK_COL; default %(default)s)")
-    fmt.add_argument("--pressure-col", default=_env("TANKWATCH_CSV_PRESSURE_COL", d.pressure_col),
-                     help="pressure column (env TANKWATCH_CSV_PRESSURE_COL; default %(default)s)")
-    fmt.add_argument("--temperature-col",
-                     default=_env("TANKWATCH_CSV_TEMPERATURE_COL", d.temperature_col),
-                     help="temperature column (env TANKWATCH_CSV_TEMPERATURE_COL; "
-                     "default %(default)s)")
-    fmt.add_argument("--event-col", default=_env("TANKWATCH_CSV_EVENT_COL", d.event_col),
-                     help="event column; 'none' for no events (env TANKWATCH_CSV_EVENT_COL; "
-                     "default %(default)s)")
-    fmt.add_argument("--time-format", default=_env("TANKWATCH_CSV_TIME_FORMAT"),
-                     help="'epoch', 'epoch_ms' or a strftime pattern (env "
-                     "TANKWATCH_CSV_TIME_FORMAT; default: auto RFC 3339 / epoch)")
-    fmt.add_argument("--timezone", default=_env("TANKWATCH_CSV_TIMEZONE", d.timezone),
-                     help="zone of naive times, e.g. Europe/Berlin (env TANKWATCH_CSV_TIMEZONE; "
-                     "default %(default)s)")
-    fmt.add_argument("--tank-from-filename", action="store_true",
-                     default=_env_flag("TANKWATCH_CSV_TANK_FROM_FILENAME"),
-                     help="one file per tank: the tank id is the file name (T07.csv -> T07)")
-    fmt.add_argument("--pressure-unit", choices=list(PRESSURE_UNITS),
-                     default=_env("TANKWATCH_CSV_PRESSURE_UNIT", d.pressure_unit),
-                     help="unit of the pressure column (env TANKWATCH_CSV_PRESSURE_UNIT; "
-                     "default %(default)s)")
-    fmt.add_argument("--temperature-unit", choices=list(TEMPERATURE_UNITS),
-                     default=_env("TANKWATCH_CSV_TEMPERATURE_UNIT", d.temperature_unit),
-                     help="unit of the temperature column (env TANKWATCH_CSV_TEMPERATURE_UNIT; "
-                     "default %(default)s)")
-    fmt.add_argument("--strict", action="store_true", default=_env_flag("TANKWATCH_CSV_STRICT"),
-                     help="stop at the first bad row instead of skipping it")
-    p.add_argument("--no-progress", action="store_true",
-                   default=_env_flag("TANKWATCH_NO_PROGRESS"),
-                   help="no progress line on stderr (env TANKWATCH_NO_PROGRESS)")
+    fmt.add_argument(
+        "--sep",
+        type=_sep_arg,
+        default=_env("TANKWATCH_CSV_SEP", d.sep),
+        help="field separator; '\\t' for tab (env TANKWATCH_CSV_SEP; default ',')",
+    )
+    fmt.add_argument(
+        "--time-col",
+        default=_env("TANKWATCH_CSV_TIME_COL", d.time_col),
+        help="time column (env TANKWATCH_CSV_TIME_COL; default %(default)s)",
+    )
+    fmt.add_argument(
+        "--tank-col",
+        default=_env("TANKWATCH_CSV_TANK_COL", d.tank_col),
+        help="tank id column (env TANKWATCH_CSV_TANK_COL; default %(default)s)",
+    )
+    fmt.add_argument(
+        "--pressure-col",
+        default=_env("TANKWATCH_CSV_PRESSURE_COL", d.pressure_col),
+        help="pressure column (env TANKWATCH_CSV_PRESSURE_COL; default %(default)s)",
+    )
+    fmt.add_argument(
+        "--temperature-col",
+        default=_env("TANKWATCH_CSV_TEMPERATURE_COL", d.temperature_col),
+        help="temperature column (env TANKWATCH_CSV_TEMPERATURE_COL; default %(default)s)",
+    )
+    fmt.add_argument(
+        "--event-col",
+        default=_env("TANKWATCH_CSV_EVENT_COL", d.event_col),
+        help="event column; 'none' for no events (env TANKWATCH_CSV_EVENT_COL; "
+        "default %(default)s)",
+    )
+    fmt.add_argument(
+        "--time-format",
+        default=_env("TANKWATCH_CSV_TIME_FORMAT"),
+        help="'epoch', 'epoch_ms' or a strftime pattern (env "
+        "TANKWATCH_CSV_TIME_FORMAT; default: auto RFC 3339 / epoch)",
+    )
+    fmt.add_argument(
+        "--timezone",
+        default=_env("TANKWATCH_CSV_TIMEZONE", d.timezone),
+        help="zone of naive times, e.g. Europe/Berlin (env TANKWATCH_CSV_TIMEZONE; "
+        "default %(default)s)",
+    )
+    fmt.add_argument(
+        "--tank-from-filename",
+        action="store_true",
+        default=_env_flag("TANKWATCH_CSV_TANK_FROM_FILENAME"),
+        help="one file per tank: the tank id is the file name (T07.csv -> T07)",
+    )
+    fmt.add_argument(
+        "--pressure-unit",
+        choices=list(PRESSURE_UNITS),
+        default=_env("TANKWATCH_CSV_PRESSURE_UNIT", d.pressure_unit),
+        help="unit of the pressure column (env TANKWATCH_CSV_PRESSURE_UNIT; default %(default)s)",
+    )
+    fmt.add_argument(
+        "--temperature-unit",
+        choices=list(TEMPERATURE_UNITS),
+        default=_env("TANKWATCH_CSV_TEMPERATURE_UNIT", d.temperature_unit),
+        help="unit of the temperature column (env TANKWATCH_CSV_TEMPERATURE_UNIT; "
+        "default %(default)s)",
+    )
+    fmt.add_argument(
+        "--strict",
+        action="store_true",
+        default=_env_flag("TANKWATCH_CSV_STRICT"),
+        help="stop at the first bad row instead of skipping it",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=_env_flag("TANKWATCH_NO_PROGRESS"),
+        help="no progress line on stderr (env TANKWATCH_NO_PROGRESS)",
+    )
     p.set_defaults(func=run_replay)
 
 
@@ -153,8 +215,12 @@ def run_replay(args: argparse.Namespace) -> int:
     for message in loaded.errors:
         print(f"tankwatch: skipped bad row: {message}", file=sys.stderr)
     if loaded.bad_rows > len(loaded.errors):
-        print(f"tankwatch: ... {loaded.bad_rows - len(loaded.errors)} more bad rows skipped",
-              file=sys.stderr)
-    summary = replay(loaded, args.bootstrap, args.topic, replay_options=options)
+        print(
+            f"tankwatch: ... {loaded.bad_rows - len(loaded.errors)} more bad rows skipped",
+            file=sys.stderr,
+        )
+    # kafka-python warns about its own event loop when we keep the GIL busy; not news.
+    with quiet_kafka_logs(logging.ERROR):
+        summary = replay(loaded, args.bootstrap, args.topic, replay_options=options)
     print(f"tankwatch: {summary.describe()}", file=sys.stderr)
     return 130 if summary.interrupted else 0

@@ -64,9 +64,11 @@ class SimConfig:
             raise ConfigError(f"start is not an RFC 3339 time: {self.start!r}") from None
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith(("_rate", "_per_day", "_per_week", "_kpa", "_c")) and not (
-                isinstance(value, int | float) and value >= 0 and math.isfinite(value)
-            ) and f.name != "ambient_mean_c":
+            if (
+                f.name.endswith(("_rate", "_per_day", "_per_week", "_kpa", "_c"))
+                and not (isinstance(value, int | float) and value >= 0 and math.isfinite(value))
+                and f.name != "ambient_mean_c"
+            ):
                 raise ConfigError(f"{f.name} must be a finite number >= 0, got {value!r}")
         if not 0.0 < self.refill_threshold < 0.8:
             raise ConfigError(f"refill_threshold must be in (0, 0.8), got {self.refill_threshold}")
@@ -118,5 +120,7 @@ def load_sim_config(path: str | Path) -> SimConfig:
             ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok:
             raise ConfigError(f"{path}: {key} must be {expected.__name__}, got {value!r}")
-    return SimConfig(**{k: (float(v) if known[k].type in ("float", float) else v)
-                        for k, v in data.items()})
+    values: dict[str, Any] = {
+        k: (float(v) if known[k].type in ("float", float) else v) for k, v in data.items()
+    }
+    return SimConfig(**values)

@@ -63,7 +63,7 @@ def _open_text_for_write(path: Path) -> io.TextIOBase:
 
         wrapper.close = close  # type: ignore[method-assign]
         return wrapper
-    return open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    return open(path, "w", encoding="utf-8", newline="")
 
 
 def write_history(chunk: SimChunk, tank_ids: Sequence[str], path: str | Path) -> int:

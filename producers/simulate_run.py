@@ -20,8 +20,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     base = load_sim_config(args.config) if args.config else SimConfig()
     env: dict[str, object] = {}
     if not args.config:
-        for name, key, kind in (("TANKWATCH_SIM_TANKS", "tanks", int),
-                                ("TANKWATCH_SIM_INTERVAL", "interval_s", float)):
+        for name, key, kind in (
+            ("TANKWATCH_SIM_TANKS", "tanks", int),
+            ("TANKWATCH_SIM_INTERVAL", "interval_s", float),
+        ):
             text = os.environ.get(name)
             if text:
                 try:
@@ -29,7 +31,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                 except ValueError:
                     raise ConfigError(f"{name}={text!r} is not a number") from None
     return base.with_overrides(**env).with_overrides(
-        tanks=args.tanks, days=args.days, interval_s=args.interval, seed=args.seed,
+        tanks=args.tanks,
+        days=args.days,
+        interval_s=args.interval,
+        seed=args.seed,
         start=args.start,
     )
 
@@ -39,8 +44,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.live:
         from producers.live import run_live
 
-        return run_live(config, args.bootstrap, args.topic, speed=args.speed or 1.0,
-                        labels_path=args.labels)
+        return run_live(
+            config, args.bootstrap, args.topic, speed=args.speed or 1.0, labels_path=args.labels
+        )
     if not args.out:
         raise ConfigError("simulate needs --out FILE.csv[.gz] (or --live)")
     chunk = simulate(config)

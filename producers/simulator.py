@@ -75,7 +75,7 @@ def ideal_gas_pressure(q: FloatArray, temperature_c: FloatArray, level: FloatArr
     Pressure rises with temperature at a fixed level and with level at fixed gas:
 
     >>> q = np.array([101.325 * 0.5 / 288.15])
-    >>> round(float(ideal_gas_pressure(q, np.array([15.0]), np.array([0.47]))[0]), 3)
+    >>> round(float(ideal_gas_pressure(q, np.array([15.0]), np.array([0.53]))[0]), 3)
     101.325
     """
     v_head = 1.0 - level + ROOF_VOLUME
@@ -83,14 +83,18 @@ def ideal_gas_pressure(q: FloatArray, temperature_c: FloatArray, level: FloatArr
     return result
 
 
-def gas_amount(pressure_kpa: FloatArray, temperature_c: FloatArray, level: FloatArray) -> FloatArray:
+def gas_amount(
+    pressure_kpa: FloatArray, temperature_c: FloatArray, level: FloatArray
+) -> FloatArray:
     """Inverse of :func:`ideal_gas_pressure`: the ``q`` that gives this pressure."""
     v_head = 1.0 - level + ROOF_VOLUME
     result: FloatArray = pressure_kpa * v_head / (temperature_c + KELVIN)
     return result
 
 
-def breather_valve(pressure_kpa: FloatArray, low_kpa: FloatArray, high_kpa: FloatArray) -> FloatArray:
+def breather_valve(
+    pressure_kpa: FloatArray, low_kpa: FloatArray, high_kpa: FloatArray
+) -> FloatArray:
     """Pressure after the pressure/vacuum valve acted for one tick.
 
     Inside ``[low, high]`` nothing happens; outside, the overshoot shrinks to
@@ -101,15 +105,19 @@ def breather_valve(pressure_kpa: FloatArray, low_kpa: FloatArray, high_kpa: Floa
     """
     over = pressure_kpa - high_kpa
     under = low_kpa - pressure_kpa
-    out = np.where(over > 0, high_kpa + np.minimum(over * VALVE_RELAX, VALVE_MAX_OVERSHOOT_KPA),
-                   pressure_kpa)
-    out = np.where(under > 0, low_kpa - np.minimum(under * VALVE_RELAX, VALVE_MAX_OVERSHOOT_KPA),
-                   out)
+    out = np.where(
+        over > 0, high_kpa + np.minimum(over * VALVE_RELAX, VALVE_MAX_OVERSHOOT_KPA), pressure_kpa
+    )
+    out = np.where(
+        under > 0, low_kpa - np.minimum(under * VALVE_RELAX, VALVE_MAX_OVERSHOOT_KPA), out
+    )
     result: FloatArray = out
     return result
 
 
-def lag_step(state: FloatArray, target: FloatArray | float, alpha: FloatArray | float) -> FloatArray:
+def lag_step(
+    state: FloatArray, target: FloatArray | float, alpha: FloatArray | float
+) -> FloatArray:
     """One step of a first-order lag; ``alpha = 1 - exp(-dt / tau)``."""
     result: FloatArray = state + (target - state) * alpha
     return result
@@ -120,8 +128,9 @@ class SmoothNoise:
     and interpolated linearly in between: slow, smooth variation with no per-tick jitter.
     Knots are drawn lazily, so consecutive :meth:`at` calls continue the same path."""
 
-    def __init__(self, rng: np.random.Generator, tau_s: float, sigma: float, knot_s: float,
-                 t0: float) -> None:
+    def __init__(
+        self, rng: np.random.Generator, tau_s: float, sigma: float, knot_s: float, t0: float
+    ) -> None:
         self.rng = rng
         self.a = math.exp(-knot_s / tau_s)
         self.sigma = sigma
@@ -156,8 +165,14 @@ class SimChunk:
     labels: list[tuple[str, float, float, str]] = field(default_factory=list)
 
 
-def _windows(rng: np.random.Generator, n_tanks: int, n_ticks: int, rate_per_tank: float,
-             min_len: int, max_len: int) -> list[tuple[int, int, int]]:
+def _windows(
+    rng: np.random.Generator,
+    n_tanks: int,
+    n_ticks: int,
+    rate_per_tank: float,
+    min_len: int,
+    max_len: int,
+) -> list[tuple[int, int, int]]:
     """Random (tank, start, end) windows: Poisson count per tank, uniform starts."""
     out: list[tuple[int, int, int]] = []
     counts = rng.poisson(rate_per_tank, size=n_tanks)
@@ -234,10 +249,13 @@ class TankFarm:
         days = n_ticks * cfg.interval_s / 86400.0
         per_h = 3600.0 / cfg.interval_s
         rate = np.zeros((n_ticks, cfg.tanks))
-        for sign, per_day, lo, hi in ((-1.0, cfg.draws_per_day, 0.01, 0.025),
-                                      (1.0, cfg.transfers_in_per_day, 0.015, 0.03)):
-            for i, s, e in _windows(rng, cfg.tanks, n_ticks, per_day * days,
-                                    int(4 * per_h), int(12 * per_h)):
+        for sign, per_day, lo, hi in (
+            (-1.0, cfg.draws_per_day, 0.01, 0.025),
+            (1.0, cfg.transfers_in_per_day, 0.015, 0.03),
+        ):
+            for i, s, e in _windows(
+                rng, cfg.tanks, n_ticks, per_day * days, int(4 * per_h), int(12 * per_h)
+            ):
                 rate[s:e, i] += sign * rng.uniform(lo, hi) / per_h
         width = max(1, round(3600.0 / cfg.interval_s))
         csum = np.cumsum(np.vstack([np.zeros((width, cfg.tanks)), rate]), axis=0)
@@ -258,8 +276,9 @@ class TankFarm:
 
         # Maintenance windows: no pumping, vent open, no readings; event on the tick after.
         maint = np.zeros((n_ticks, n), dtype=bool)
-        for i, s, e in _windows(rng, n, n_ticks, cfg.maintenance_rate_per_week * weeks,
-                                int(2 * per_h), int(8 * per_h)):
+        for i, s, e in _windows(
+            rng, n, n_ticks, cfg.maintenance_rate_per_week * weeks, int(2 * per_h), int(8 * per_h)
+        ):
             maint[s:e, i] = True
         rate[maint] = 0.0
 
@@ -318,8 +337,9 @@ class TankFarm:
             amb = ambient[k] + self.site_offset
             self.shell = lag_step(self.shell, amb + self.solar_gain * irradiance[k], self.a_shell)
             self.liquid = lag_step(self.liquid, daily_mean[k] + self.site_offset, self.a_liquid)
-            target = (self.shell_weight * self.shell + (1 - self.shell_weight) * self.liquid
-                      + heater[k])
+            target = (
+                self.shell_weight * self.shell + (1 - self.shell_weight) * self.liquid + heater[k]
+            )
             self.gas = lag_step(self.gas, target, self.a_gas)
             self.level = np.clip(self.level + rate[k], *LEVEL_RANGE)
             refill = (self.level < cfg.refill_threshold) & (refill_u[k] < hazard) & ~maint[k]

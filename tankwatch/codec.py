@@ -128,7 +128,7 @@ def validate(obj: object, key: bytes | None = None) -> Reading:
     tank_id = obj["tank_id"]
     if not isinstance(tank_id, str):
         raise DecodeError("wrong_type", "tank_id must be a string")
-    if not _TANK_ID_RE.match(tank_id):
+    if not _TANK_ID_RE.fullmatch(tank_id):
         raise DecodeError("invalid_tank_id", f"tank_id {tank_id[:40]!r}")
     ts = parse_ts(obj["ts"])
     pressure = _number(obj, "pressure_kpa", *PRESSURE_RANGE_KPA)

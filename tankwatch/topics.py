@@ -19,11 +19,12 @@ class Topics:
 
     @classmethod
     def from_env(cls) -> Topics:
+        d = cls()  # with slots=True the class attributes are descriptors, not defaults
         return cls(
-            readings=os.environ.get("TANKWATCH_TOPIC_READINGS", cls.readings),
-            dlq=os.environ.get("TANKWATCH_TOPIC_DLQ", cls.dlq),
-            forecasts=os.environ.get("TANKWATCH_TOPIC_FORECASTS", cls.forecasts),
-            state=os.environ.get("TANKWATCH_TOPIC_STATE", cls.state),
+            readings=os.environ.get("TANKWATCH_TOPIC_READINGS", d.readings),
+            dlq=os.environ.get("TANKWATCH_TOPIC_DLQ", d.dlq),
+            forecasts=os.environ.get("TANKWATCH_TOPIC_FORECASTS", d.forecasts),
+            state=os.environ.get("TANKWATCH_TOPIC_STATE", d.state),
         )
 
 
@@ -44,7 +45,7 @@ def create_topics(
         raise BrokerError(f"partitions must be >= 1, got {partitions}")
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=10000
+            bootstrap_servers=bootstrap, request_timeout_ms=10000, bootstrap_timeout_ms=10000
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None

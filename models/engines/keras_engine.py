@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from models.engines.base import BoolArray, FloatArray, IndexArray, RowState
 from models.engines.common import check_horizon, check_row_state, check_rows, check_step_inputs
@@ -37,8 +38,12 @@ class KerasEngine:
         scaler: Scaler,
         n_rows: int = 0,
         residual: bool = False,
+        change_input: bool = False,
     ) -> None:
+        if change_input and not residual:
+            raise InputError("change_input needs a residual network (previous reading is derived)")
         self._residual = bool(residual)
+        self._change_input = bool(change_input)
         layers = 0
         while f"lstm{layers}_kernel" in weights:
             layers += 1
@@ -102,15 +107,34 @@ class KerasEngine:
             self._layers,
             with_mask_input=True,
             residual=self._residual,
+            change_input=self._change_input,
         )
         arrays_to_weights(model, self._weights)
         self._model = model
-        self._fn = tf.function(lambda x, m: model([x, m], training=False))
+        self._fn = tf.function(lambda inputs: model(inputs, training=False))
         self._set_state(h, c)
 
-    def _run(self, scaled: FloatArray, mask: BoolArray) -> FloatArray:
-        """One compiled step for all N rows; returns scaled outputs (N, F)."""
-        y = self._fn(scaled[:, None, :], mask[:, None])
+    def _change(self, scaled: FloatArray, last: FloatArray) -> FloatArray:
+        """dx (N, F): reading minus the previous one, which is ``held - head(h_top)``
+        (the residual identity; see models.network). 0 where a row has none."""
+        h_top = np.asarray(lstm_layers(self._model)[-1].states[0].numpy(), np.float32)
+        prev = self._scaler.transform(last) - (
+            h_top @ self._weights["dense_kernel"] + self._weights["dense_bias"]
+        )
+        dx = scaled - prev
+        dx[~np.isfinite(dx).all(axis=1)] = 0.0
+        return dx.astype(np.float32)
+
+    def _run(self, scaled: FloatArray, mask: BoolArray, last: FloatArray) -> FloatArray:
+        """One compiled step for all N rows; returns scaled outputs (N, F).
+
+        ``last``: the held forecasts (N, F) before this step (for ``dx``).
+        """
+        inputs: list[NDArray[Any]] = [scaled[:, None, :]]
+        if self._change_input:
+            inputs.append(self._change(scaled, last)[:, None, :])
+        inputs.append(mask[:, None])
+        y = self._fn(inputs)
         return np.asarray(y.numpy()[:, 0, :], np.float32)
 
     # -- Forecaster -------------------------------------------------------------------
@@ -121,7 +145,7 @@ class KerasEngine:
             # Masked rows may carry NaN; zero them so nothing non-finite enters the graph
             # (Keras selects the old state for them anyway).
             scaled = np.where(ms[:, None], self._scaler.transform(xs), 0.0).astype(np.float32)
-            y = self._run(scaled, ms)
+            y = self._run(scaled, ms, self._last)
             self._last[ms] = self._scaler.inverse(y[ms])
         return self._last.copy()
 
@@ -138,7 +162,7 @@ class KerasEngine:
             try:
                 for k in range(1, horizon):
                     scaled = np.nan_to_num(self._scaler.transform(out[k - 1]), nan=0.0)
-                    out[k] = self._scaler.inverse(self._run(scaled, all_rows))
+                    out[k] = self._scaler.inverse(self._run(scaled, all_rows, out[k - 1]))
                     out[k][never] = np.nan
             finally:
                 self._set_state(h, c)

@@ -50,8 +50,12 @@ class NumpyEngine:
         scaler: Scaler,
         n_rows: int = 0,
         residual: bool = False,
+        change_input: bool = False,
     ) -> None:
+        if change_input and not residual:
+            raise InputError("change_input needs a residual network (previous reading is derived)")
         self._residual = bool(residual)
+        self._change_input = bool(change_input)
         layers = 0
         while f"lstm{layers}_kernel" in weights:
             layers += 1
@@ -60,6 +64,7 @@ class NumpyEngine:
         self._layers = layers
         self._units = int(weights["lstm0_recurrent"].shape[0])
         self._nf = int(weights["dense_kernel"].shape[1])
+        self._fin0 = int(weights["lstm0_kernel"].shape[0])
         # [W; R] stacked so each layer is one matmul on the concatenated [x, h].
         self._kernels = [
             np.ascontiguousarray(
@@ -102,7 +107,7 @@ class NumpyEngine:
         """Reusable (n, F_in_max + U) input and (n, 4U) gate buffers for full-fleet ticks."""
         bufs = self._bufs.get(n)
         if bufs is None:
-            width = max(self._nf, self._units) + self._units
+            width = max(self._fin0, self._units) + self._units
             bufs = (
                 np.empty((n, width), np.float32),
                 np.empty((n, 4 * self._units), np.float32),
@@ -110,19 +115,39 @@ class NumpyEngine:
             self._bufs = {n: bufs}  # keep only the current fleet size
         return bufs
 
-    def _cell(self, xs: FloatArray, h: FloatArray, c: FloatArray, buffers: bool) -> FloatArray:
-        """Advance (layers, n, U) h and c in place for scaled inputs xs (n, F).
+    def _head(self, h_top: FloatArray) -> FloatArray:
+        out: FloatArray = h_top @ self._head_w
+        out += self._head_b
+        return out
 
-        Returns the scaled head output (n, F).
+    def _with_change(self, xs: FloatArray, last: FloatArray, h_top: FloatArray) -> FloatArray:
+        """[xs, dx] (n, 2F): dx = xs - previous reading, 0 where the row has none.
+
+        The previous reading (scaled) is ``held forecast - head(h_top)``: the residual
+        network's own identity, so RowState (h, c, last_forecast) is all it needs.
+        """
+        prev = (last - self._mean) / self._std
+        prev -= self._head(h_top)
+        dx = xs - prev
+        dx[~np.isfinite(dx).all(axis=1)] = 0.0  # never stepped / just reset
+        return np.concatenate([xs, dx], axis=1)
+
+    def _cell(
+        self, xs: FloatArray, h: FloatArray, c: FloatArray, buffers: bool, inp0: FloatArray
+    ) -> FloatArray:
+        """Advance (layers, n, U) h and c in place for scaled readings xs (n, F);
+        ``inp0`` is the first layer's input (xs, or [xs, dx]).
+
+        Returns the scaled network output (n, F).
         """
         n = xs.shape[0]
         u = self._units
         if buffers:
             inp_buf, z_buf = self._buffers(n)
         else:
-            inp_buf = np.empty((n, max(self._nf, u) + u), np.float32)
+            inp_buf = np.empty((n, max(self._fin0, u) + u), np.float32)
             z_buf = np.empty((n, 4 * u), np.float32)
-        below = xs
+        below = inp0
         for layer in range(self._layers):
             fin = below.shape[1]
             inp = inp_buf[:, : fin + u]
@@ -140,8 +165,7 @@ class NumpyEngine:
             np.tanh(cl, out=hl)
             hl *= z[:, 3 * u :]
             below = hl
-        out: FloatArray = below @ self._head_w
-        out += self._head_b
+        out = self._head(below)
         if self._residual:
             out += xs  # the head predicts the change from this reading
         return out
@@ -155,7 +179,10 @@ class NumpyEngine:
         xs, ms = check_step_inputs(x, mask, self.n_rows, self._nf)
         if ms.all():
             scaled = (xs - self._mean) / self._std
-            y = self._cell(scaled, self._h, self._c, buffers=True)
+            inp0 = (
+                self._with_change(scaled, self._last, self._h[-1]) if self._change_input else scaled
+            )
+            y = self._cell(scaled, self._h, self._c, True, inp0)
             np.multiply(y, self._std, out=self._last)
             self._last += self._mean
         else:
@@ -164,7 +191,12 @@ class NumpyEngine:
                 scaled = (xs[idx] - self._mean) / self._std
                 h = self._h[:, idx]
                 c = self._c[:, idx]
-                y = self._cell(scaled, h, c, buffers=False)
+                inp0 = (
+                    self._with_change(scaled, self._last[idx], h[-1])
+                    if self._change_input
+                    else scaled
+                )
+                y = self._cell(scaled, h, c, False, inp0)
                 self._h[:, idx] = h
                 self._c[:, idx] = c
                 self._last[idx] = y * self._std + self._mean
@@ -185,7 +217,10 @@ class NumpyEngine:
             c = self._c[:, idx]
             for k in range(1, horizon):
                 scaled = (out[k - 1] - self._mean) / self._std
-                y = self._cell(scaled, h, c, buffers=False)
+                inp0 = (
+                    self._with_change(scaled, out[k - 1], h[-1]) if self._change_input else scaled
+                )
+                y = self._cell(scaled, h, c, False, inp0)
                 out[k] = y * self._std + self._mean
         return out
 

@@ -72,9 +72,7 @@ def encode_records(
                 "pressure_kpa": [_num(h[0]) for h in hz[i]],
                 "temperature_c": [_num(h[1]) for h in hz[i]],
             },
-            "residual": None
-            if math.isnan(r[0])
-            else {"pressure_kpa": r[0], "temperature_c": r[1]},
+            "residual": None if math.isnan(r[0]) else {"pressure_kpa": r[0], "temperature_c": r[1]},
             "anomaly_score": score[i],
             "anomaly_flag": bool(flag[i]),
             "reset": RESET_REASONS[reason[i]] or None,

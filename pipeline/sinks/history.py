@@ -28,7 +28,9 @@ class History:
     def __init__(self, length: int) -> None:
         self.length = int(length)
         self.ts: NDArray[np.float64] = np.full((0, self.length), np.nan)
-        self.values: NDArray[np.float32] = np.full((0, self.length, len(FIELDS)), np.nan, np.float32)
+        self.values: NDArray[np.float32] = np.full(
+            (0, self.length, len(FIELDS)), np.nan, np.float32
+        )
         self.count: NDArray[np.int64] = np.zeros(0, np.int64)
 
     @property

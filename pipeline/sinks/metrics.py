@@ -40,8 +40,13 @@ class TankCollector(Collector):
         rows = np.asarray([i for i, _ in live], np.intp)
         ids = [t for _, t in live]
 
-        def gauge(name: str, doc: str, values: np.ndarray, extra: dict[str, str] | None = None,
-                  fam: GaugeMetricFamily | None = None) -> GaugeMetricFamily:
+        def gauge(
+            name: str,
+            doc: str,
+            values: np.ndarray,
+            extra: dict[str, str] | None = None,
+            fam: GaugeMetricFamily | None = None,
+        ) -> GaugeMetricFamily:
             labels = ["tank_id", *(extra or {})]
             g = fam or GaugeMetricFamily(name, doc, labels=labels)
             tail = list((extra or {}).values())
@@ -52,14 +57,18 @@ class TankCollector(Collector):
 
         if rows.size == 0:
             return
-        yield gauge("tank_pressure_pascals", "Last pressure reading.", v.actual[rows, 0] * KPA_TO_PA)
+        yield gauge(
+            "tank_pressure_pascals", "Last pressure reading.", v.actual[rows, 0] * KPA_TO_PA
+        )
         yield gauge("tank_temperature_celsius", "Last temperature reading.", v.actual[rows, 1])
         fp = GaugeMetricFamily(
-            "tank_forecast_pressure_pascals", "Pressure forecast h ticks ahead.",
+            "tank_forecast_pressure_pascals",
+            "Pressure forecast h ticks ahead.",
             labels=["tank_id", "horizon_ticks"],
         )
         ft = GaugeMetricFamily(
-            "tank_forecast_temperature_celsius", "Temperature forecast h ticks ahead.",
+            "tank_forecast_temperature_celsius",
+            "Temperature forecast h ticks ahead.",
             labels=["tank_id", "horizon_ticks"],
         )
         for j, h in enumerate(v.horizons_reported):
@@ -68,22 +77,29 @@ class TankCollector(Collector):
         yield fp
         yield ft
         yield gauge(
-            "tank_residual_pressure_pascals", "Actual minus forecast pressure.",
+            "tank_residual_pressure_pascals",
+            "Actual minus forecast pressure.",
             v.residual[rows, 0] * KPA_TO_PA,
         )
         yield gauge(
-            "tank_residual_temperature_celsius", "Actual minus forecast temperature.",
+            "tank_residual_temperature_celsius",
+            "Actual minus forecast temperature.",
             v.residual[rows, 1],
         )
         yield gauge("tank_anomaly_score", "Residual anomaly score (sigmas).", v.score[rows])
-        yield gauge("tank_anomaly_flag", "1 while the tank is flagged anomalous.",
-                    v.flag[rows].astype(np.float64))
         yield gauge(
-            "tank_last_reading_timestamp_seconds", "Event time of the last applied reading.",
+            "tank_anomaly_flag",
+            "1 while the tank is flagged anomalous.",
+            v.flag[rows].astype(np.float64),
+        )
+        yield gauge(
+            "tank_last_reading_timestamp_seconds",
+            "Event time of the last applied reading.",
             v.last_ts[rows],
         )
         resets = CounterMetricFamily(
-            "tank_state_resets", "LSTM state resets of the tank by reason.",
+            "tank_state_resets",
+            "LSTM state resets of the tank by reason.",
             labels=["tank_id", "reason"],
         )
         counts = v.resets[rows].tolist()
@@ -111,45 +127,59 @@ class PipelineMetrics:
             "tankwatch_readings_consumed", "Messages consumed from the readings topic.", registry=r
         )
         self.rejected = Counter(
-            "tankwatch_readings_rejected", "Messages sent to the DLQ, by reason.", ["reason"],
+            "tankwatch_readings_rejected",
+            "Messages sent to the DLQ, by reason.",
+            ["reason"],
             registry=r,
         )
         for reason in reject_reasons:
             self.rejected.labels(reason)
         self.dropped = Counter(
-            "tankwatch_readings_dropped", "Valid readings dropped, by reason.", ["reason"],
+            "tankwatch_readings_dropped",
+            "Valid readings dropped, by reason.",
+            ["reason"],
             registry=r,
         )
         for reason in ("late", "duplicate"):
             self.dropped.labels(reason)
         self.ticks = Counter(
-            "tankwatch_ticks_closed", "Ticks applied, by what closed them.", ["trigger"],
+            "tankwatch_ticks_closed",
+            "Ticks applied, by what closed them.",
+            ["trigger"],
             registry=r,
         )
         for trigger in ("complete", "watermark", "catchup"):
             self.ticks.labels(trigger)
         self.resets = Counter(
-            "tankwatch_state_resets", "Per-row LSTM state resets, by reason.", ["reason"],
+            "tankwatch_state_resets",
+            "Per-row LSTM state resets, by reason.",
+            ["reason"],
             registry=r,
         )
         for reason in RESET_REASONS[1:]:
             self.resets.labels(reason)
         self.tick_seconds = Histogram(
-            "tankwatch_tick_processing_seconds", "Time to apply one closed tick.",
-            buckets=_TICK_BUCKETS, registry=r,
+            "tankwatch_tick_processing_seconds",
+            "Time to apply one closed tick.",
+            buckets=_TICK_BUCKETS,
+            registry=r,
         )
         self.latency = Histogram(
             "tankwatch_end_to_end_latency_seconds",
             "Kafka timestamp of a tick's last reading to its forecast published.",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.lag = Gauge(
-            "tankwatch_consumer_lag_messages", "High-water mark minus position.", ["partition"],
+            "tankwatch_consumer_lag_messages",
+            "High-water mark minus position.",
+            ["partition"],
             registry=r,
         )
         self.tanks = Gauge("tankwatch_tanks", "Tanks assigned to this instance.", registry=r)
         self.checkpoints = Counter(
-            "tankwatch_checkpoints", "Checkpoints written (state durable, then commit).",
+            "tankwatch_checkpoints",
+            "Checkpoints written (state durable, then commit).",
             registry=r,
         )
         self.checkpoint_seconds = Histogram(
@@ -159,7 +189,8 @@ class PipelineMetrics:
             "tankwatch_broker_up", "1 while polls and commits succeed.", registry=r
         )
         self.last_tick = Gauge(
-            "tankwatch_last_tick_timestamp_seconds", "Event time of the last closed tick.",
+            "tankwatch_last_tick_timestamp_seconds",
+            "Event time of the last closed tick.",
             registry=r,
         )
         self.model_info = Info("tankwatch_model", "The model being served.", registry=r)

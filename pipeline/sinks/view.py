@@ -28,9 +28,7 @@ class FleetView:
     ids: list[str | None] = field(default_factory=list)
     actual: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     forecast: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-    horizons: NDArray[np.float32] = field(
-        default_factory=lambda: np.zeros((0, 0, 2), np.float32)
-    )
+    horizons: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0, 2), np.float32))
     residual: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     score: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     flag: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))

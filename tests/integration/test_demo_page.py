@@ -105,10 +105,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         TMPDIR=str(tmp_path_factory.mktemp("demo")),
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tankwatch.cli", "demo", "--duration", str(DEMO_DURATION_S),
-         "--http-port", str(port), "--speed", "600", "--no-browser-hint"],
-        cwd=REPO, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "tankwatch.cli",
+            "demo",
+            "--duration",
+            str(DEMO_DURATION_S),
+            "--http-port",
+            str(port),
+            "--speed",
+            "600",
+            "--no-browser-hint",
+        ],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
     d = Demo(proc)
     d.pump()
@@ -156,9 +171,19 @@ def test_fleet_lists_every_bundled_tank(demo: Demo) -> None:
     assert data["interval_s"] > 0 and data["now_ts"] > 0
     tanks = {t["tank_id"]: t for t in data["tanks"]}
     assert sorted(tanks) == _bundled_tanks()
-    keys = {"ts", "pressure_kpa", "temperature_c", "forecast_pressure_kpa",
-            "forecast_temperature_c", "residual_pressure_kpa", "residual_temperature_c",
-            "anomaly_score", "anomaly_flag", "staleness_s", "resets"}
+    keys = {
+        "ts",
+        "pressure_kpa",
+        "temperature_c",
+        "forecast_pressure_kpa",
+        "forecast_temperature_c",
+        "residual_pressure_kpa",
+        "residual_temperature_c",
+        "anomaly_score",
+        "anomaly_flag",
+        "staleness_s",
+        "resets",
+    }
     for tank in tanks.values():
         assert keys <= set(tank), sorted(keys - set(tank))
         assert 0 < tank["pressure_kpa"] < 10_000  # kPa, not Pa
@@ -172,8 +197,14 @@ def test_tank_history_and_horizon(demo: Demo) -> None:
     history, horizon = data["history"], data["horizon"]
     n = len(history["ts"])
     assert n >= 2
-    for name in ("pressure_kpa", "temperature_c", "forecast_pressure_kpa",
-                 "forecast_temperature_c", "anomaly_score", "anomaly_flag"):
+    for name in (
+        "pressure_kpa",
+        "temperature_c",
+        "forecast_pressure_kpa",
+        "forecast_temperature_c",
+        "anomaly_score",
+        "anomaly_flag",
+    ):
         assert len(history[name]) == n, name
     assert history["ts"] == sorted(history["ts"])
     assert len(horizon["ts"]) >= 1 and min(horizon["ts"]) > history["ts"][-1]
@@ -192,8 +223,9 @@ def test_metrics_cover_every_tank(demo: Demo) -> None:
     seen = set(re.findall(r'^tank_pressure_pascals\{[^}]*tank_id="([^"]+)"', text, re.M))
     assert sorted(seen) == _bundled_tanks()
     if shutil.which("promtool"):
-        check = subprocess.run(["promtool", "check", "metrics"], input=text,
-                               capture_output=True, text=True, timeout=30)
+        check = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+        )
         assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -213,7 +245,9 @@ class ChromeDriver:
         self.port = free_port()
         self.proc = subprocess.Popen(
             ["chromedriver", f"--port={self.port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
         )
         self.base = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 20
@@ -227,19 +261,24 @@ class ChromeDriver:
                     raise
                 time.sleep(0.1)
         chrome = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chrome,
-                "args": [*CHROME_FLAGS, f"--user-data-dir={user_data_dir}"],
-            },
-        }}}
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": chrome,
+                        "args": [*CHROME_FLAGS, f"--user-data-dir={user_data_dir}"],
+                    },
+                }
+            }
+        }
         self.session = self.call("POST", "/session", caps)["sessionId"]
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())["value"]
 
@@ -308,9 +347,7 @@ return out;
 
 
 @pytest.mark.browser
-def test_dashboard_shows_every_tank_with_plotted_data(
-    demo: Demo, browser: ChromeDriver
-) -> None:
+def test_dashboard_shows_every_tank_with_plotted_data(demo: Demo, browser: ChromeDriver) -> None:
     tanks = _bundled_tanks()
     browser.s("POST", "/url", {"url": demo.url})
     # Sparklines need two polls with new ticks; charts need the selected tank's history.
@@ -386,3 +423,59 @@ def test_ctrl_c_stops_everything_cleanly(demo: Demo) -> None:
         host, port = broker.rsplit(":", 1)
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=1).close()
+
+
+# ---------------------------------------------------------------- short runs
+
+
+def _run_demo(tmp_path: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP"}
+    env["TMPDIR"] = str(tmp_path)  # the embedded broker's log lands here
+    return subprocess.run(
+        [sys.executable, "-m", "tankwatch.cli", "demo", "--no-browser-hint", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def _brokers_started_in(tmp_path: Path) -> list[str]:
+    """Addresses of the embedded brokers whose logs are in tmp_path."""
+    ports = [re.search(r"(\d+)\.log$", p.name) for p in tmp_path.glob("tankwatch-broker-*.log")]
+    return [f"127.0.0.1:{m.group(1)}" for m in ports if m]
+
+
+def test_duration_ends_the_demo_cleanly(tmp_path: Path) -> None:
+    result = _run_demo(tmp_path, "--duration", "3", "--http-port", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"dashboard\s+http://127\.0\.0\.1:\d+/", result.stdout)
+    assert "Traceback" not in result.stderr
+    brokers = _brokers_started_in(tmp_path)
+    assert len(brokers) == 1
+    assert _broker_processes(brokers[0]) == []
+
+
+def test_busy_port_is_a_one_line_error_and_stops_the_broker(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run_demo(tmp_path, "--duration", "30", "--http-port", str(port))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors and errors[-1].startswith("tankwatch: error: ") and str(port) in errors[-1]
+    assert "Traceback" not in result.stderr
+    brokers = _brokers_started_in(tmp_path)
+    assert len(brokers) == 1
+    assert _broker_processes(brokers[0]) == []
+
+
+def test_missing_history_file_is_a_one_line_error(tmp_path: Path) -> None:
+    result = _run_demo(tmp_path, "--tanks-file", str(tmp_path / "nope.csv"))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"tankwatch: error: history file not found: {tmp_path / 'nope.csv'}"
+    )

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tankwatch.broker import free_port
-from tankwatch.topics import Topics
+from tankwatch.topics import Topics, create_topics
 from tests.conftest import REPO
 
 DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
@@ -151,9 +151,9 @@ class Prometheus:
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         data = self.get("/api/v1/query", query=expr)
-        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [
-            {"value": data["result"]}
-        ]
+        result: list[dict[str, Any]] = (
+            data["result"] if data["resultType"] == "vector" else [{"value": data["result"]}]
+        )
         return result
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
@@ -169,8 +169,9 @@ class Prometheus:
             time.sleep(0.2)
         raise AssertionError(f"prometheus not ready: {self.log.read_text()[-2000:]}")
 
-    def wait_for(self, expr: str, ok: Callable[[list[dict[str, Any]]], bool],
-                 timeout_s: float) -> list[dict[str, Any]]:
+    def wait_for(
+        self, expr: str, ok: Callable[[list[dict[str, Any]]], bool], timeout_s: float
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout_s
         result: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
@@ -221,7 +222,6 @@ def live_stack(
     from pipeline.bootstrap import build_service
     from pipeline.config import Settings
     from producers.replay import ReplayOptions, replay
-    from tankwatch.topics import create_topics
 
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(
@@ -248,8 +248,13 @@ def live_stack(
     # 1200x: 20 ticks of 60 s per second, so counters move between 1 s scrapes.
     replay_thread = threading.Thread(
         target=replay,
-        args=([REPO / "data" / "history.csv.gz"], kafka_bootstrap, topics.readings, None,
-              ReplayOptions(speed=1200.0, loop=False)),
+        args=(
+            [REPO / "data" / "history.csv.gz"],
+            kafka_bootstrap,
+            topics.readings,
+            None,
+            ReplayOptions(speed=1200.0, loop=False),
+        ),
         kwargs={"stop_event": replay_stop},
         daemon=True,
     )
@@ -302,9 +307,7 @@ def test_tank_variable_lists_every_tank(live_stack: tuple[Prometheus, list[str]]
 @pytest.mark.integration
 @pytest.mark.prometheus
 @pytest.mark.parametrize("uid", sorted(EXPECTED_DASHBOARDS))
-def test_every_panel_query_returns_data(
-    live_stack: tuple[Prometheus, list[str]], uid: str
-) -> None:
+def test_every_panel_query_returns_data(live_stack: tuple[Prometheus, list[str]], uid: str) -> None:
     prom, tanks = live_stack
     dashboard = _dashboards()[uid]
     queries = _queries(dashboard)
@@ -328,7 +331,10 @@ def test_alert_rules_evaluate_cleanly_against_real_metrics(
     groups = prom.get("/api/v1/rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
     assert {r["name"] for r in rules} >= {
-        "TankAnomalyFlagged", "TankStale", "ConsumerLagGrowing", "DeadLetterRateHigh"
+        "TankAnomalyFlagged",
+        "TankStale",
+        "ConsumerLagGrowing",
+        "DeadLetterRateHigh",
     }
     for rule in rules:
         assert rule["health"] == "ok", rule

@@ -116,6 +116,33 @@ def test_tankwatch_commands_exist_in_the_cli(
     assert "usage: tankwatch" in capsys.readouterr().out
 
 
+def _service_env(compose: dict[str, Any], service: str) -> dict[str, str]:
+    env = compose["services"][service].get("environment", {})
+    return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def test_replay_service_settings_reach_the_cli(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in _service_env(compose, "replay").items():
+        monkeypatch.setenv(key, value)
+    argv = [interpolate(str(a)) for a in compose["services"]["replay"]["command"]]
+    args = build_parser().parse_args(argv)
+    assert args.speed == 60.0  # REPLAY_SPEED's default, through TANKWATCH_REPLAY_SPEED
+    assert args.loop is True
+    assert args.bootstrap == "kafka:19092"
+
+
+def test_pipeline_service_settings_are_valid(compose: dict[str, Any]) -> None:
+    from pipeline.config import Settings
+
+    settings = Settings.from_env(environ=_service_env(compose, "pipeline"))
+    assert settings.bootstrap == "kafka:19092"
+    assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8000)
+    assert str(settings.state_dir) == "/var/lib/tankwatch"
+    assert settings.group == "tankwatch"
+
+
 def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     mounts = []
     for vol in service.get("volumes", []):

@@ -27,12 +27,14 @@ SCALER = Scaler(np.array([250.0, 20.0], np.float32), np.array([20.0, 5.0], np.fl
 TOL = 1e-5
 
 
-def random_weights(units: int, layers: int, seed: int) -> dict[str, np.ndarray]:
+def random_weights(
+    units: int, layers: int, seed: int, change_input: bool = False
+) -> dict[str, np.ndarray]:
     """Weights in the weights.npz layout, large enough to exercise the nonlinearity."""
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for layer in range(layers):
-        fin = F if layer == 0 else units
+        fin = (2 * F if change_input else F) if layer == 0 else units
         out[f"lstm{layer}_kernel"] = rng.normal(0, 0.6, (fin, 4 * units)).astype(np.float32)
         out[f"lstm{layer}_recurrent"] = rng.normal(0, 0.4, (units, 4 * units)).astype(np.float32)
         out[f"lstm{layer}_bias"] = rng.normal(0, 0.3, 4 * units).astype(np.float32)
@@ -42,28 +44,55 @@ def random_weights(units: int, layers: int, seed: int) -> dict[str, np.ndarray]:
 
 
 class KerasReference:
-    """The Keras stateful model itself, one permanent row per tank, one step per call."""
+    """The Keras stateful model itself, one permanent row per tank, one step per call.
+
+    With ``change`` it is given the true change since each tank's previous reading
+    (kept here, independently of the engines' derivation of it).
+    """
 
     def __init__(
-        self, weights: dict[str, np.ndarray], n_tanks: int, units: int, layers: int, residual: bool
+        self,
+        weights: dict[str, np.ndarray],
+        n_tanks: int,
+        units: int,
+        layers: int,
+        residual: bool,
+        change: bool,
     ):
         import tensorflow as tf
 
         from models.network import arrays_to_weights, build_model, lstm_layers
 
         self.model = build_model(
-            n_tanks, 1, F, units, layers, with_mask_input=True, residual=residual
+            n_tanks,
+            1,
+            F,
+            units,
+            layers,
+            with_mask_input=True,
+            residual=residual,
+            change_input=change,
         )
         arrays_to_weights(self.model, weights)
-        self.fn = tf.function(lambda x, m: self.model([x, m], training=False))
+        self.fn = tf.function(lambda inputs: self.model(inputs, training=False))
         self.vars = [v for layer in lstm_layers(self.model) for v in layer.states]
         self.last = np.full((n_tanks, F), np.nan, np.float32)
+        self.prev = np.full((n_tanks, F), np.nan, np.float32)  # previous scaled reading
+        self.change = change
         self.n = n_tanks
+
+    def _call(self, xs: np.ndarray, prev: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        inputs = [xs[:, None, :]]
+        if self.change:
+            inputs.append(np.nan_to_num(xs - prev)[:, None, :])
+        inputs.append(mask[:, None])
+        return self.fn(inputs).numpy()[:, 0]
 
     def step(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         xs = np.where(mask[:, None], SCALER.transform(x), 0.0).astype(np.float32)
-        y = self.fn(xs[:, None, :], mask[:, None]).numpy()[:, 0]
+        y = self._call(xs, self.prev, mask)
         self.last[mask] = SCALER.inverse(y[mask])
+        self.prev[mask] = xs[mask]
         return self.last.copy()
 
     def reset(self, tanks: list[int]) -> None:
@@ -72,13 +101,16 @@ class KerasReference:
         for v in self.vars:
             v.assign(v.numpy() * keep)
         self.last[tanks] = np.nan
+        self.prev[tanks] = np.nan
 
     def forecast(self, horizon: int) -> np.ndarray:
         saved = [v.numpy() for v in self.vars]
         out = [self.last.copy()]
+        prev = self.prev.copy()
         for _ in range(horizon - 1):
-            x = np.nan_to_num(SCALER.transform(out[-1]))
-            y = self.fn(x[:, None, :], np.ones((self.n, 1), bool)).numpy()[:, 0]
+            xs = np.nan_to_num(SCALER.transform(out[-1]))
+            y = self._call(xs, prev, np.ones(self.n, bool))
+            prev = xs
             out.append(SCALER.inverse(y))
         for v, s in zip(self.vars, saved, strict=True):
             v.assign(s)
@@ -86,11 +118,15 @@ class KerasReference:
 
 
 def make_engine(
-    kind: str, weights: dict[str, np.ndarray], n_rows: int, residual: bool = False
+    kind: str,
+    weights: dict[str, np.ndarray],
+    n_rows: int,
+    residual: bool = False,
+    change: bool = False,
 ) -> Forecaster:
     if kind == "numpy":
-        return NumpyEngine(weights, SCALER, n_rows, residual)
-    return KerasEngine(weights, SCALER, n_rows, residual)
+        return NumpyEngine(weights, SCALER, n_rows, residual, change)
+    return KerasEngine(weights, SCALER, n_rows, residual, change)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
@@ -101,15 +137,21 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "residual"), [("numpy", True), ("keras", True), ("numpy", False), ("keras", False)]
+    ("kind", "residual", "change"),
+    [
+        ("numpy", True, True),  # what tankwatch train builds
+        ("keras", True, True),
+        ("numpy", False, False),  # the plain architecture
+        ("keras", False, False),
+    ],
 )
 def test_engine_matches_keras_reference_through_masks_resets_and_fleet_changes(
-    kind: str, residual: bool
+    kind: str, residual: bool, change: bool
 ) -> None:
     units, layers, n_tanks, ticks = 8, 2, 9, 120
-    weights = random_weights(units, layers, seed=3)
-    ref = KerasReference(weights, n_tanks, units, layers, residual)
-    engine = make_engine(kind, weights, 5, residual)
+    weights = random_weights(units, layers, seed=3, change_input=change)
+    ref = KerasReference(weights, n_tanks, units, layers, residual, change)
+    engine = make_engine(kind, weights, 5, residual, change)
     fleet = [0, 1, 2, 3, 4]  # fleet[row] = tank id; the engine only knows rows
     parked: dict[int, RowState] = {}  # tanks removed from the fleet, with their state
     rng = np.random.default_rng(11)

@@ -1,0 +1,385 @@
+"""``tankwatch evaluate``: stream a history through an engine as the pipeline would.
+
+Every tick of the data is fed in order: rows reset at boundaries (first reading,
+``event``, gap > ``max_gap_ticks``), missing readings masked, one ``step`` per tick.
+On holdout ticks the 30-tick forecast of every reporting tank is scored against the
+actual readings at t+h — beside the persistence baseline (the reading at t) — for
+h = 1..30 (``h = 1`` is the next-step forecast the pipeline holds). A target that is
+missing, or lies after a boundary of its tank, is not scored (neither model nor
+baseline could know about a refill).
+
+Anomalies: the next-step residual at t (when the tank's previous reading was at t-1),
+in scaled units, feeds :class:`models.anomaly.AnomalyScorer`; flags are compared with
+the simulator's labels (``tank_id,start,end,kind``) over the whole stream and over
+the holdout.
+
+Outputs in ``out``: ``evaluation.md``, ``evaluation.json``, ``plots/*.png``; when
+``out`` is the artifact directory, the summary also goes to metadata.json
+``evaluation``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from models.anomaly import AnomalyScorer
+from models.artifact import Artifact, load_artifact, load_forecaster, update_metadata
+from models.dataprep import TickGrid, build_grid, load_readings, split_ticks
+from models.engines.base import Forecaster
+from models.evaluate_report import write_plots, write_report
+from tankwatch.errors import ConfigError, CsvError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HORIZONS", "EvalConfig", "evaluate", "score_anomalies", "stream"]
+
+#: Horizons (ticks) in the report tables; errors are kept for 1..max(HORIZONS).
+HORIZONS = (1, 5, 15, 30)
+#: Ticks after a label's end during which a flag still counts as detecting it.
+LABEL_GRACE_TICKS = 30
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: Path
+    data: tuple[Path, ...]
+    out: Path
+    labels: Path | None = None
+    engine: str = "numpy"
+    holdout_fraction: float = 0.2
+    plot_tanks: int = 3
+    csv_options: Any = None
+    progress: bool = True
+
+
+@dataclass
+class StreamResult:
+    """What streaming produced; arrays over (ticks K, tanks N, features F, horizons H).
+
+    ``sq``/``ab``/``p_sq``/``p_ab``: (N, H, F) sums of squared/absolute errors of the
+    model and of persistence over scored holdout targets; ``count`` (N, H) how many.
+    ``next_fc`` (K, N, F) next-step forecast held for each tick (NaN if none);
+    ``far_fc`` (K, N, F) the forecast for tick k made at k - H (NaN if none);
+    ``flags``/``scores`` (K, N) anomaly output at ticks with a reading.
+    """
+
+    sq: NDArray[np.float64]
+    ab: NDArray[np.float64]
+    p_sq: NDArray[np.float64]
+    p_ab: NDArray[np.float64]
+    count: NDArray[np.float64]
+    next_fc: NDArray[np.float32]
+    far_fc: NDArray[np.float32]
+    flags: NDArray[np.bool_]
+    scores: NDArray[np.float32]
+    seconds: float
+
+
+def stream(
+    forecaster: Forecaster,
+    residual_scale: NDArray[np.floating[Any]],
+    grid: TickGrid,
+    holdout_start: int,
+    max_horizon: int = 30,
+    progress: bool = False,
+) -> StreamResult:
+    """Feed every tick of ``grid`` through ``forecaster`` (fresh, ``grid`` rows) as the
+    pipeline would; score forecasts made at ticks >= holdout_start.
+
+    ``residual_scale`` (F,): residuals are divided by it before anomaly scoring (the
+    scaler's std, i.e. scaled units).
+    """
+    n_ticks, n, nf = grid.values.shape
+    if forecaster.n_rows != n:
+        raise ValueError(f"forecaster has {forecaster.n_rows} rows, grid has {n} tanks")
+    scorer = AnomalyScorer(n, n_features=nf)
+    std = np.asarray(residual_scale, np.float64)
+    boundaries_upto = np.cumsum(grid.boundary, axis=0)  # (K, N)
+    shape = (n, max_horizon, nf)
+    sq, ab, p_sq, p_ab = (np.zeros(shape) for _ in range(4))
+    count = np.zeros((n, max_horizon))
+    next_fc = np.full((n_ticks, n, nf), np.nan, np.float32)
+    far_fc = np.full((n_ticks, n, nf), np.nan, np.float32)
+    flags = np.zeros((n_ticks, n), bool)
+    scores = np.zeros((n_ticks, n), np.float32)
+    held = np.full((n, nf), np.nan, np.float32)  # forecast for the next tick
+    last_tick = np.full(n, -(10**9))
+    t0 = time.monotonic()
+    for k in range(n_ticks):
+        mask = grid.present[k]
+        x = grid.values[k]
+        resets = np.flatnonzero(grid.boundary[k])
+        if resets.size:
+            forecaster.reset_rows(resets)
+            scorer.reset_rows(resets)
+        # Residual of the forecast held for this tick (made at k-1, same segment).
+        has_res = mask & (last_tick == k - 1) & ~grid.boundary[k] & np.isfinite(held).all(1)
+        next_fc[k][has_res] = held[has_res]
+        resid = np.where(has_res[:, None], (x - held) / std, 0.0)
+        s, f = scorer.update(resid, has_res)
+        flags[k] = f & mask
+        scores[k] = np.where(mask, s, 0.0)
+        if not mask.any():
+            continue
+        held = forecaster.step(x, mask)
+        last_tick[mask] = k
+        if k < holdout_start:
+            continue
+        rows = np.flatnonzero(mask)
+        fc = forecaster.forecast(max_horizon, rows)  # (H, r, F)
+        for h in range(1, max_horizon + 1):
+            tgt = k + h
+            if tgt >= n_ticks:
+                break
+            ok = grid.present[tgt, rows] & (boundaries_upto[tgt, rows] == boundaries_upto[k, rows])
+            if not ok.any():
+                continue
+            r_ok = rows[ok]
+            actual = grid.values[tgt, r_ok].astype(np.float64)
+            err = fc[h - 1][ok] - actual
+            perr = x[r_ok] - actual
+            sq[r_ok, h - 1] += err**2
+            ab[r_ok, h - 1] += np.abs(err)
+            p_sq[r_ok, h - 1] += perr**2
+            p_ab[r_ok, h - 1] += np.abs(perr)
+            count[r_ok, h - 1] += 1
+            if h == max_horizon:
+                far_fc[tgt, r_ok] = fc[h - 1][ok]
+        if progress and k % 2000 == 0:
+            print(f"evaluate: tick {k}/{n_ticks}", file=sys.stderr, flush=True)
+    return StreamResult(
+        sq, ab, p_sq, p_ab, count, next_fc, far_fc, flags, scores, time.monotonic() - t0
+    )
+
+
+def _metrics(
+    sq: NDArray[np.float64],
+    ab: NDArray[np.float64],
+    p_sq: NDArray[np.float64],
+    p_ab: NDArray[np.float64],
+    count: NDArray[np.float64],
+) -> dict[str, NDArray[np.float64]]:
+    """RMSE/MAE (…, H, F) from sums; count broadcast over features. NaN where no data."""
+    c = np.where(count > 0, count, np.nan)[..., None]
+    return {
+        "rmse": np.sqrt(sq / c),
+        "mae": ab / c,
+        "persistence_rmse": np.sqrt(p_sq / c),
+        "persistence_mae": p_ab / c,
+    }
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """Labels CSV (tank_id,start,end,kind; RFC 3339) with start_s/end_s epoch seconds."""
+    try:
+        labels = pd.read_csv(path, dtype=str)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CsvError(f"{path}: cannot read labels ({exc})") from None
+    missing = {"tank_id", "start", "end", "kind"} - set(labels.columns)
+    if missing:
+        raise CsvError(f"{path}: labels lack column(s) {sorted(missing)}")
+    epoch = pd.Timestamp(0, tz="UTC")
+    for col in ("start", "end"):
+        dt = pd.to_datetime(labels[col], format="ISO8601", utc=True, errors="coerce")
+        if dt.isna().any():
+            raise CsvError(f"{path}: unparseable time in column {col!r}")
+        labels[f"{col}_s"] = (dt - epoch) / pd.Timedelta(seconds=1)
+    return labels
+
+
+def score_anomalies(
+    grid: TickGrid, flags: NDArray[np.bool_], labels: pd.DataFrame, start: int = 0
+) -> dict[str, Any]:
+    """Precision/recall of flags (K, N) against labels over ticks >= ``start``.
+
+    * ``event_recall``: labels (overlapping the range) with a flag in [start, end + grace];
+    * ``episode_precision``: flag episodes (runs of flagged readings of a tank) that
+      overlap a label window of that tank, over all episodes;
+    * ``tick_precision`` / ``tick_recall``: flagged readings inside label windows over
+      flagged readings / over readings inside label windows.
+    """
+    n_ticks, n = flags.shape
+    times = grid.tick_times()
+    in_label = np.zeros((n_ticks, n), bool)
+    rows = {t: i for i, t in enumerate(grid.tank_ids)}
+    events = []
+    grace = LABEL_GRACE_TICKS * grid.interval_s
+    starts = labels["start_s"].to_numpy(np.float64)
+    ends = labels["end_s"].to_numpy(np.float64)
+    for tank, t_start, t_end in zip(labels["tank_id"].astype(str), starts, ends, strict=True):
+        j = rows.get(tank)
+        if j is None:
+            continue
+        window = (times >= t_start) & (times <= t_end + grace)
+        window[:start] = False
+        if not window.any():
+            continue
+        in_label[window, j] = True
+        events.append(bool(flags[window, j].any()))
+    f = flags.copy()
+    f[:start] = False
+    present = grid.present.copy()
+    present[:start] = False
+    episodes = hits = 0
+    for j in range(n):
+        k_flag = np.flatnonzero(f[:, j])
+        if k_flag.size == 0:
+            continue
+        # A new episode starts where the previous flagged reading was not the previous
+        # reading of this tank.
+        k_read = np.flatnonzero(present[:, j])
+        pos = np.searchsorted(k_read, k_flag)
+        new = np.ones(k_flag.size, bool)
+        new[1:] = pos[1:] != pos[:-1] + 1
+        ep_id = np.cumsum(new) - 1
+        episodes += int(new.sum())
+        hit_ep = np.unique(ep_id[in_label[k_flag, j]])
+        hits += int(hit_ep.size)
+    flagged = int(f.sum())
+    in_and_flag = int((f & in_label).sum())
+    label_readings = int((in_label & present).sum())
+    return {
+        "labels": len(events),
+        "labels_detected": int(sum(events)),
+        "event_recall": (sum(events) / len(events)) if events else None,
+        "episodes": episodes,
+        "episodes_on_label": hits,
+        "episode_precision": (hits / episodes) if episodes else None,
+        "tick_precision": (in_and_flag / flagged) if flagged else None,
+        "tick_recall": (in_and_flag / label_readings) if label_readings else None,
+        "grace_ticks": LABEL_GRACE_TICKS,
+    }
+
+
+def _default_labels(config: EvalConfig) -> Path | None:
+    if config.labels is not None:
+        if not config.labels.is_file():
+            raise ConfigError(f"labels file {config.labels} does not exist")
+        return config.labels
+    guess = config.data[0].parent / "labels.csv"
+    return guess if guess.is_file() else None
+
+
+def _holdout_start(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[int, str]:
+    """The artifact's own holdout if this is its training data, else the last fraction."""
+    from models.train import data_fingerprint
+
+    training = artifact.metadata.get("training", {})
+    split = training.get("split_ticks", {}) if isinstance(training, dict) else {}
+    stored = split.get("holdout_start") if isinstance(split, dict) else None
+    if (
+        isinstance(stored, int)
+        and training.get("data_fingerprint_sha256") == data_fingerprint(config.data)
+        and grid.k0 <= stored < grid.k0 + grid.n_ticks
+    ):
+        return stored - grid.k0, "the training holdout (same data fingerprint)"
+    try:
+        _, test_start = split_ticks(grid.n_ticks, 0.1, config.holdout_fraction)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return test_start, f"the last {config.holdout_fraction:.0%} of the data"
+
+
+def _table(
+    m: dict[str, NDArray[np.float64]], features: Sequence[str], hz: Sequence[int]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for fi, name in enumerate(features):
+        out[name] = {}
+        for h in hz:
+            row = {key: float(val[h - 1, fi]) for key, val in m.items()}
+            p = row["persistence_rmse"]
+            row["rmse_ratio"] = row["rmse"] / p if p > 0 else float("nan")
+            out[name][str(h)] = row
+    return out
+
+
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    """Run the evaluation; write report, plots, JSON; returns the summary dict."""
+    artifact = load_artifact(config.model)
+    for path in config.data:
+        if not path.is_file():
+            raise ConfigError(f"data file {path} does not exist")
+    frame = load_readings(list(config.data), config.csv_options)
+    grid = build_grid(frame, artifact.tick_interval_s, artifact.max_gap_ticks, artifact.features)
+    holdout_start, holdout_rule = _holdout_start(artifact, grid, config)
+    max_h = max(HORIZONS)
+    forecaster = load_forecaster(artifact.path, engine=config.engine, n_rows=len(grid.tank_ids))
+    result = stream(forecaster, artifact.scaler.std, grid, holdout_start, max_h, config.progress)
+
+    fleet = _metrics(
+        result.sq.sum(0),
+        result.ab.sum(0),
+        result.p_sq.sum(0),
+        result.p_ab.sum(0),
+        result.count.sum(0),
+    )
+    per_tank = _metrics(result.sq, result.ab, result.p_sq, result.p_ab, result.count)
+    features = artifact.features
+    times = grid.tick_times()
+    summary: dict[str, Any] = {
+        "model_version": artifact.model_version,
+        "engine": config.engine,
+        "data_files": [p.name for p in config.data],
+        "holdout": {
+            "rule": holdout_rule,
+            "start": pd.Timestamp(times[holdout_start], unit="s", tz="UTC").isoformat(),
+            "end": pd.Timestamp(times[-1] + grid.interval_s, unit="s", tz="UTC").isoformat(),
+            "ticks": grid.n_ticks - holdout_start,
+            "tanks": len(grid.tank_ids),
+        },
+        "horizons": list(HORIZONS),
+        "fleet": _table(fleet, features, HORIZONS),
+        "fleet_rmse_ratio_by_horizon": {
+            name: [
+                float(fleet["rmse"][h, fi] / fleet["persistence_rmse"][h, fi]) for h in range(max_h)
+            ]
+            for fi, name in enumerate(features)
+        },
+        "per_tank": {
+            tank: {
+                name: {
+                    str(h): {
+                        "rmse": float(per_tank["rmse"][j, h - 1, fi]),
+                        "persistence_rmse": float(per_tank["persistence_rmse"][j, h - 1, fi]),
+                    }
+                    for h in HORIZONS
+                }
+                for fi, name in enumerate(features)
+            }
+            for j, tank in enumerate(grid.tank_ids)
+        },
+        "stream_seconds": round(result.seconds, 2),
+    }
+    labels_path = _default_labels(config)
+    if labels_path is not None:
+        labels = read_labels(labels_path)
+        summary["anomaly"] = {
+            "labels_file": labels_path.name,
+            "scorer": "AnomalyScorer defaults (alpha 0.02, threshold 4, consecutive 3, warmup 30)",
+            "whole_stream": score_anomalies(grid, result.flags, labels, 0),
+            "holdout": score_anomalies(grid, result.flags, labels, holdout_start),
+        }
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(out / "plots", grid, result, holdout_start, summary, config.plot_tanks)
+    summary["plots"] = [str(p.relative_to(out)) for p in plots]
+    (out / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_report(out / "evaluation.md", summary)
+    if out.resolve() == artifact.path.resolve():
+        compact = {k: v for k, v in summary.items() if k != "per_tank"}
+        update_metadata(artifact.path, evaluation=compact)
+    if config.progress:
+        print(f"wrote {out / 'evaluation.md'}", file=sys.stderr)
+    return summary

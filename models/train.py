@@ -1,0 +1,336 @@
+"""``tankwatch train``: fit the stateful LSTM on a history CSV and write an artifact.
+
+Steps: load readings -> tick grid -> time split (train | validation | holdout) ->
+scaler on train -> stateful batches (:mod:`models.dataprep`) -> ``fit`` with
+``shuffle=False``, per-row state resets at segment starts and a full reset every
+epoch, early stopping on validation loss -> fold the change scale into the head ->
+artifact (model.keras, weights.npz, metadata.json, plots/loss.png) -> evaluation on
+the holdout (:mod:`models.evaluate`), stored in the artifact.
+
+Reproducible: the same data, options and seed give the same weights (Keras seeds
+plus TensorFlow's deterministic ops; threads as TensorFlow defaults).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.artifact import FEATURES, UNITS, save_artifact
+from models.dataprep import (
+    Batches,
+    TickGrid,
+    build_grid,
+    load_readings,
+    make_batches,
+    segment_deltas,
+    split_ticks,
+)
+from models.scaler import Scaler
+from tankwatch.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training option (the CLI maps flags/env vars onto these)."""
+
+    data: tuple[Path, ...]
+    out: Path
+    seed: int = 7
+    units: int = 48
+    layers: int = 1
+    window: int = 128
+    epochs: int = 30
+    patience: int = 4
+    learning_rate: float = 3e-3
+    input_gain: float = 1.0
+    loss: str = "mse"
+    interval_s: float = 60.0
+    max_gap_ticks: int = 10
+    val_fraction: float = 0.1
+    holdout_fraction: float = 0.2
+    labels: Path | None = None
+    evaluate: bool = True
+    progress: bool = True
+    csv_options: Any = None  # producers.csv_source.CsvOptions or None (bundled format)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.units < 1 or self.layers < 1 or self.window < 2 or self.epochs < 1:
+            raise ConfigError("units, layers, epochs must be >= 1 and window >= 2")
+        if not (0 < self.val_fraction < 1 and 0 < self.holdout_fraction < 1):
+            raise ConfigError("--val-fraction and --holdout-fraction must be in (0, 1)")
+        if self.val_fraction + self.holdout_fraction >= 0.9:
+            raise ConfigError("validation + holdout fractions must leave >= 10% for training")
+        for path in self.data:
+            if not path.is_file():
+                raise ConfigError(f"training data {path} does not exist")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    model_version: str
+    epochs_run: int
+    best_val_loss: float
+    seconds: float
+    evaluation: dict[str, Any] | None
+
+
+def data_fingerprint(paths: Sequence[Path]) -> str:
+    """sha256 over the bytes of the data files, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _say(config: TrainConfig, text: str) -> None:
+    if config.progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _callbacks(
+    keras: Any, model: Any, train: Batches, val: Batches, config: TrainConfig
+) -> list[Any]:
+    from models.network import lstm_layers
+
+    state_vars = [v for layer in lstm_layers(model) for v in layer.states]
+
+    def reset_rows(rows: np.ndarray) -> None:
+        if rows.any():
+            keep = (~rows).astype(np.float32)[:, None]
+            for v in state_vars:
+                v.assign(v.numpy() * keep)
+
+    def reset_all() -> None:
+        for v in state_vars:
+            v.assign(np.zeros(v.shape, np.float32))
+
+    class StateResets(keras.callbacks.Callback):
+        """Batch w is window w of every lane: reset the rows whose segment starts there."""
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            reset_all()
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            reset_rows(train.resets[batch])
+
+        def on_test_begin(self, logs: Any = None) -> None:
+            reset_all()
+
+        def on_test_batch_begin(self, batch: int, logs: Any = None) -> None:
+            reset_rows(val.resets[batch])
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = logs or {}
+            _say(
+                config,
+                f"epoch {epoch + 1}/{config.epochs}: loss {logs.get('loss', float('nan')):.4f} "
+                f"val_loss {logs.get('val_loss', float('nan')):.4f} "
+                f"({time.monotonic() - self.t0:.1f} s)",
+            )
+
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True
+    )
+    return [StateResets(), Progress(), stop]
+
+
+def _loss_plot(history: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], label="train")
+    if "val_loss" in history:
+        ax.plot(epochs, history["val_loss"], label="validation")
+    ax.axhline(1.0, color="grey", linestyle=":", label="~persistence")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE of normalised change")
+    ax.set_title("training loss")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def prepare(config: TrainConfig) -> tuple[TickGrid, int, int, Scaler]:
+    """Load the data and build the grid, split and scaler (no TensorFlow)."""
+    frame = load_readings(list(config.data), config.csv_options)
+    grid = build_grid(frame, config.interval_s, config.max_gap_ticks, FEATURES)
+    try:
+        val_start, test_start = split_ticks(
+            grid.n_ticks, config.val_fraction, config.holdout_fraction
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    train_grid = grid.slice(0, val_start)
+    if train_grid.present.sum() < 2 * config.window:
+        raise ConfigError(
+            f"too little training data: {int(train_grid.present.sum())} readings before the "
+            f"validation split (need at least {2 * config.window})"
+        )
+    fitted = Scaler.fit(train_grid.values)
+    scaler = Scaler(fitted.mean, (fitted.std / config.input_gain).astype(np.float32))
+    return grid, val_start, test_start, scaler
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train, write the artifact at ``config.out``, evaluate it; see the module doc."""
+    config.check()
+    t_start = time.monotonic()
+    grid, val_start, test_start, scaler = prepare(config)
+    train_grid = grid.slice(0, val_start)
+    val_grid = grid.slice(val_start, test_start)
+    delta = segment_deltas(train_grid, scaler)
+    train_b = make_batches(train_grid, scaler, config.window, delta)
+    val_b = make_batches(val_grid, scaler, config.window, delta)
+    lanes = len(grid.tank_ids)
+    _say(
+        config,
+        f"data: {lanes} tanks, {grid.n_ticks} ticks of {config.interval_s:g} s; "
+        f"train {val_start} / validation {test_start - val_start} / holdout "
+        f"{grid.n_ticks - test_start} ticks; {train_b.windows} windows of {config.window}",
+    )
+
+    from models.network import build_model, fold_delta_scale, import_keras, weights_to_arrays
+
+    keras = import_keras()
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    model = build_model(
+        lanes,
+        config.window,
+        len(FEATURES),
+        config.units,
+        config.layers,
+        with_mask_input=True,
+        change_input=True,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, clipnorm=1.0),
+        loss=keras.losses.Huber(delta=1.0) if config.loss == "huber" else "mse",
+    )
+    history = model.fit(
+        [train_b.x, train_b.dx, train_b.mask],
+        train_b.y,
+        sample_weight=train_b.weight,
+        batch_size=lanes,
+        epochs=config.epochs,
+        shuffle=False,
+        validation_data=([val_b.x, val_b.dx, val_b.mask], val_b.y, val_b.weight),
+        validation_batch_size=lanes,
+        callbacks=_callbacks(keras, model, train_b, val_b, config),
+        verbose=0,
+    ).history
+
+    arrays = fold_delta_scale(weights_to_arrays(model), delta, change_input=True)
+    final = build_model(
+        lanes, None, len(FEATURES), config.units, config.layers, residual=True, change_input=True
+    )
+    from models.network import arrays_to_weights
+
+    arrays_to_weights(final, arrays)
+    fingerprint = data_fingerprint(config.data)
+    model_version = f"lstm-{config.units}x{config.layers}-{fingerprint[:8]}"
+    val_losses = history.get("val_loss", [float("nan")])
+    best = float(np.nanmin(val_losses))
+    metadata: dict[str, Any] = {
+        "model_version": model_version,
+        "features": list(FEATURES),
+        "units": {f: UNITS[f] for f in FEATURES},
+        "scaler": scaler.to_json(),
+        "tick_interval_s": float(config.interval_s),
+        "max_gap_ticks": int(config.max_gap_ticks),
+        "units_per_layer": int(config.units),
+        "layers": int(config.layers),
+        "residual": True,
+        "change_input": True,
+        "parameters": int(final.count_params()),
+        "training": {
+            "seed": config.seed,
+            "epochs_max": config.epochs,
+            "epochs_run": len(history["loss"]),
+            "best_val_loss": best,
+            "patience": config.patience,
+            "window": config.window,
+            "batch_size": lanes,
+            "learning_rate": config.learning_rate,
+            "delta_scale": [float(v) for v in delta],
+            "loss": "MSE of (next - current) / delta_scale in scaled units; 1.0 ~ persistence",
+            "data_files": [p.name for p in config.data],
+            "data_fingerprint_sha256": fingerprint,
+            "tanks": list(grid.tank_ids),
+            "split_ticks": {
+                "first_tick": grid.k0,
+                "validation_start": grid.k0 + val_start,
+                "holdout_start": grid.k0 + test_start,
+                "end": grid.k0 + grid.n_ticks,
+            },
+            "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+            "command": config.extra.get("command", ""),
+        },
+        "evaluation": {},
+    }
+    out = save_artifact(config.out, final, arrays, metadata)
+    _loss_plot(history, out / "plots" / "loss.png")
+    _say(config, f"wrote {out} ({model_version}); best val_loss {best:.4f}")
+
+    evaluation = None
+    if config.evaluate:
+        from models.evaluate import EvalConfig, evaluate
+
+        evaluation = evaluate(
+            EvalConfig(
+                model=out,
+                data=config.data,
+                out=out,
+                labels=config.labels,
+                csv_options=config.csv_options,
+                progress=config.progress,
+            )
+        )
+    return TrainResult(
+        out=out,
+        model_version=model_version,
+        epochs_run=len(history["loss"]),
+        best_val_loss=best,
+        seconds=time.monotonic() - t_start,
+        evaluation=evaluation,
+    )
+
+
+def config_summary(config: TrainConfig) -> dict[str, Any]:
+    """The config as JSON-friendly values (for logs)."""
+    out = asdict(config)
+    out["data"] = [str(p) for p in config.data]
+    out["out"] = str(config.out)
+    out["labels"] = str(config.labels) if config.labels else None
+    out["csv_options"] = repr(config.csv_options)
+    return out

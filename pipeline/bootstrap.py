@@ -1,0 +1,165 @@
+"""The one place that wires the application: config -> clients, model, sinks -> Service.
+
+``build_service`` is what ``tankwatch run`` and ``tankwatch demo`` call (the demo runs
+the service in a thread: nothing here installs signal handlers). Tests call it with
+their own settings and a fresh ``CollectorRegistry``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.assembler import TickAssembler
+from pipeline.checkpoint import Checkpointer
+from pipeline.config import Settings
+from pipeline.consumer import ReadingsConsumer
+from pipeline.dlq import DeadLetters
+from pipeline.forecast_step import ForecastStep
+from pipeline.service import ConsumerLike, ModelInfo, Service
+from pipeline.sinks.forecasts import ForecastSink
+from pipeline.sinks.history import History
+from pipeline.sinks.metrics import PipelineMetrics
+from tankwatch.codec import REJECT_REASONS
+from tankwatch.errors import BrokerError
+
+__all__ = ["build_service", "make_producer"]
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(bootstrap: str) -> Any:
+    """The shared producer: idempotent, acks=all, batched; sends never block for long."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=5,
+            batch_size=256 * 1024,
+            # A full buffer during an outage fails the send (counted) instead of
+            # stalling the loop for a minute.
+            max_block_ms=2000,
+            client_id="tankwatch-pipeline",
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+
+
+def _check_topics(bootstrap: str, settings: Settings, timeout_s: float) -> None:
+    """Bounded wait for the broker, then make sure the topics exist (one-line errors)."""
+    from tankwatch.broker import wait_for_kafka
+
+    wait_for_kafka(bootstrap, timeout_s)
+    from kafka import KafkaConsumer
+
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = probe.topics()
+    finally:
+        probe.close()
+    t = settings.topics
+    needed = [t.readings, t.state] + ([t.forecasts] if settings.forecasts_topic_enabled else [])
+    needed.append(t.dlq)
+    missing = [name for name in needed if name not in existing]
+    if missing:
+        raise BrokerError(
+            f"missing topic(s) {', '.join(missing)} on {bootstrap} "
+            "(create them with `tankwatch topics create`)"
+        )
+
+
+def build_service(settings: Settings, registry: CollectorRegistry | None = None) -> Service:
+    """Build every part of one pipeline instance (raises TankwatchError subclasses)."""
+    from models.anomaly import AnomalyScorer
+    from models.artifact import load_artifact, load_forecaster
+
+    artifact = load_artifact(settings.model_dir)
+    engine = load_forecaster(settings.model_dir, settings.engine, n_rows=0)
+    max_gap = settings.max_gap_ticks or artifact.max_gap_ticks
+    model = ModelInfo(
+        model_version=artifact.model_version,
+        engine=settings.engine,
+        tick_interval_s=artifact.tick_interval_s,
+        max_gap_ticks=max_gap,
+        path=str(settings.model_dir),
+    )
+    _check_topics(settings.bootstrap, settings, settings.connect_timeout_s)
+    producer = make_producer(settings.bootstrap)
+    topics = settings.topics
+    scorer = AnomalyScorer(
+        0,
+        alpha=settings.anomaly_alpha,
+        threshold=settings.anomaly_threshold,
+        consecutive=settings.anomaly_consecutive,
+        warmup=settings.anomaly_warmup,
+        n_features=engine.n_features,
+    )
+    step = ForecastStep(
+        engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std
+    )
+    assembler = TickAssembler(artifact.tick_interval_s, settings.allowed_lateness_s, max_gap)
+    checkpointer = Checkpointer(
+        producer,
+        settings.bootstrap,
+        topics.state,
+        settings.state_dir,
+        settings.group,
+        topics.readings,
+    )
+    forecasts = (
+        ForecastSink(
+            producer,
+            topics.forecasts,
+            artifact.tick_interval_s,
+            settings.horizons_reported,
+            artifact.model_version,
+            topics.readings,
+        )
+        if settings.forecasts_topic_enabled
+        else None
+    )
+    metrics = PipelineMetrics(
+        registry if registry is not None else CollectorRegistry(),
+        artifact.model_version,
+        settings.engine,
+        artifact.tick_interval_s,
+        REJECT_REASONS,
+        per_tank=settings.metrics_enabled,
+    )
+
+    def make_consumer(on_revoked: Any, on_assigned: Any, on_lost: Any) -> ConsumerLike:
+        return ReadingsConsumer(
+            settings.bootstrap,
+            topics.readings,
+            settings.group,
+            on_revoked,
+            on_assigned,
+            on_lost,
+            max_poll_records=settings.max_poll_records,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+        )
+
+    try:
+        return Service(
+            settings,
+            model,
+            make_consumer,
+            producer,
+            assembler,
+            step,
+            checkpointer,
+            DeadLetters(producer, topics.dlq),
+            forecasts,
+            History(settings.history_len),
+            metrics,
+        )
+    except Exception:
+        producer.close(timeout=1)
+        raise

@@ -1,0 +1,480 @@
+"""The loop: poll -> decode -> DLQ | assembler -> forecast step -> sinks -> checkpoint.
+
+One thread does all the work (Kafka clients, model, arrays); HTTP threads only read
+published snapshots. Ordering that makes state exactly-once: forecasts and dead
+letters are flushed, then the checkpoint (file + ``tank.state``) is made durable, then
+offsets are committed -- every ``checkpoint_interval_s``, on revoke and on shutdown.
+SIGTERM/SIGINT (main thread only) or :meth:`Service.request_stop` end the loop after
+the current batch. A broker outage never ends it: health goes red
+(``tankwatch_broker_up`` 0, ``/healthz`` 503) and it recovers by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.api import fleet_json, tank_json
+from pipeline.assembler import RESET_REASONS, Polled, TickAssembler
+from pipeline.checkpoint import Checkpointer
+from pipeline.config import Settings
+from pipeline.dlq import DeadLetters
+from pipeline.forecast_step import ForecastStep
+from pipeline.http import HttpServer
+from pipeline.sinks.forecasts import ForecastSink
+from pipeline.sinks.history import History
+from pipeline.sinks.metrics import PipelineMetrics
+from pipeline.sinks.view import FleetView
+from tankwatch.codec import decode_reading
+from tankwatch.errors import BrokerError, DecodeError
+
+__all__ = ["ModelInfo", "Service"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between broker round trips that refresh health and lag when idle.
+PROBE_INTERVAL_S = 2.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_version: str
+    engine: str
+    tick_interval_s: float
+    max_gap_ticks: int
+    path: str
+
+
+class ConsumerLike(Protocol):
+    def poll(self, timeout_ms: int) -> dict[int, list[Any]]: ...
+    def assigned(self) -> list[int]: ...
+    def seek(self, partition: int, offset: int) -> None: ...
+    def lag(self) -> dict[int, int | None]: ...
+    def lagging(self) -> set[int]: ...
+    def probe(self, timeout_ms: int = ...) -> bool: ...
+    def commit(self, offsets: dict[int, int]) -> None: ...
+    def close(self) -> None: ...
+
+
+#: make_consumer(on_revoked, on_assigned, on_lost) -> consumer; on_revoked returns the
+#: offsets to commit (the consumer commits them on its IO thread).
+ConsumerFactory = Callable[
+    [
+        Callable[[list[int]], dict[int, int]],
+        Callable[[list[int]], None],
+        Callable[[list[int]], None],
+    ],
+    ConsumerLike,
+]
+
+
+class Service:
+    """One pipeline instance; built by :func:`pipeline.bootstrap.build_service`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ModelInfo,
+        make_consumer: ConsumerFactory,
+        producer: Any,
+        assembler: TickAssembler,
+        step: ForecastStep,
+        checkpointer: Checkpointer,
+        dlq: DeadLetters,
+        forecasts: ForecastSink | None,
+        history: History,
+        metrics: PipelineMetrics,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.registry = metrics.registry
+        self._make_consumer = make_consumer
+        self._consumer: ConsumerLike | None = None
+        self.producer = producer
+        self.assembler = assembler
+        self.step = step
+        self.checkpointer = checkpointer
+        self.dlq = dlq
+        self.forecasts = forecasts
+        self.history = history
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards history reads against the loop's writes
+        # Serialises the loop's batch/checkpoint work with rebalance callbacks, which
+        # kafka-python 3 runs on its IO thread. Never held across a blocking consumer
+        # call (commit, probe): the IO thread may be waiting for it.
+        self._work = threading.RLock()
+        self._assigned: set[int] = set()
+        self._dirty = np.zeros(0, bool)
+        self._view = FleetView(horizons_reported=settings.horizons_reported)
+        self._broker_up = False
+        self._last_loop = 0.0
+        self._running = False
+        self._fatal: BaseException | None = None
+        self._consumed = 0
+        self._ticks: dict[str, int] = {"complete": 0, "watermark": 0, "catchup": 0}
+        self._checkpoints = 0
+        self._last_points: dict[int, tuple[int, float]] = {}
+        self._http = HttpServer(self, settings.http_host, settings.http_port)
+        self._http.start()
+
+    # ------------------------------------------------------------- control
+    @property
+    def http_url(self) -> str:
+        return self._http.url
+
+    def request_stop(self) -> None:
+        """Finish the current batch, checkpoint, commit and return from :meth:`run`."""
+        self._stop.set()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests and the health endpoint (a consistent-enough copy)."""
+        return {
+            "running": self._running,
+            "broker_up": self._broker_up,
+            "assigned": sorted(self._assigned),
+            "tanks": len(self.assembler.registry),
+            "consumed": self._consumed,
+            "rejected": dict(self.dlq.by_reason),
+            "dropped": dict(self.assembler.dropped),
+            "ticks": dict(self._ticks),
+            "steps": self.step.steps,
+            "checkpoints": self._checkpoints,
+            "open_ticks": len(self.assembler.open_ticks),
+            "held": self.assembler.held(),
+            "forecasts_sent": self.forecasts.sent if self.forecasts else 0,
+        }
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Run until ``stop`` (or :meth:`request_stop`, SIGTERM, SIGINT); then shut down."""
+        if stop is not None:
+            self._stop = stop
+        restore = self._install_signals()
+        self._running = True
+        try:
+            self._consumer = self._make_consumer(self._on_revoked, self._on_assigned, self._on_lost)
+            next_ckpt = time.monotonic() + self.settings.checkpoint_interval_s
+            next_probe = 0.0
+            while not self._stop.is_set():
+                self._iterate()
+                now = time.monotonic()
+                if now >= next_probe:
+                    self._probe()
+                    next_probe = now + PROBE_INTERVAL_S
+                if now >= next_ckpt:
+                    self._try_checkpoint(None)
+                    next_ckpt = time.monotonic() + self.settings.checkpoint_interval_s
+            self._try_checkpoint(None)
+        finally:
+            self._running = False
+            if self._consumer is not None:
+                self._consumer.close()
+            try:
+                self.producer.flush(timeout=10)
+                self.producer.close(timeout=5)
+            except Exception as exc:
+                log.warning("producer close failed", extra={"error": str(exc)})
+            self._http.stop()
+            restore()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping", extra={"signal": signum})
+            self._stop.set()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+    # ---------------------------------------------------------------- loop
+    def _iterate(self) -> None:
+        assert self._consumer is not None
+        try:
+            batch = self._consumer.poll(self.settings.poll_timeout_ms)
+        except Exception as exc:  # the client normally retries by itself; be safe
+            self._set_broker(False, exc)
+            time.sleep(0.5)
+            return
+        self._last_loop = time.monotonic()
+        if self._fatal is not None:
+            raise self._fatal
+        lagging = self._consumer.lagging()
+        with self._work:  # rebalance callbacks (IO thread) wait for the batch to finish
+            n = 0
+            if batch:
+                self._set_broker(True)
+                n = self._intake(batch)
+            ticks = self.assembler.close(lagging)
+            if ticks:
+                self._apply(ticks)
+            self._consumed += n  # after the ticks: stats never show unprocessed input
+
+    def _intake(self, batch: dict[int, list[Any]]) -> int:
+        """Decode a poll's messages (bad ones to the DLQ) into the assembler; returns
+        how many messages were consumed."""
+        records: list[Polled] = []
+        topic = self.settings.topics.readings
+        n = 0
+        for partition, msgs in batch.items():
+            if partition not in self._assigned:
+                continue
+            n += len(msgs)
+            for m in msgs:
+                try:
+                    r = decode_reading(m.value, m.key)
+                except DecodeError as exc:
+                    self.dlq.send(m.key, m.value, exc.reason, topic, partition, m.offset)
+                    self.metrics.rejected.labels(exc.reason).inc()
+                    continue
+                records.append(Polled(r, partition, m.offset, m.timestamp / 1000.0))
+            self.assembler.advance(partition, msgs[-1].offset + 1)
+        self.metrics.consumed.inc(n)
+        before = dict(self.assembler.dropped)
+        self.assembler.add(records)
+        for reason, count in self.assembler.dropped.items():
+            if count > before[reason]:
+                self.metrics.dropped.labels(reason).inc(count - before[reason])
+        return n
+
+    def _apply(self, ticks: list[Any]) -> None:
+        cap = self.assembler.capacity
+        self.step.ensure_capacity(cap)
+        self.history.ensure_capacity(self.step.capacity)
+        if self._dirty.shape[0] < self.step.capacity:
+            self._dirty = np.concatenate(
+                [self._dirty, np.zeros(self.step.capacity - self._dirty.shape[0], bool)]
+            )
+        ids = self.assembler.registry.ids()
+        latencies = []
+        for ct in ticks:
+            t0 = time.perf_counter()
+            out = self.step.apply(ct)
+            if self.forecasts is not None:
+                self.forecasts.publish(out, ids)
+            values = np.concatenate(
+                [ct.x, out.expected, out.score[:, None], out.flag[:, None]], axis=1
+            ).astype(np.float32)
+            with self._lock:
+                self.history.append(ct.rows, ct.ts, values)
+            self._dirty[ct.rows] = True
+            self.metrics.tick_seconds.observe(time.perf_counter() - t0)
+            self._ticks[ct.trigger] += 1
+            self.metrics.ticks.labels(ct.trigger).inc()
+            reasons = np.bincount(ct.reset_reason, minlength=len(RESET_REASONS))
+            for k in range(1, len(RESET_REASONS)):
+                if reasons[k]:
+                    self.metrics.resets.labels(RESET_REASONS[k]).inc(int(reasons[k]))
+            latencies.append(float(ct.kafka_ts.max()))
+        last_tick = (
+            max(ct.tick for ct in ticks if ct.trigger != "catchup")
+            if any(ct.trigger != "catchup" for ct in ticks)
+            else None
+        )
+        self._publish_view(last_tick)
+        now = time.time()
+        for kts in latencies:
+            self.metrics.latency.observe(max(0.0, now - kts))
+
+    def _publish_view(self, last_tick: int | None) -> None:
+        n = self.assembler.capacity
+        f = self.step.fleet
+        last_tick_ts = self._view.last_tick_ts
+        if last_tick is not None:
+            last_tick_ts = last_tick * self.assembler.interval
+            self.metrics.last_tick.set(last_tick_ts)
+        self._view = FleetView(
+            ids=self.assembler.registry.ids(),
+            actual=f.actual[:n].copy(),
+            forecast=f.held[:n].copy(),
+            horizons=f.horizons[:n].copy(),
+            residual=f.residual[:n].copy(),
+            score=f.score[:n].copy(),
+            flag=f.flag[:n].copy(),
+            last_ts=f.last_ts[:n].copy(),
+            resets=f.resets[:n].copy(),
+            horizons_reported=self.settings.horizons_reported,
+            last_tick_ts=last_tick_ts,
+            published=time.time(),
+        )
+        self.metrics.set_view(self._view)
+        self.metrics.tanks.set(len(self.assembler.registry))
+
+    # -------------------------------------------------------- broker health
+    def _set_broker(self, up: bool, exc: BaseException | None = None) -> None:
+        if up != self._broker_up:
+            log.warning("broker up" if up else "broker unreachable", extra={"error": str(exc)})
+        self._broker_up = up
+        self.metrics.broker_up.set(1 if up else 0)
+
+    def _probe(self) -> None:
+        assert self._consumer is not None
+        self._set_broker(self._consumer.probe())
+        for p, lag in self._consumer.lag().items():
+            if lag is not None:
+                self.metrics.lag.labels(str(p)).set(lag)
+
+    # ---------------------------------------------------------- checkpoints
+    def _try_checkpoint(self, partitions: list[int] | None) -> bool:
+        try:
+            self.checkpoint(partitions)
+            return True
+        except Exception as exc:
+            self._set_broker(False, exc)
+            log.warning("checkpoint failed; offsets not committed", extra={"error": str(exc)})
+            return False
+
+    def checkpoint(self, partitions: list[int] | None = None) -> None:
+        """Flush outputs, make the state durable, then commit (all assigned if None)."""
+        if self._consumer is None:
+            return
+        with self._work:
+            offsets = self._save_checkpoint(partitions)
+        if offsets:
+            self._consumer.commit(offsets)
+
+    def _save_checkpoint(self, partitions: list[int] | None) -> dict[int, int]:
+        """The durable half of a checkpoint; returns the offsets to commit (may be {})."""
+        wanted = sorted(self._assigned if partitions is None else set(partitions) & self._assigned)
+        if not wanted:
+            return {}
+        t0 = time.perf_counter()
+        points = self.assembler.commit_points(wanted)
+        part = self.assembler.row_partition
+        dirty = self._dirty
+        tanks = [
+            (t, r)
+            for t, r in self.assembler.registry.items()
+            if int(part[r]) in points and r < dirty.shape[0] and dirty[r]
+        ]
+        summary = {p: (pt.offset, pt.max_ts) for p, pt in points.items()}
+        if not tanks and all(self._last_points.get(p) == s for p, s in summary.items()):
+            return {}  # nothing new since the last checkpoint
+        states = self.step.snapshot(tanks, self.assembler.last_applied, part)
+        try:
+            self.producer.flush(timeout=self.checkpointer.timeout_s)
+        except Exception as exc:
+            raise BrokerError(f"flushing outputs failed: {exc}") from None
+        self.checkpointer.save(states, points)
+        for _, r in tanks:
+            dirty[r] = False
+        self._last_points.update(summary)
+        self._checkpoints += 1
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
+        return {p: pt.offset for p, pt in points.items()}
+
+    # ----------------------------------------------------------- rebalance
+    def _on_revoked(self, partitions: list[int]) -> dict[int, int]:
+        """Checkpoint the revoked partitions' tanks, free their rows; returns the offsets
+        for the consumer to commit before the partitions go to another member."""
+        with self._work:
+            gone = [p for p in partitions if p in self._assigned]
+            if not gone:
+                return {}
+            try:
+                offsets = self._save_checkpoint(gone)
+            except Exception as exc:
+                self._set_broker(False, exc)
+                log.warning("checkpoint on revoke failed", extra={"error": str(exc)})
+                offsets = {}
+            self._forget(gone)
+            return offsets
+
+    def _on_lost(self, partitions: list[int]) -> None:
+        """Membership expired: another member may own these already, so no checkpoint."""
+        with self._work:
+            self._forget([p for p in partitions if p in self._assigned])
+
+    def _forget(self, gone: list[int]) -> None:
+        if not gone:
+            return
+        released = self.assembler.revoke(gone)
+        rows = np.asarray([r for _, r in released], np.intp)
+        if rows.size:
+            self.step.free(rows)
+            with self._lock:
+                self.history.clear(rows)
+            self._dirty[rows[rows < self._dirty.shape[0]]] = False
+        self._assigned -= set(gone)
+        for p in gone:
+            self._last_points.pop(p, None)
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(str(p))
+        self._publish_view(None)
+        log.info("partitions released", extra={"partitions": gone, "tanks": len(released)})
+
+    def _on_assigned(self, partitions: list[int]) -> None:
+        with self._work:
+            self._restore([p for p in partitions if p not in self._assigned])
+
+    def _restore(self, new: list[int]) -> None:
+        """Load the state of newly assigned partitions and seek to their checkpoints."""
+        if not new:
+            return
+        try:
+            tanks, points = self.checkpointer.load(new)
+        except Exception as exc:  # without the state we must not process these partitions
+            self._fatal = BrokerError(f"restoring state of partitions {new} failed: {exc}")
+            return
+        assert self._consumer is not None
+        for p in new:
+            point = points.get(p)
+            self.assembler.assign(p, point)
+            if point is not None:
+                self._consumer.seek(p, point.offset)
+                self._last_points[p] = (point.offset, point.max_ts)
+        for state in tanks.values():
+            row = self.assembler.restore_tank(state.tank_id, state.partition, state.last_tick)
+            self.step.ensure_capacity(self.assembler.capacity)
+            self.step.restore(row, state)
+        self.history.ensure_capacity(self.step.capacity)
+        self._assigned |= set(new)
+        self._publish_view(None)
+        log.info("partitions assigned", extra={"partitions": new, "restored_tanks": len(tanks)})
+
+    # ----------------------------------------------------------------- API
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        alive = self._running and time.monotonic() - self._last_loop < 30.0
+        ok = alive and self._broker_up
+        return ok, {
+            "status": "ok" if ok else "unavailable",
+            "loop_alive": alive,
+            "broker_up": self._broker_up,
+            "assigned_partitions": sorted(self._assigned),
+            "tanks": len(self.assembler.registry),
+            "model_version": self.model.model_version,
+        }
+
+    def fleet_json(self) -> dict[str, Any]:
+        return fleet_json(self._view, self.model, self.settings)
+
+    def tank_json(self, tank_id: str) -> dict[str, Any] | None:
+        view = self._view
+        row = view.row_of(tank_id)
+        if row is None:
+            return None
+        with self._lock:
+            if row >= self.history.capacity:
+                ts, values = np.zeros(0), np.zeros((0, 6), np.float32)
+            else:
+                ts, values = self.history.series(row)
+        return tank_json(view, row, ts, values, self.model.tick_interval_s)

@@ -1,0 +1,155 @@
+"""End to end against the real broker: replay speed must not change any forecast, and
+bad input must not change the good tanks' forecasts."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pipeline.sinks.forecasts import schema
+from tankwatch.topics import Topics
+from tests.integration.helpers import (  # noqa: F401 - reference is a fixture
+    STANDARD_HISTORY,
+    reference,
+    ServiceThread,
+    assert_forecasts_equal,
+    pipeline_settings,
+    produce_raw,
+    produce_readings,
+    read_dlq,
+    read_forecasts,
+    read_state,
+    synthetic_history,
+    wait_consumed,
+)
+
+pytestmark = pytest.mark.integration
+
+N_TANKS = STANDARD_HISTORY["n_tanks"]
+
+
+def test_reference_run_applies_every_reading_once(reference: dict[str, Any]) -> None:
+    history, forecasts, stats = reference["history"], reference["forecasts"], reference["stats"]
+    assert len(forecasts) == len(history)  # one record per (tank, tick), none missing
+    assert stats["dropped"] == {"late": 0, "duplicate": 0}
+    assert stats["rejected"] == {}
+    resets = [(k, r["reset"]) for k, r in forecasts.items() if r["reset"]]
+    assert sorted(r for _, r in resets) == ["event", "gap"] + ["new_tank"] * N_TANKS
+    validator = jsonschema.Draft202012Validator(schema())
+    for record in list(forecasts.values())[:50]:
+        validator.validate(record)
+    final = reference["state"]
+    assert set(final) == {f"T{k:03d}" for k in range(N_TANKS)}
+    assert all(
+        s.last_tick == max(t for (tank, t) in forecasts if tank == s.tank_id)
+        for s in final.values()
+    )
+
+
+def test_paced_replay_gives_identical_forecasts(
+    reference: dict[str, Any],
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    """The same history produced while the pipeline runs, tick by tick (a 60 s tick per
+    10 ms: 6000x), gives the same forecasts as the as-fast-as-possible run."""
+    history = reference["history"]
+    topics = make_topics()
+    settings = pipeline_settings(kafka_bootstrap, topics, tmp_path)
+    with ServiceThread(settings) as run:
+        producer = threading.Thread(
+            target=produce_readings,
+            args=(kafka_bootstrap, topics.readings, history),
+            kwargs={"per_tick_sleep_s": 0.01},
+        )
+        producer.start()
+        producer.join(60)
+        wait_consumed(run.service, len(history))
+        stats = run.service.stats
+    got = read_forecasts(kafka_bootstrap, topics.forecasts)
+    assert stats["dropped"] == {"late": 0, "duplicate": 0}
+    assert_forecasts_equal(reference["forecasts"], got, 1e-6)
+
+
+def _bad_messages() -> list[tuple[bytes | None, bytes | None, str]]:
+    good = {"tank_id": "T001", "ts": 1_700_000_000, "pressure_kpa": 250.0, "temperature_c": 20.0}
+
+    def js(**kw: Any) -> bytes:
+        return json.dumps({**good, **kw}).encode()
+
+    return [
+        (b"T001", b"not json at all", "bad_json"),
+        (b"T001", b"\xff\xfe\xfd", "bad_encoding"),
+        (b"T001", b"[1, 2, 3]", "not_object"),
+        (b"T001", json.dumps({"tank_id": "T001", "ts": 1_700_000_000}).encode(), "missing_field"),
+        (b"T001", js(pressure_kpa="high"), "wrong_type"),
+        (
+            b"T001",
+            b'{"tank_id":"T001","ts":1700000000,"pressure_kpa":NaN,"temperature_c":1}',
+            "not_finite",
+        ),
+        (b"T001", js(pressure_kpa=1e9), "out_of_range"),
+        (b"T001", js(ts="yesterday-ish"), "bad_timestamp"),
+        (b"T001", js(event="party"), "unknown_event"),
+        (b"T002", js(), "key_mismatch"),
+        (b"bad id!", js(tank_id="bad id!"), "invalid_tank_id"),
+        (b"T001", b"x" * 5000, "oversized"),
+        (b"T001", None, "bad_json"),  # a tombstone
+        (None, b"{}", "missing_field"),
+    ]
+
+
+def test_malformed_messages_go_to_the_dlq_and_change_nothing_else(
+    reference: dict[str, Any],
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    history = reference["history"]
+    topics = make_topics()
+    bad = _bad_messages()
+    # Interleave: the bad messages go in at several points of the history.
+    from tankwatch.codec import encode_reading
+
+    items: list[tuple[bytes | None, bytes | None]] = []
+    expected: dict[str, int] = {}
+    step = len(history) // 4
+    for i, reading in enumerate(history):
+        items.append(encode_reading(reading))
+        if i % step == step // 2:
+            for key, value, reason in bad:
+                items.append((key, value))
+                expected[reason] = expected.get(reason, 0) + 1
+    produce_raw(kafka_bootstrap, topics.readings, items)
+    settings = pipeline_settings(kafka_bootstrap, topics, tmp_path)
+    with ServiceThread(settings) as run:
+        wait_consumed(run.service, len(items))
+        stats = run.service.stats
+        metrics = run.registry
+    assert stats["rejected"] == expected
+    assert metrics is not None
+    for reason, n in expected.items():
+        assert (
+            metrics.get_sample_value("tankwatch_readings_rejected_total", {"reason": reason}) == n
+        )
+    dlq = read_dlq(kafka_bootstrap, topics.dlq)
+    got: dict[str, int] = {}
+    sources = set()
+    for _key, _value, headers in dlq:
+        got[headers["reason"]] = got.get(headers["reason"], 0) + 1
+        assert headers["source_topic"] == topics.readings
+        sources.add((headers["source_partition"], headers["source_offset"]))
+    assert got == expected
+    assert len(sources) == len(dlq)  # each dead letter names its own source message
+    originals = {v for _, v, _ in bad if v is not None}
+    assert {v for _, v, _ in dlq if v is not None} == originals  # original bytes kept
+    assert_forecasts_equal(
+        reference["forecasts"], read_forecasts(kafka_bootstrap, topics.forecasts), 1e-6
+    )

@@ -1,0 +1,179 @@
+"""Evaluation: streaming semantics, metrics against an independent computation, reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.artifact import FEATURES, UNITS, load_artifact, save_artifact
+from models.dataprep import build_grid, load_readings
+from models.engines.base import RowState
+from models.evaluate import EvalConfig, evaluate, score_anomalies, stream
+from tests.unit.test_train import T0, write_history
+
+
+class RecordingForecaster:
+    """A fake engine for the pure streaming loop: records calls, forecasts persistence."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.steps: list[tuple[np.ndarray, np.ndarray]] = []
+        self.resets: list[tuple[int, list[int]]] = []
+        self.last = np.full((n, 2), np.nan, np.float32)
+
+    @property
+    def n_rows(self) -> int:
+        return self.n
+
+    @property
+    def n_features(self) -> int:
+        return 2
+
+    def step(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.steps.append((x.copy(), mask.copy()))
+        self.last[mask] = x[mask]
+        return self.last.copy()
+
+    def forecast(self, horizon: int, rows: np.ndarray | None = None) -> np.ndarray:
+        rows = np.arange(self.n) if rows is None else rows
+        return np.repeat(self.last[rows][None], horizon, axis=0)
+
+    def reset_rows(self, rows: np.ndarray) -> None:
+        self.resets.append((len(self.steps), [int(r) for r in rows]))
+        self.last[rows] = np.nan
+
+    def add_rows(self, n: int) -> int:
+        raise NotImplementedError
+
+    def remove_rows(self, rows: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def snapshot(self, rows: np.ndarray) -> RowState:
+        raise NotImplementedError
+
+    def restore(self, rows: np.ndarray, state: RowState) -> None:
+        raise NotImplementedError
+
+
+def small_grid():
+    f = pd.DataFrame(
+        [
+            (T0.timestamp() + 60 * k, tank, 100.0 + k + 10 * i, 10.0, ev)
+            for k in range(12)
+            for i, tank in enumerate(["A", "B"])
+            if not (tank == "B" and k in (3, 4))
+            for ev in [("refill" if (tank == "A" and k == 6) else None)]
+        ],
+        columns=["ts", "tank_id", "pressure_kpa", "temperature_c", "event"],
+    )
+    return build_grid(f, 60.0, 5)
+
+
+def test_stream_masks_missing_rows_and_resets_exactly_at_boundaries() -> None:
+    grid = small_grid()
+    fake = RecordingForecaster(2)
+    result = stream(fake, np.ones(2), grid, holdout_start=6, max_horizon=3)
+    assert len(fake.steps) == grid.n_ticks
+    for k, (x, mask) in enumerate(fake.steps):
+        np.testing.assert_array_equal(mask, grid.present[k])
+        np.testing.assert_array_equal(x[mask], grid.values[k][mask])
+    # Resets before the step of the boundary tick, only the boundary rows.
+    assert fake.resets == [(0, [0, 1]), (6, [0])]
+    # Persistence-forecasting fake = the persistence baseline, where both are scored.
+    scored = result.count > 0
+    np.testing.assert_allclose(result.sq[scored], result.p_sq[scored])
+    # A's refill at tick 6 is never a target of a forecast made before it.
+    assert result.count[0, 0] == 5  # ticks 6..10 -> 7..11 (h=1)
+    assert result.count[1, 0] == 5
+
+
+def test_score_anomalies_counts_events_episodes_and_ticks() -> None:
+    grid = small_grid()
+    flags = np.zeros(grid.present.shape, bool)
+    flags[2:4, 0] = True  # one episode of A, on the label
+    flags[9, 1] = True  # one episode of B, before its label: a false alarm
+    times = grid.tick_times()
+    iso = [pd.Timestamp(t, unit="s", tz="UTC").isoformat() for t in times]
+    labels = pd.DataFrame(
+        {"tank_id": ["A", "B"], "start": [iso[2], iso[10]], "end": [iso[3], iso[10]], "kind": "x"}
+    )
+    epoch = pd.Timestamp(0, tz="UTC")
+    for col in ("start", "end"):
+        labels[f"{col}_s"] = (pd.to_datetime(labels[col]) - epoch) / pd.Timedelta(seconds=1)
+    out = score_anomalies(grid, flags, labels)
+    assert out["labels"] == 2 and out["labels_detected"] == 1 and out["event_recall"] == 0.5
+    assert out["episodes"] == 2 and out["episodes_on_label"] == 1
+    assert out["episode_precision"] == 0.5
+    # Windows run to 30 ticks after a label's end: A's covers ticks 2..11 (10
+    # readings), B's 10..11 (2 readings).
+    assert out["tick_precision"] == pytest.approx(2 / 3)
+    assert out["tick_recall"] == pytest.approx(2 / 12)
+
+
+def random_artifact(out: Path, data: Path) -> Path:
+    """An artifact with random weights (evaluation mechanics do not need a good model)."""
+    from models.network import arrays_to_weights, build_model, weights_to_arrays
+    from models.train import data_fingerprint
+
+    model = build_model(3, None, 2, 4, 1, residual=True, change_input=True)
+    rng = np.random.default_rng(1)
+    arrays = {k: (0.1 * rng.normal(size=v.shape)).astype(np.float32) for k, v in weights_to_arrays(model).items()}
+    arrays_to_weights(model, arrays)
+    meta = {
+        "model_version": "lstm-4x1-test",
+        "features": list(FEATURES),
+        "units": UNITS,
+        "scaler": {"mean": [101.3, 12.0], "std": [1.0, 3.0]},
+        "tick_interval_s": 60.0,
+        "max_gap_ticks": 10,
+        "units_per_layer": 4,
+        "layers": 1,
+        "residual": True,
+        "change_input": True,
+        "training": {"data_fingerprint_sha256": data_fingerprint([data])},
+    }
+    return save_artifact(out, model, arrays, meta)
+
+
+def test_evaluate_reports_persistence_exactly_and_stores_summary(tmp_path: Path) -> None:
+    data = write_history(tmp_path / "h.csv", ticks=300)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("tank_id,start,end,kind\nT02,2024-03-01T04:00:00Z,2024-03-01T04:30:00Z,leak\n")
+    art = random_artifact(tmp_path / "art", data)
+    summary = evaluate(EvalConfig(model=art, data=(data,), out=art, progress=False, plot_tanks=2))
+
+    # Independent persistence RMSE at h=1 and h=5 on the last 20% of ticks.
+    grid = build_grid(load_readings([data]), 60.0, 10)
+    start = round(grid.n_ticks * 0.8)
+    cb = np.cumsum(grid.boundary, axis=0)
+    for h in (1, 5):
+        k = np.arange(start, grid.n_ticks - h)
+        ok = grid.present[k] & grid.present[k + h] & (cb[k + h] == cb[k])
+        err = (grid.values[k + h] - grid.values[k])[ok]
+        want = np.sqrt((err.astype(np.float64) ** 2).mean(axis=0))
+        for fi, name in enumerate(FEATURES):
+            got = summary["fleet"][name][str(h)]["persistence_rmse"]
+            assert got == pytest.approx(want[fi], rel=1e-6)
+    for name in FEATURES:
+        row = summary["fleet"][name]["30"]
+        assert row["rmse_ratio"] == pytest.approx(row["rmse"] / row["persistence_rmse"])
+    assert summary["anomaly"]["whole_stream"]["labels"] == 1
+    assert set(summary["per_tank"]) == {"T01", "T02", "T03"}
+    meta = load_artifact(art).metadata
+    assert meta["evaluation"]["fleet"] == summary["fleet"]
+    assert "per_tank" not in meta["evaluation"]
+    report = (art / "evaluation.md").read_text()
+    assert "| pressure_kpa (kPa) | 30 |" in report and "Anomaly flags" in report
+    for plot in summary["plots"]:
+        assert (art / plot).stat().st_size > 1000
+    assert json.loads((art / "evaluation.json").read_text())["fleet"] == summary["fleet"]
+
+    # Another output directory leaves the artifact's metadata alone.
+    before = (art / "metadata.json").read_text()
+    evaluate(EvalConfig(model=art, data=(data,), out=tmp_path / "rep", progress=False))
+    assert (art / "metadata.json").read_text() == before
+    assert (tmp_path / "rep" / "evaluation.md").is_file()
