@@ -187,11 +187,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=32,
         help="training window (ticks per batch; truncated BPTT length)",
     )
-    t.add_argument("--epochs", type=positive_int, default=30, help="maximum epochs")
+    t.add_argument("--epochs", type=positive_int, default=40, help="maximum epochs")
     t.add_argument(
         "--patience",
         type=positive_int,
-        default=4,
+        default=5,
         help="early stopping: epochs without validation improvement",
     )
     t.add_argument("--learning-rate", type=positive_float, default=3e-3, help="Adam step size")

@@ -51,9 +51,9 @@ class TrainConfig:
     seed: int = 7
     units: int = 48
     layers: int = 1
-    window: int = 128
-    epochs: int = 30
-    patience: int = 4
+    window: int = 32
+    epochs: int = 40
+    patience: int = 5
     learning_rate: float = 3e-3
     input_gain: float = 1.0
     loss: str = "mse"

@@ -314,12 +314,18 @@ class TickAssembler:
                 out.append(self._catchup_tick(pending[i:j]))
                 i = j
         wm = self.watermark(lagging)
+        # A lagging partition that has not yet reached a tick may hold readings of tanks
+        # this instance has not seen yet: such a tick is not "complete" until it has
+        # (closing it anyway would only turn those readings into catch-up steps).
+        behind = [self._parts[p].max_ts for p in lagging if p in self._parts]
+        reached = min(behind) if behind else math.inf
         while self._open:
             tick = min(self._open)
             ot = self._open[tick]
-            if (tick + 1) * self.interval <= wm:
+            end = (tick + 1) * self.interval
+            if end <= wm:
                 trigger = "watermark"
-            elif self._complete(tick, ot):
+            elif end <= reached and self._complete(tick, ot):
                 trigger = "complete"
             else:
                 break

@@ -8,6 +8,8 @@ their own settings and a fresh ``CollectorRegistry``.
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,7 +25,7 @@ from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
 from tankwatch.codec import REJECT_REASONS
-from tankwatch.errors import BrokerError
+from tankwatch.errors import BrokerError, ConfigError
 
 __all__ = ["build_service", "make_producer"]
 
@@ -50,18 +52,47 @@ def make_producer(bootstrap: str) -> Any:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
 
 
+def _wait_tcp(bootstrap: str, timeout_s: float) -> None:
+    """Until one bootstrap address accepts a TCP connection, or BrokerError.
+
+    A cheap first gate: kafka-python's own bootstrap retries with growing back-off
+    for ~30 s regardless of its timeouts, and logs every refusal.
+    """
+    addresses = []
+    for part in bootstrap.split(","):
+        host, _, port_text = part.strip().rpartition(":")
+        try:
+            addresses.append((host.strip("[]") or "localhost", int(port_text)))
+        except ValueError:
+            raise ConfigError(f"bad bootstrap address {part.strip()!r} (want host:port)") from None
+    deadline = time.monotonic() + timeout_s
+    last: OSError | None = None
+    while True:
+        for host, port in addresses:
+            try:
+                socket.create_connection((host, port), timeout=min(2.0, timeout_s)).close()
+                return
+            except OSError as exc:
+                last = exc
+        if time.monotonic() >= deadline:
+            raise BrokerError(f"cannot reach Kafka at {bootstrap} within {timeout_s:g} s ({last})")
+        time.sleep(0.2)
+
+
 def _check_topics(bootstrap: str, settings: Settings, timeout_s: float) -> None:
     """Bounded wait for the broker, then make sure the topics exist (one-line errors)."""
-    from tankwatch.broker import wait_for_kafka
-
-    wait_for_kafka(bootstrap, timeout_s)
+    _wait_tcp(bootstrap, timeout_s)
     from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
 
-    probe = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
     try:
-        existing = probe.topics()
-    finally:
-        probe.close()
+        probe = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+        try:
+            existing = probe.topics()
+        finally:
+            probe.close()
+    except KafkaError as exc:
+        raise BrokerError(f"Kafka at {bootstrap} did not answer: {exc}") from None
     t = settings.topics
     needed = [t.readings, t.state] + ([t.forecasts] if settings.forecasts_topic_enabled else [])
     needed.append(t.dlq)

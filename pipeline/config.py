@@ -64,6 +64,9 @@ class Settings:
     horizons_reported: tuple[int, ...] = (1, 5, 15, 30)
     #: How far event time may run behind a partition's max before a reading is late.
     allowed_lateness_s: float = 120.0
+    #: Horizons for the page and metrics are refreshed at most this often (seconds);
+    #: forecast records always carry the horizon of their own tick.
+    horizon_interval_s: float = 1.0
     #: Gap (ticks) after which a tank's state is reset; None = the artifact's value.
     max_gap_ticks: int | None = None
     checkpoint_interval_s: float = 10.0
@@ -97,6 +100,8 @@ class Settings:
             problems.append(
                 f"horizons_reported must be within 1..{self.horizon}, got {self.horizons_reported}"
             )
+        if self.horizon_interval_s < 0:
+            problems.append("horizon_interval_s must be >= 0")
         if self.allowed_lateness_s < 0:
             problems.append("allowed_lateness_s must be >= 0")
         if self.max_gap_ticks is not None and self.max_gap_ticks < 1:
@@ -189,6 +194,12 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("horizon", "TANKWATCH_HORIZON", int, "ticks forecast ahead"),
     FieldSpec(
         "horizons_reported", "TANKWATCH_HORIZONS", _parse_ints, "horizons exported, e.g. 1,5,15,30"
+    ),
+    FieldSpec(
+        "horizon_interval_s",
+        "TANKWATCH_HORIZON_INTERVAL_S",
+        float,
+        "refresh page/metrics horizons at most this often, s",
     ),
     FieldSpec(
         "allowed_lateness_s", "TANKWATCH_ALLOWED_LATENESS_S", float, "allowed lateness, seconds"

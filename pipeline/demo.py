@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEED = 300.0
+DEFAULT_SPEED = 300
 DEFAULT_WARMUP_TICKS = 120
 #: How long to wait for each background part to finish once asked to stop (seconds).
 STOP_TIMEOUT_S = 30.0
@@ -73,7 +73,11 @@ def _non_negative_int(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``tankwatch demo`` to the command line."""
+    """Add ``tankwatch demo`` to the command line.
+
+    Environment defaults are passed as strings: argparse converts them with ``type`` at
+    parse time, so a bad value is a usage error of ``demo``, not a crash of every command.
+    """
     env = os.environ
     p = sub.add_parser(
         "demo",
@@ -85,21 +89,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--duration",
         type=positive_float,
-        default=float(env["TANKWATCH_DEMO_DURATION"])
-        if env.get("TANKWATCH_DEMO_DURATION")
-        else None,
-        help="stop after this many seconds (env TANKWATCH_DEMO_DURATION; default: until Ctrl-C)",
+        metavar="S",
+        default=env.get("TANKWATCH_DEMO_DURATION") or None,
+        help="stop after S seconds (env TANKWATCH_DEMO_DURATION; default: until Ctrl-C)",
     )
     p.add_argument(
         "--speed",
         type=positive_float,
-        default=float(env.get("TANKWATCH_DEMO_SPEED") or DEFAULT_SPEED),
-        help="replay speed-up over event time after the warm-up "
-        "(env TANKWATCH_DEMO_SPEED; default %(default)gx)",
+        metavar="X",
+        default=env.get("TANKWATCH_DEMO_SPEED") or str(DEFAULT_SPEED),
+        help="replay speed-up over event time after the warm-up; 300 = one 60 s tick "
+        "every 0.2 s (env TANKWATCH_DEMO_SPEED; default %(default)s)",
     )
     p.add_argument(
         "--warmup-ticks",
         type=_non_negative_int,
+        metavar="N",
         default=DEFAULT_WARMUP_TICKS,
         help="ticks replayed as fast as possible first, so the page starts warm "
         "(default %(default)s)",
@@ -107,19 +112,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--http-port",
         type=_port,
-        default=_port(env.get("TANKWATCH_HTTP_PORT") or "8000"),
+        metavar="P",
+        default=env.get("TANKWATCH_HTTP_PORT") or "8000",
         help="port of the dashboard, /metrics and /healthz "
         "(env TANKWATCH_HTTP_PORT; 0 = any free port; default %(default)s)",
     )
     p.add_argument(
         "--tanks-file",
         type=Path,
+        metavar="CSV",
         default=None,
-        help="history CSV to replay instead of the bundled data/history.csv.gz",
+        help="history CSV to replay instead of the bundled data/history.csv.gz "
+        "(same columns: ts,tank_id,pressure_kpa,temperature_c[,event])",
     )
     p.add_argument(
         "--model",
         type=Path,
+        metavar="DIR",
         default=env.get("TANKWATCH_MODEL") or None,
         help="model artifact directory (env TANKWATCH_MODEL; default: the committed model)",
     )
@@ -251,6 +260,8 @@ def _print_banner(
     hint: bool,
 ) -> None:
     base = url.rstrip("/")
+    with contextlib.suppress(ValueError):  # show data/history.csv.gz, not /long/path/...
+        source = source.resolve().relative_to(Path.cwd())
     broker = f"{bootstrap} ({'embedded, in memory' if embedded else 'KAFKA_BOOTSTRAP'})"
     lines = [
         "",

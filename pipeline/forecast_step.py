@@ -132,6 +132,8 @@ class ForecastStep:
         self.reported = np.asarray(horizons_reported, np.intp) - 1
         self.scale = np.asarray(scale, np.float32)
         self.fleet = FleetState(engine.n_features, self.horizon)
+        #: (capacity,) rows stepped since their horizon was last computed.
+        self.stale: NDArray[np.bool_] = np.zeros(0, bool)
         self.steps = 0
 
     @property
@@ -147,6 +149,7 @@ class ForecastStep:
         self.engine.add_rows(extra)
         self.scorer.add_rows(extra)
         self.fleet.grow(extra)
+        self.stale = np.concatenate([self.stale, np.zeros(extra, bool)])
 
     def free(self, rows: NDArray[np.intp]) -> None:
         """Reset released rows so a reused row starts clean."""
@@ -154,9 +157,15 @@ class ForecastStep:
             self.engine.reset_rows(rows)
             self.scorer.reset_rows(rows)
             self.fleet.clear(rows)
+            self.stale[rows] = False
 
-    def apply(self, ct: ClosedTick) -> StepOutput:
-        """Apply one closed tick (its rows must be < capacity)."""
+    def apply(self, ct: ClosedTick, with_horizon: bool = True) -> StepOutput:
+        """Apply one closed tick (its rows must be < capacity).
+
+        ``with_horizon``: also run the H-step forecast for these rows now (the costly
+        part: H cell evaluations). Without it ``horizons`` is NaN and the rows are
+        left for :meth:`refresh_horizons`; the state and next-step forecast are the same.
+        """
         fleet, rows = self.fleet, ct.rows
         n_all = fleet.capacity
         reset = ct.reset_rows
@@ -177,9 +186,13 @@ class ForecastStep:
         x_all[rows] = ct.x
         y = self.engine.step(x_all, mask)
         forecast = y[rows]
-        hz = self.engine.forecast(self.horizon, rows)  # (H, n, F) on a state copy
-        full = hz.transpose(1, 0, 2)  # (n, H, F)
-        horizons = np.ascontiguousarray(full[:, self.reported])
+        if with_horizon:
+            full = self.engine.forecast(self.horizon, rows).transpose(1, 0, 2)  # (n, H, F)
+            horizons = np.ascontiguousarray(full[:, self.reported])
+            self.stale[rows] = False
+        else:
+            horizons = np.full((rows.size, self.reported.size, fleet.nf), np.nan, np.float32)
+            self.stale[rows] = True
         res_all = np.zeros((n_all, fleet.nf), np.float32)
         res_mask = np.zeros(n_all, bool)
         res_rows = rows[has_res]
@@ -189,13 +202,24 @@ class ForecastStep:
         score, flag = score_all[rows], flag_all[rows]
         fleet.actual[rows] = ct.x
         fleet.held[rows] = forecast
-        fleet.horizons[rows] = full
+        if with_horizon:
+            fleet.horizons[rows] = full
         fleet.residual[rows] = residual
         fleet.score[rows] = score
         fleet.flag[rows] = flag
         fleet.last_ts[rows] = ct.ts
         self.steps += 1
         return StepOutput(ct, forecast, horizons, held, residual, score, flag)
+
+    def refresh_horizons(self) -> int:
+        """Compute the horizon of every stale row (one batched forecast); returns how
+        many rows were refreshed. Rows are independent, so this equals what
+        ``apply(..., with_horizon=True)`` would have stored for them."""
+        rows = np.flatnonzero(self.stale)
+        if rows.size:
+            self.fleet.horizons[rows] = self.engine.forecast(self.horizon, rows).transpose(1, 0, 2)
+            self.stale[rows] = False
+        return int(rows.size)
 
     # ---------------------------------------------------------- checkpoints
     def snapshot(
@@ -244,6 +268,7 @@ class ForecastStep:
         )
         fleet = self.fleet
         fleet.clear(idx)
+        self.stale[row] = True  # its horizon is computed with the next refresh
         fleet.held[row] = state.held
         fleet.actual[row] = state.actual
         fleet.last_ts[row] = state.last_ts

@@ -124,6 +124,7 @@ class Service:
         self._ticks: dict[str, int] = {"complete": 0, "watermark": 0, "catchup": 0}
         self._checkpoints = 0
         self._last_points: dict[int, tuple[int, float]] = {}
+        self._next_horizon = 0.0
         self._http = HttpServer(self, settings.http_host, settings.http_port)
         self._http.start()
 
@@ -138,7 +139,11 @@ class Service:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters for tests and the health endpoint (a consistent-enough copy)."""
+        """Counters for tests, consistent at batch boundaries (waits for a running batch)."""
+        with self._work:
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         return {
             "running": self._running,
             "broker_up": self._broker_up,
@@ -226,6 +231,8 @@ class Service:
             ticks = self.assembler.close(lagging)
             if ticks:
                 self._apply(ticks)
+            elif self._refresh_horizons():  # a quiet stream still gets its horizons
+                self._publish_view(None)
             self._consumed += n  # after the ticks: stats never show unprocessed input
 
     def _intake(self, batch: dict[int, list[Any]]) -> int:
@@ -265,9 +272,13 @@ class Service:
             )
         ids = self.assembler.registry.ids()
         latencies = []
+        # Horizons cost H cell evaluations per row: per tick only when the forecast
+        # records carry them; for the page and metrics at most every
+        # horizon_interval_s, batched over every row stepped since.
+        per_tick = self.forecasts is not None
         for ct in ticks:
             t0 = time.perf_counter()
-            out = self.step.apply(ct)
+            out = self.step.apply(ct, with_horizon=per_tick)
             if self.forecasts is not None:
                 self.forecasts.publish(out, ids)
             values = np.concatenate(
@@ -284,15 +295,21 @@ class Service:
                 if reasons[k]:
                     self.metrics.resets.labels(RESET_REASONS[k]).inc(int(reasons[k]))
             latencies.append(float(ct.kafka_ts.max()))
-        last_tick = (
-            max(ct.tick for ct in ticks if ct.trigger != "catchup")
-            if any(ct.trigger != "catchup" for ct in ticks)
-            else None
-        )
-        self._publish_view(last_tick)
+        self._refresh_horizons()
+        closed = [ct.tick for ct in ticks if ct.trigger != "catchup"]
+        self._publish_view(max(closed) if closed else None)
         now = time.time()
         for kts in latencies:
             self.metrics.latency.observe(max(0.0, now - kts))
+
+    def _refresh_horizons(self) -> bool:
+        """Horizons of rows stepped since the last refresh, if one is due."""
+        now = time.monotonic()
+        if now < self._next_horizon or not self.step.stale.any():
+            return False
+        self.step.refresh_horizons()
+        self._next_horizon = now + self.settings.horizon_interval_s
+        return True
 
     def _publish_view(self, last_tick: int | None) -> None:
         n = self.assembler.capacity

@@ -71,9 +71,9 @@ class TankCollector(Collector):
             "Temperature forecast h ticks ahead.",
             labels=["tank_id", "horizon_ticks"],
         )
-        for j, h in enumerate(v.horizons_reported):
-            gauge("", "", v.horizons[rows, j, 0] * KPA_TO_PA, {"horizon_ticks": str(h)}, fp)
-            gauge("", "", v.horizons[rows, j, 1], {"horizon_ticks": str(h)}, ft)
+        for h in v.horizons_reported:  # view.horizons[:, h - 1] is tick + h
+            gauge("", "", v.horizons[rows, h - 1, 0] * KPA_TO_PA, {"horizon_ticks": str(h)}, fp)
+            gauge("", "", v.horizons[rows, h - 1, 1], {"horizon_ticks": str(h)}, ft)
         yield fp
         yield ft
         yield gauge(

@@ -19,8 +19,9 @@ __all__ = ["FleetView"]
 class FleetView:
     """Per-row arrays (row k = ``ids[k]``; None = free row). Physical units.
 
-    ``actual``, ``forecast``, ``residual``: (n, F); ``horizons``: (n, R, F) at
-    ``horizons_reported`` ticks ahead; ``score`` (n,), ``flag`` (n,) bool;
+    ``actual``, ``forecast``, ``residual``: (n, F); ``horizons``: (n, H, F), the
+    whole horizon (``[:, h - 1]`` is tick + h; ``horizons_reported`` are exported);
+    ``score`` (n,), ``flag`` (n,) bool;
     ``last_ts`` (n,) event time of the last applied reading (s); ``resets``
     (n, len(RESET_REASONS)) counts by reason.
     """

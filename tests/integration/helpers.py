@@ -19,8 +19,8 @@ import sys
 import threading
 import time
 import urllib.error
-import uuid
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,11 +419,10 @@ STANDARD_HISTORY: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def reference(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Module-scoped :func:`run_reference` of the standard history (import it)."""
+def standard_reference(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """:func:`run_reference` of the standard history (for a module-scoped fixture)."""
     history = synthetic_history(**STANDARD_HISTORY)
-    return run_reference(kafka_bootstrap, history, tmp_path_factory.mktemp("ref"))
+    return run_reference(bootstrap, history, tmp_path_factory.mktemp("ref"))
 
 
 def assert_states_equal(a: dict[str, TankState], b: dict[str, TankState], tol: float) -> None:

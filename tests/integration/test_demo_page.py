@@ -232,7 +232,13 @@ def test_metrics_cover_every_tank(demo: Demo) -> None:
 def test_page_is_served(demo: Demo) -> None:
     status, body, ctype = _get(demo.url)
     assert status == 200 and ctype.startswith("text/html")
-    assert b"api/fleet" in body  # the page polls the API relative to where it is served
+    for asset, kind in (("dashboard.js", "javascript"), ("dashboard.css", "css")):
+        assert f'"{asset}"'.encode() in body  # relative: works under any path prefix
+        status, data, ctype = _get(demo.url + asset)
+        assert status == 200 and kind in ctype, (asset, ctype)
+        assert data
+    status, js, _ = _get(demo.url + "dashboard.js")
+    assert b'"api/fleet"' in js  # polls the API relative to where the page is served
 
 
 # ---------------------------------------------------------------- the page in Chromium

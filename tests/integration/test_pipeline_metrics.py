@@ -64,6 +64,7 @@ def test_metrics_during_replay_cover_every_tank_and_pass_promtool(
             args=(kafka_bootstrap, topics.readings, history),
             kwargs={"per_tick_sleep_s": 0.03},
         )
+        wait_until(lambda: len(run.service.stats["assigned"]) == 4, 30, "partitions assigned")
         producer.start()
         # Scrape while the replay is running (not after it).
         wait_until(lambda: run.service.stats["steps"] >= 20, 30, "20 ticks applied")
@@ -76,13 +77,17 @@ def test_metrics_during_replay_cover_every_tank_and_pass_promtool(
         missing_status = http_get(url + "/api/tank/NOPE")[0]
         page_status = http_get(url + "/")[0]
         producer.join(60)
-    assert status == 200, text[:3000]
-    assert "tank_pressure_pascals{" in text, text[:3000]
+    assert status == 200
     for name in PER_TANK:
         assert _tanks_with(text, name) == tanks, name
-    for line in ("tankwatch_readings_consumed_total", "tankwatch_broker_up 1.0",
-                 "tankwatch_model_info{", "tankwatch_ticks_closed_total{trigger=",
-                 "tankwatch_end_to_end_latency_seconds_bucket", "tankwatch_tanks 12.0"):
+    for line in (
+        "tankwatch_readings_consumed_total",
+        "tankwatch_broker_up 1.0",
+        "tankwatch_model_info{",
+        "tankwatch_ticks_closed_total{trigger=",
+        "tankwatch_end_to_end_latency_seconds_bucket",
+        "tankwatch_tanks 12.0",
+    ):
         assert line in text, line
     check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()

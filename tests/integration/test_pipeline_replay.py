@@ -14,9 +14,8 @@ import pytest
 
 from pipeline.sinks.forecasts import schema
 from tankwatch.topics import Topics
-from tests.integration.helpers import (  # noqa: F401 - reference is a fixture
+from tests.integration.helpers import (
     STANDARD_HISTORY,
-    reference,
     ServiceThread,
     assert_forecasts_equal,
     pipeline_settings,
@@ -24,12 +23,18 @@ from tests.integration.helpers import (  # noqa: F401 - reference is a fixture
     produce_readings,
     read_dlq,
     read_forecasts,
-    read_state,
-    synthetic_history,
+    standard_reference,
     wait_consumed,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def reference(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One uninterrupted, as-fast-as-possible run of the standard history."""
+    return standard_reference(kafka_bootstrap, tmp_path_factory)
+
 
 N_TANKS = STANDARD_HISTORY["n_tanks"]
 

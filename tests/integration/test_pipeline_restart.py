@@ -14,7 +14,7 @@ import pytest
 
 from tankwatch.broker import free_port
 from tankwatch.topics import Topics
-from tests.integration.helpers import (  # noqa: F401 - reference is a fixture
+from tests.integration.helpers import (
     assert_forecasts_equal,
     assert_states_equal,
     fleet_done,
@@ -24,13 +24,19 @@ from tests.integration.helpers import (  # noqa: F401 - reference is a fixture
     produce_readings,
     read_forecasts,
     read_state,
-    reference,
+    standard_reference,
     start_pipeline_process,
     wait_healthz,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def reference(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One uninterrupted, as-fast-as-possible run of the standard history."""
+    return standard_reference(kafka_bootstrap, tmp_path_factory)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

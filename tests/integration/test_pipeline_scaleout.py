@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tankwatch.topics import Topics
-from tests.integration.helpers import (  # noqa: F401 - reference is a fixture
+from tests.integration.helpers import (
     ServiceThread,
     assert_forecasts_equal,
     assert_states_equal,
@@ -22,11 +22,17 @@ from tests.integration.helpers import (  # noqa: F401 - reference is a fixture
     produce_readings,
     read_forecasts,
     read_state,
-    reference,
+    standard_reference,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def reference(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One uninterrupted, as-fast-as-possible run of the standard history."""
+    return standard_reference(kafka_bootstrap, tmp_path_factory)
 
 
 def test_two_instances_split_and_hand_over(

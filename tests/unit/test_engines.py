@@ -304,3 +304,21 @@ def test_numpy_path_never_imports_tensorflow() -> None:
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_forecast_over_many_rows_matches_keras_engine() -> None:
+    """More rows than one forecast chunk (NumPy runs the horizon in row chunks)."""
+    from models.engines.numpy_engine import FORECAST_CHUNK
+
+    n = 2 * FORECAST_CHUNK + 37
+    weights = random_weights(4, 1, seed=8, change_input=True)
+    engines = [make_engine(kind, weights, n, True, True) for kind in ("numpy", "keras")]
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        x = (SCALER.mean + SCALER.std * rng.normal(size=(n, F))).astype(np.float32)
+        mask = rng.random(n) < 0.9
+        for e in engines:
+            e.step(x, mask)
+    rows = np.sort(rng.choice(n, size=FORECAST_CHUNK + 5, replace=False))
+    assert_close(engines[0].forecast(8), engines[1].forecast(8))
+    assert_close(engines[0].forecast(8, rows), engines[1].forecast(8)[:, rows])

@@ -1,0 +1,173 @@
+"""Engine benchmark: milliseconds per tick for N tanks, printed as a markdown table.
+
+For N = 100, 1,000, 10,000 (``--sizes``) and the artifact's weights (``--model``):
+
+* naive  — ``model.predict`` on a stateful batch-N Keras model, every tick (the
+  straightforward way; a few repetitions only, it is slow);
+* step   — each engine's ``step`` with ~10% of rows masked and ~1% reset per tick;
+* step+H — ``step`` plus a ``forecast(30)`` of every row;
+* matmul — the bare NumPy matrix products of one cell step for N rows (the floor
+  any engine doing the same arithmetic can reach).
+
+Ratios are against the same run's numbers, so they hold on any machine. Usage::
+
+    .venv/bin/python bench/engine.py [--model DIR] [--sizes 100 1000 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.artifact import load_artifact, load_forecaster  # noqa: E402
+from models.engines.base import Forecaster  # noqa: E402
+
+HORIZON = 30
+
+
+def timed(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Best wall time of ``fn`` over ``reps`` runs, in milliseconds.
+
+    The best, not the median: the machine is shared (2 cores, other jobs), and the
+    minimum is the least disturbed estimate of the cost (as ``timeit`` advises).
+    """
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    return min(samples)
+
+
+class Ticks:
+    """Pre-generated inputs: random walks, ~10% masked, ~1% of rows reset per tick."""
+
+    def __init__(self, n: int, mean: np.ndarray, std: np.ndarray, count: int = 16) -> None:
+        rng = np.random.default_rng(0)
+        self.x = (mean + std * rng.normal(0, 0.5, (count, n, 2))).astype(np.float32)
+        self.mask = rng.random((count, n)) < 0.9
+        self.resets = [np.flatnonzero(rng.random(n) < 0.01) for _ in range(count)]
+        self.i = 0
+
+    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = self.i % len(self.resets)
+        self.i += 1
+        return self.x[i], self.mask[i], self.resets[i]
+
+
+def engine_tick(engine: Forecaster, ticks: Ticks, horizon: int) -> Callable[[], object]:
+    def run() -> object:
+        x, mask, resets = ticks.next()
+        if resets.size:
+            engine.reset_rows(resets)
+        y = engine.step(x, mask)
+        return engine.forecast(horizon) if horizon > 1 else y
+
+    return run
+
+
+def naive_predict(model_dir: Path, n: int, ticks: Ticks) -> Callable[[], object]:
+    """model.predict on a stateful batch-N copy of the trained model, one tick per call."""
+    from models.network import arrays_to_weights, build_model
+
+    art = load_artifact(model_dir)
+    model = build_model(
+        n,
+        1,
+        2,
+        art.units_per_layer,
+        art.layers,
+        with_mask_input=True,
+        residual=art.residual,
+        change_input=art.change_input,
+    )
+    arrays_to_weights(model, art.weights)
+    mean, std = art.scaler.mean, art.scaler.std
+
+    def run() -> object:
+        x, mask, _ = ticks.next()
+        xs = ((x - mean) / std)[:, None, :]
+        inputs = [xs]
+        if art.change_input:
+            inputs.append(np.zeros_like(xs))
+        inputs.append(mask[:, None])
+        return model.predict(inputs, batch_size=n, verbose=0)
+
+    return run
+
+
+def bare_matmul(n: int, fin: int, units: int, layers: int, nf: int) -> Callable[[], object]:
+    rng = np.random.default_rng(1)
+    mats = []
+    for layer in range(layers):
+        width = (fin if layer == 0 else units) + units
+        mats.append(
+            (
+                rng.normal(size=(n, width)).astype(np.float32),
+                rng.normal(size=(width, 4 * units)).astype(np.float32),
+            )
+        )
+    h = rng.normal(size=(n, units)).astype(np.float32)
+    head = rng.normal(size=(units, nf)).astype(np.float32)
+
+    def run() -> object:
+        for a, b in mats:
+            a @ b
+        return h @ head
+
+    return run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=os.environ.get("TANKWATCH_MODEL",
+                                                          str(ROOT / "models/artifacts/default")))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--engines", nargs="+", default=["numpy", "keras"])
+    args = parser.parse_args()
+    model_dir = Path(args.model)
+    art = load_artifact(model_dir)
+    fin = art.weights["lstm0_kernel"].shape[0]
+    print(
+        f"model {art.model_version}: {art.layers} x LSTM({art.units_per_layer}), "
+        f"{fin} LSTM inputs; horizon {HORIZON}; best-of-n ms per tick; "
+        f"{os.cpu_count()} CPUs",
+        file=sys.stderr,
+    )
+    rows = []
+    for n in args.sizes:
+        ticks = Ticks(n, art.scaler.mean, art.scaler.std)
+        naive_reps = 5 if n <= 1000 else 3
+        naive = timed(naive_predict(model_dir, n, ticks), naive_reps, warmup=2)
+        mm = timed(bare_matmul(n, fin, art.units_per_layer, art.layers, 2), 50)
+        for kind in args.engines:
+            engine = load_forecaster(model_dir, engine=kind, n_rows=n)
+            reps = max(5, min(200, int(20000 / n)))
+            step = timed(engine_tick(engine, ticks, 1), reps, warmup=3)
+            step_h = timed(engine_tick(engine, ticks, HORIZON), max(5, reps // 10), warmup=1)
+            rows.append((n, kind, naive, step, step_h, mm))
+            print(f"  N={n} {kind}: done", file=sys.stderr, flush=True)
+    print("| N | engine | naive predict (a) | step (b) | step + 30-tick horizon (c) "
+          "| a / b | bare matmul | b / matmul |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for n, kind, naive, step, step_h, mm in rows:
+        print(
+            f"| {n:,} | {kind} | {naive:.2f} | {step:.3f} | {step_h:.2f} | "
+            f"{naive / step:.0f}x | {mm:.3f} | {step / mm:.1f}x |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

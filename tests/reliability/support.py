@@ -1,0 +1,279 @@
+"""Harness for the reliability suite: ``tankwatch run`` as a real child process.
+
+:class:`PipelineProcess` starts the console script with a test environment, waits for
+``/healthz``, scrapes ``/metrics`` into plain numbers, samples its RSS from
+``/proc/PID/status`` and kills it with any signal. Everything waits with a deadline;
+nothing here asserts a duration (speed belongs in ``bench/``).
+
+The input/output helpers of the integration layer (``tests/integration/helpers.py``)
+are reused as they are; this module only adds what killing and freezing need.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tankwatch.broker import free_port
+from tankwatch.topics import Topics
+from tests.integration.helpers import REPO, http_get, pipeline_env, wait_until
+
+#: Settings every reliability instance uses on top of ``pipeline_env``: a short session
+#: so a SIGKILLed member is evicted within seconds (measured on Tansu: a restart after
+#: SIGKILL consumed again after ~2 s with a 3 s session, ~11 s with 6 s), a bounded
+#: rebalance and frequent checkpoints. (An external Apache Kafka rejects sessions below
+#: its ``group.min.session.timeout.ms``, 6 s by default.)
+FAST_GROUP_ENV: dict[str, str] = {
+    "TANKWATCH_SESSION_TIMEOUT_MS": "3000",
+    "TANKWATCH_HEARTBEAT_MS": "300",
+    "TANKWATCH_MAX_POLL_INTERVAL_MS": "15000",
+    "TANKWATCH_CHECKPOINT_INTERVAL_S": "0.5",
+    "TANKWATCH_POLL_TIMEOUT_MS": "100",
+    "TANKWATCH_CONNECT_TIMEOUT_S": "10",
+}
+
+
+def tankwatch_command() -> list[str]:
+    """The installed ``tankwatch`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "tankwatch"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "tankwatch.cli"]
+
+
+def run_cli(
+    args: Sequence[str], env: Mapping[str, str] | None = None, timeout_s: float = 40.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tankwatch ARGS`` to completion (``env`` on top of ours); raises
+    ``subprocess.TimeoutExpired`` after ``timeout_s`` (a hang is a failure)."""
+    full = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*tankwatch_command(), *args],
+        env=full,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def parse_metrics(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Prometheus text -> ``{sample name: {sorted label pairs: value}}``."""
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (``VmRSS`` of ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@dataclass
+class PipelineProcess:
+    """``tankwatch run`` as a child process with its own HTTP port and log file.
+
+    ``env`` comes from :func:`instance_env`; ``log_path`` collects stdout+stderr of
+    every incarnation (appended), so a failure message can quote its tail.
+    """
+
+    env: dict[str, str]
+    log_path: Path
+    args: Sequence[str] = ()
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['TANKWATCH_HTTP_PORT']}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def start(self) -> PipelineProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*tankwatch_command(), "--log-level", "info", "run", *self.args],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def health(self) -> int | None:
+        """HTTP status of ``/healthz``, or None when nothing answers."""
+        try:
+            return http_get(self.url + "/healthz", 2.0)[0]
+        except OSError:
+            return None
+
+    def wait_healthy(self, timeout_s: float = 40.0) -> None:
+        """Until ``/healthz`` is 200; fails at once (with the log) if the process exits."""
+
+        def ok() -> bool:
+            if not self.alive():
+                raise AssertionError(
+                    f"pipeline exited with {self.proc and self.proc.returncode}:\n"
+                    + self.log_tail()
+                )
+            return self.health() == 200
+
+        wait_until(ok, timeout_s, f"{self.url}/healthz")
+
+    def metrics(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """Parsed ``/metrics`` (empty dict when the process does not answer)."""
+        try:
+            status, body = http_get(self.url + "/metrics", 3.0)
+        except OSError:
+            return {}
+        return parse_metrics(body.decode()) if status == 200 else {}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
+        want = set(labels.items())
+        return sum(
+            v for k, v in self.metrics().get(name, {}).items() if want <= set(k)
+        )
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> int:
+        """SIGKILL and reap; returns the exit code (-9)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (graceful: finish the tick, checkpoint, commit) and reap."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("pipeline did not stop on SIGTERM:\n" + self.log_tail()) from None
+
+    def ensure_dead(self) -> None:
+        """Cleanup for ``finally`` blocks: kill if still running (never raises)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+
+def instance_env(
+    bootstrap: str, topics: Topics, state_dir: Path, group: str, **extra: str
+) -> dict[str, str]:
+    """Environment of one instance: ``pipeline_env`` + :data:`FAST_GROUP_ENV` + extra,
+    on a fresh HTTP port."""
+    env = pipeline_env(bootstrap, topics, state_dir, free_port(), group)
+    env.update(FAST_GROUP_ENV)
+    env.update(extra)
+    return env
+
+
+def last_ticks(history: Sequence[Any]) -> dict[str, float]:
+    """Per tank id: the event time of its last reading in ``history``."""
+    out: dict[str, float] = {}
+    for r in history:
+        out[r.tank_id] = max(out.get(r.tank_id, float("-inf")), r.ts)
+    return out
+
+
+def wait_all_applied(procs: Sequence[PipelineProcess], history: Sequence[Any], timeout_s: float) -> None:
+    """Until the union of the instances' ``/api/fleet`` shows every tank of
+    ``history`` at its last reading (fails early if an instance died)."""
+    import json
+
+    want = last_ticks(history)
+
+    def done() -> bool:
+        seen: dict[str, float] = {}
+        for p in procs:
+            if not p.alive():
+                raise AssertionError("pipeline died:\n" + p.log_tail())
+            try:
+                status, body = http_get(p.url + "/api/fleet", 3.0)
+            except OSError:
+                continue
+            if status == 200:
+                for t in json.loads(body)["tanks"]:
+                    if t["ts"] is not None:
+                        seen[t["tank_id"]] = max(seen.get(t["tank_id"], float("-inf")), t["ts"])
+        return all(seen.get(k) == ts for k, ts in want.items())
+
+    wait_until(done, timeout_s, "every tank at its last reading")
+
+
+class Stopwatch:
+    """Monotonic seconds since creation (for printed figures, never asserted)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def assert_states_close(a: dict[str, Any], b: dict[str, Any], tol: float = 1e-6) -> None:
+    """Same tanks, same last applied tick; h, c, held forecast equal to ``tol``.
+
+    Why ``c`` is compared relative as well as absolute: the cell state is float32 and
+    not bounded (values of a few hundred occur), where one ulp is ~3e-5; a row stepped
+    alone (catch-up after a restart) and in a full batch may differ in the last bits
+    (BLAS blocking), which a pure 1e-6 absolute test would call a failure. ``h`` is in
+    (-1, 1) and compared absolutely. The anomaly statistics (EWMA of a residual over a
+    small sigma) to 1e-3 relative, as the integration helpers do.
+    """
+    import numpy as np
+
+    assert a.keys() == b.keys(), (
+        f"tanks differ: {sorted(a.keys() ^ b.keys())[:5]}"
+    )
+    for tank in a:
+        x, y = a[tank], b[tank]
+        assert x.last_tick == y.last_tick, f"{tank}: last tick {x.last_tick} != {y.last_tick}"
+        np.testing.assert_allclose(x.h, y.h, rtol=0, atol=tol, err_msg=f"{tank} h")
+        np.testing.assert_allclose(x.c, y.c, rtol=tol, atol=tol, err_msg=f"{tank} c")
+        np.testing.assert_allclose(x.held, y.held, rtol=tol, atol=tol, err_msg=f"{tank} held")
+        for key in x.anomaly:
+            np.testing.assert_allclose(
+                x.anomaly[key], y.anomaly[key], rtol=1e-3, atol=1e-3, err_msg=f"{tank} {key}"
+            )

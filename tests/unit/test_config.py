@@ -1,0 +1,76 @@
+"""Settings: defaults, environment, overrides, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import FIELDS, Settings, default_model_dir
+from tankwatch.errors import ConfigError
+
+
+def test_defaults_point_at_the_committed_artifact() -> None:
+    s = Settings.from_env(environ={})
+    assert s.model_dir == default_model_dir() and (s.model_dir / "metadata.json").exists()
+    assert (s.http_port, s.group, s.engine, s.horizons_reported) == (
+        8000,
+        "tankwatch",
+        "numpy",
+        (1, 5, 15, 30),
+    )
+    assert s.topics.readings == "tank.readings" and s.topics.state == "tank.state"
+
+
+def test_environment_then_overrides() -> None:
+    env = {
+        "KAFKA_BOOTSTRAP": "k:1",
+        "TANKWATCH_HTTP_PORT": "9100",
+        "TANKWATCH_STATE_DIR": "/tmp/x",
+        "TANKWATCH_GROUP": "g",
+        "TANKWATCH_MODEL": "/m",
+        "TANKWATCH_TOPIC_READINGS": "r",
+        "TANKWATCH_HORIZONS": "1,2",
+        "TANKWATCH_FORECASTS_TOPIC": "false",
+        "TANKWATCH_MAX_GAP_TICKS": "auto",
+    }
+    s = Settings.from_env(environ=env, http_port="0", group=None)
+    assert (s.bootstrap, s.http_port, s.group) == ("k:1", 0, "g")
+    assert s.state_dir == Path("/tmp/x") and s.model_dir == Path("/m")
+    assert s.topics.readings == "r" and s.topics.dlq == "tank.readings.dlq"
+    assert s.horizons_reported == (1, 2) and s.forecasts_topic_enabled is False
+    assert s.max_gap_ticks is None
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        ({"TANKWATCH_HTTP_PORT": "eighty"}, {}, "TANKWATCH_HTTP_PORT: bad value 'eighty'"),
+        ({}, {"engine": "torch"}, "engine must be 'numpy' or 'keras'"),
+        ({}, {"horizons_reported": (1, 50)}, "horizons_reported must be within 1..30"),
+        ({}, {"colour": "red"}, "unknown setting(s): colour"),
+        ({"TANKWATCH_METRICS": "maybe"}, {}, "expected true/false"),
+        ({}, {"http_port": 70000}, "http_port must be 0..65535"),
+    ],
+)
+def test_bad_values_are_one_line_config_errors(env: dict, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(environ=env, **overrides)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_every_field_has_a_flag_and_an_env_var() -> None:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(Settings)} - {"topics"}
+    assert {f.name for f in FIELDS} == names
+    assert len({f.env for f in FIELDS}) == len(FIELDS) and len({f.flag for f in FIELDS}) == len(
+        FIELDS
+    )
+    assert {
+        "KAFKA_BOOTSTRAP",
+        "TANKWATCH_MODEL",
+        "TANKWATCH_HTTP_PORT",
+        "TANKWATCH_STATE_DIR",
+        "TANKWATCH_GROUP",
+    } <= {f.env for f in FIELDS}
