@@ -131,8 +131,9 @@ def bare_matmul(n: int, fin: int, units: int, layers: int, nf: int) -> Callable[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("TANKWATCH_MODEL",
-                                                          str(ROOT / "models/artifacts/default")))
+    parser.add_argument(
+        "--model", default=os.environ.get("TANKWATCH_MODEL", str(ROOT / "models/artifacts/default"))
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--engines", nargs="+", default=["numpy", "keras"])
     args = parser.parse_args()
@@ -153,13 +154,15 @@ def main() -> int:
         mm = timed(bare_matmul(n, fin, art.units_per_layer, art.layers, 2), 50)
         for kind in args.engines:
             engine = load_forecaster(model_dir, engine=kind, n_rows=n)
-            reps = max(5, min(200, int(20000 / n)))
+            reps = max(15, min(200, int(20000 / n)))
             step = timed(engine_tick(engine, ticks, 1), reps, warmup=3)
             step_h = timed(engine_tick(engine, ticks, HORIZON), max(5, reps // 10), warmup=1)
             rows.append((n, kind, naive, step, step_h, mm))
             print(f"  N={n} {kind}: done", file=sys.stderr, flush=True)
-    print("| N | engine | naive predict (a) | step (b) | step + 30-tick horizon (c) "
-          "| a / b | bare matmul | b / matmul |")
+    print(
+        "| N | engine | naive predict (a) | step (b) | step + 30-tick horizon (c) "
+        "| a / b | bare matmul | b / matmul |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for n, kind, naive, step, step_h, mm in rows:
         print(

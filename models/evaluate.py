@@ -360,7 +360,6 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             }
             for j, tank in enumerate(grid.tank_ids)
         },
-        "stream_seconds": round(result.seconds, 2),
     }
     labels_path = _default_labels(config)
     if labels_path is not None:
@@ -381,5 +380,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         compact = {k: v for k, v in summary.items() if k != "per_tank"}
         update_metadata(artifact.path, evaluation=compact)
     if config.progress:
-        print(f"wrote {out / 'evaluation.md'}", file=sys.stderr)
+        print(
+            f"wrote {out / 'evaluation.md'} (streamed {grid.n_ticks} ticks in "
+            f"{result.seconds:.1f} s)",
+            file=sys.stderr,
+        )
     return summary

@@ -1,10 +1,13 @@
 """Forecaster on a Keras stateful model of batch N (the live fleet size).
 
 The trained weights are copied into a freshly built one-step model
-(``Input(batch_shape=(N, 1, F))`` plus a boolean mask input) whose LSTM layers keep
-h and c in their state variables. The step is a compiled ``tf.function``. When the
-fleet size changes (``add_rows``/``remove_rows``) the model is rebuilt for the new N
-and the surviving rows' state is copied over — other rows never change.
+(``Input(batch_shape=(N, 1, F))``, the change input ``dx`` when the artifact has
+``change_input``, and a boolean mask input) whose LSTM layers keep h and c in their
+state variables. The step is a compiled ``tf.function``. ``dx`` is derived from the
+held forecast and the top layer's h (see :mod:`models.network`), exactly as the NumPy
+engine does. When the fleet size changes (``add_rows``/``remove_rows``) the model is
+rebuilt for the new N and the surviving rows' state is copied over — other rows never
+change.
 
 TensorFlow is imported lazily (first engine built), so importing this module is cheap.
 """
@@ -28,7 +31,8 @@ __all__ = ["KerasEngine"]
 class KerasEngine:
     """Stateful LSTM forecaster running the Keras model itself, one step per tick.
 
-    ``weights``: the arrays of ``weights.npz`` (layout in :mod:`models.network`).
+    ``weights``: the arrays of ``weights.npz`` (layout in :mod:`models.network`);
+    ``residual``/``change_input``: the artifact's network options.
     h and c live in the Keras layers' state variables, (N, U) per layer, scaled units.
     """
 

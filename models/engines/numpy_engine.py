@@ -49,7 +49,9 @@ class NumpyEngine:
     """Stateful LSTM forecaster over ``n_rows`` independent rows (tanks).
 
     ``weights``: the arrays of ``weights.npz`` (layout in :mod:`models.network`);
-    ``residual``: the network adds its scaled input to the head (metadata ``residual``).
+    ``residual``: the network adds its scaled input to the head (metadata ``residual``);
+    ``change_input``: the first layer also sees ``dx`` (metadata ``change_input``),
+    derived from the held forecast and the top h — no extra state.
     State: ``h``, ``c`` (layers, N, U) float32 in scaled units; ``last`` (N, F) float32,
     the held next-step forecast in physical units (NaN until a row is first stepped).
     """
@@ -244,12 +246,9 @@ class NumpyEngine:
                 y = self._cell(scaled, h, c, inp0)
                 np.multiply(y, self._std, out=block[k])
                 block[k] += self._mean
-                if self._change_input:
-                    # Fed back, the forecast's change since the previous input is
-                    # exactly what the head predicted: y - scaled (no reconstruction).
-                    inp0 = np.concatenate([y, y - scaled], axis=1)
-                else:
-                    inp0 = y
+                # Fed back, the forecast's change since the previous input is exactly
+                # what the head predicted, y - scaled (no reconstruction needed).
+                inp0 = np.concatenate([y, y - scaled], axis=1) if self._change_input else y
                 scaled = y
         return out
 

@@ -229,7 +229,7 @@ def assert_records_close(a: dict[str, Any], b: dict[str, Any], tol: float, what:
     for field in ("tank_id", "tick", "tick_ts", "anomaly_flag", "reset", "model_version"):
         assert a[field] == b[field], f"{what}: {field} {a[field]!r} != {b[field]!r}"
     x, y = np.asarray(_values(a)), np.asarray(_values(b))
-    assert np.array_equal(np.isnan(x), np.isnan(y)), f"{what}: NaN pattern differs"
+    assert np.array_equal(np.isnan(x), np.isnan(y)), f"{what}: NaN pattern differs: {a} != {b}"
     ok = np.isnan(x) | np.isclose(x, y, rtol=tol, atol=tol)
     assert ok.all(), f"{what}: {x[~ok]} != {y[~ok]}"
     ra, rb = np.asarray(_residual(a)), np.asarray(_residual(b))

@@ -68,8 +68,13 @@ def test_stop_and_restart_matches_an_uninterrupted_run(
                 http_get(url + "/metrics")[1].decode(), "tankwatch_ticks_closed_total"
             )
 
+        def checkpoints() -> float:
+            return metric_sum(http_get(url + "/metrics")[1].decode(), "tankwatch_checkpoints_total")
+
         # Mid-replay: some ticks done, and at least one periodic checkpoint behind us.
-        wait_until(lambda: ticks_closed() >= 60, 30, "60 ticks closed")
+        wait_until(
+            lambda: ticks_closed() >= 60 and checkpoints() >= 1, 30, "60 ticks, 1 checkpoint"
+        )
         first.send_signal(sig)
         code = first.wait(30)
     finally:

@@ -32,9 +32,9 @@ PER_REASON = 220
 
 def produce_interleaved(
     bootstrap: str, topic: str, good: list[Any], poison: list[tuple[str, Any, Any]]
-) -> dict[tuple[int, int], str]:
+) -> dict[tuple[int, int], tuple[str, Any, Any]]:
     """Produce ``good`` readings with ``poison`` spread evenly between them; returns
-    (partition, offset) -> expected reason of every poison message."""
+    (partition, offset) -> (expected reason, key, value) of every poison message."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
@@ -46,15 +46,15 @@ def produce_interleaved(
             producer.send(topic, key=key, value=value)
             while j < len(poison) and j * len(good) <= i * len(poison):
                 reason, pkey, pvalue = poison[j]
-                futures.append((reason, producer.send(topic, key=pkey, value=pvalue)))
+                futures.append((poison[j], producer.send(topic, key=pkey, value=pvalue)))
                 j += 1
-        for reason, pkey, pvalue in poison[j:]:
-            futures.append((reason, producer.send(topic, key=pkey, value=pvalue)))
+        for item in poison[j:]:
+            futures.append((item, producer.send(topic, key=item[1], value=item[2])))
         producer.flush()
         expected = {}
-        for reason, fut in futures:
+        for item, fut in futures:
             md = fut.get(timeout=30)
-            expected[(md.partition, md.offset)] = reason
+            expected[(md.partition, md.offset)] = item
         return expected
     finally:
         producer.close()
@@ -91,19 +91,20 @@ def test_poison_goes_to_the_dlq_and_good_tanks_are_untouched(
         assert proc.stop() == 0, proc.log_tail()  # no crash: a clean exit
     finally:
         proc.ensure_dead()
-    want = Counter(expected.values())
+    want = Counter(reason for reason, _, _ in expected.values())
     print(f"poison: {len(poison)} messages with {len(history)} good ones; by reason {dict(want)}")
     assert rejected == {r: float(want[r]) for r in REJECT_REASONS}
     dlq = read_dlq(kafka_bootstrap, topics.dlq)
-    got: dict[tuple[int, int], str] = {}
-    for _key, _value, headers in dlq:
+    got: dict[tuple[int, int], tuple[str, Any, Any]] = {}
+    for key, value, headers in dlq:
         coords = (int(headers["source_partition"]), int(headers["source_offset"]))
         assert coords not in got, f"dead letter {coords} repeated without a crash"
         assert headers["source_topic"] == topics.readings
-        got[coords] = headers["reason"]
-    assert got == expected
-    # The original bytes are kept: spot-check by offset order within each partition.
-    assert len(dlq) == len(poison)
+        got[coords] = (headers["reason"], key, value)
+    # Same source coordinates, same reason, the original key and bytes kept as they were.
+    assert got.keys() == expected.keys()
+    wrong = [(c, expected[c][0], got[c][0]) for c in expected if got[c] != expected[c]]
+    assert not wrong, f"{len(wrong)} dead letters differ, e.g. (coords, want, got) {wrong[:3]}"
     assert_forecasts_equal(
         reliability_reference["forecasts"], read_forecasts(kafka_bootstrap, topics.forecasts), 1e-6
     )

@@ -37,7 +37,8 @@ def test_default_artifact_loads_and_matches_the_contract() -> None:
     assert a.features == FEATURES
     assert a.metadata["units"] == {"pressure_kpa": "kPa", "temperature_c": "degC"}
     assert a.tick_interval_s > 0 and a.max_gap_ticks >= 1
-    assert a.weights["lstm0_kernel"].shape == (2, 4 * a.units_per_layer)
+    inputs = 4 if a.change_input else 2  # levels (+ their change)
+    assert a.weights["lstm0_kernel"].shape == (inputs, 4 * a.units_per_layer)
     assert a.model_version.startswith(f"lstm-{a.units_per_layer}x{a.layers}-")
     f = load_forecaster(DEFAULT, n_rows=3)
     assert isinstance(f, Forecaster)
@@ -85,6 +86,9 @@ def test_broken_files_are_named(art: Path, breakage: Callable[[Path], None], mes
         (lambda m: m.update(units_per_layer=m["units_per_layer"] + 1), "shape"),
         (lambda m: m.update(layers=m["layers"] + 1), "lacks array 'lstm"),
         (lambda m: m.update(model_version=""), "model_version"),
+        (lambda m: m.update(residual="yes"), "residual must be true or false"),
+        (lambda m: m.update(residual=False), "change_input requires residual"),
+        (lambda m: m.update(change_input=False), "lstm0_kernel has shape"),
     ],
 )
 def test_bad_metadata_is_named(art: Path, change: Callable[[dict], None], message: str) -> None:

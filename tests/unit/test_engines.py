@@ -322,3 +322,19 @@ def test_forecast_over_many_rows_matches_keras_engine() -> None:
     rows = np.sort(rng.choice(n, size=FORECAST_CHUNK + 5, replace=False))
     assert_close(engines[0].forecast(8), engines[1].forecast(8))
     assert_close(engines[0].forecast(8, rows), engines[1].forecast(8)[:, rows])
+
+
+@pytest.mark.parametrize("kind", ["numpy", "keras"])
+def test_empty_fleet_grows_and_shrinks_back_to_empty(kind: str) -> None:
+    engine = make_engine(kind, random_weights(4, 1, seed=6, change_input=True), 0, True, True)
+    empty = np.zeros((0, F), np.float32)
+    assert engine.step(empty, np.zeros(0, bool)).shape == (0, F)
+    assert engine.forecast(5).shape == (5, 0, F)
+    assert engine.add_rows(2) == 0
+    y = engine.step(np.array([[250, 20], [240, 19]], np.float32), np.ones(2, bool))
+    assert np.isfinite(y).all()
+    fc = engine.forecast(3, np.array([1]))
+    np.testing.assert_array_equal(fc[0], y[[1]])
+    engine.remove_rows(np.array([0, 1]))
+    assert engine.n_rows == 0
+    assert engine.step(empty, np.zeros(0, bool)).shape == (0, F)

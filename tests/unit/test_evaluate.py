@@ -121,7 +121,10 @@ def random_artifact(out: Path, data: Path) -> Path:
 
     model = build_model(3, None, 2, 4, 1, residual=True, change_input=True)
     rng = np.random.default_rng(1)
-    arrays = {k: (0.1 * rng.normal(size=v.shape)).astype(np.float32) for k, v in weights_to_arrays(model).items()}
+    arrays = {
+        k: (0.1 * rng.normal(size=v.shape)).astype(np.float32)
+        for k, v in weights_to_arrays(model).items()
+    }
     arrays_to_weights(model, arrays)
     meta = {
         "model_version": "lstm-4x1-test",
@@ -142,7 +145,9 @@ def random_artifact(out: Path, data: Path) -> Path:
 def test_evaluate_reports_persistence_exactly_and_stores_summary(tmp_path: Path) -> None:
     data = write_history(tmp_path / "h.csv", ticks=300)
     labels = tmp_path / "labels.csv"
-    labels.write_text("tank_id,start,end,kind\nT02,2024-03-01T04:00:00Z,2024-03-01T04:30:00Z,leak\n")
+    labels.write_text(
+        "tank_id,start,end,kind\nT02,2024-03-01T04:00:00Z,2024-03-01T04:30:00Z,leak\n"
+    )
     art = random_artifact(tmp_path / "art", data)
     summary = evaluate(EvalConfig(model=art, data=(data,), out=art, progress=False, plot_tanks=2))
 

@@ -79,7 +79,9 @@ def test_artifact_has_the_documented_contents(trained: tuple[Path, Path]) -> Non
     # The scaler comes from the training slice only: mean of the first 70% of ticks.
     frame = pd.read_csv(data)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    cut = T0 + pd.Timedelta(minutes=tr["split_ticks"]["validation_start"] - tr["split_ticks"]["first_tick"])
+    cut = T0 + pd.Timedelta(
+        minutes=tr["split_ticks"]["validation_start"] - tr["split_ticks"]["first_tick"]
+    )
     train_mean = frame[frame["ts"] < cut][["pressure_kpa", "temperature_c"]].mean().to_numpy()
     np.testing.assert_allclose(a.scaler.mean, train_mean, rtol=1e-5)
 
@@ -127,6 +129,20 @@ def test_cli_bad_paths_are_one_line_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("tankwatch: error: training data")
     assert "Traceback" not in proc.stderr
-    proc = _cli("evaluate", "--model", str(tmp_path / "nope"), "--data", str(REPO / "pyproject.toml"))
+    proc = _cli(
+        "evaluate", "--model", str(tmp_path / "nope"), "--data", str(REPO / "pyproject.toml")
+    )
     assert proc.returncode == 2
     assert "tankwatch: error: model artifact" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluation_uses_the_training_holdout(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from models.evaluate import EvalConfig, evaluate
+
+    data, out = trained
+    summary = evaluate(EvalConfig(model=out, data=(data,), out=tmp_path / "rep", progress=False))
+    split = load_artifact(out).metadata["training"]["split_ticks"]
+    assert summary["holdout"]["rule"].startswith("the training holdout")
+    start = pd.Timestamp(summary["holdout"]["start"]).timestamp()
+    assert start == split["holdout_start"] * 60.0
+    assert summary["holdout"]["ticks"] == split["end"] - split["holdout_start"]

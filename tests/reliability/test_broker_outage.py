@@ -1,0 +1,103 @@
+"""Freeze the broker (SIGSTOP) for ~20 s mid-replay, then thaw it (SIGCONT): the
+pipeline shows the outage on ``/healthz`` / ``tankwatch_broker_up`` while it lasts,
+recovers by itself, and ends with the same forecasts and state as a clean run.
+
+The test runs on its own embedded broker: freezing the session broker would stall
+every other test.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tankwatch.broker import EmbeddedBroker
+from tests.integration.helpers import (
+    assert_forecasts_equal,
+    produce_readings,
+    read_forecasts,
+    read_state,
+    unique_topics,
+    wait_until,
+)
+from tests.reliability.support import (
+    PipelineProcess,
+    Stopwatch,
+    assert_states_close,
+    instance_env,
+    wait_all_applied,
+)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+
+FREEZE_S = 20.0
+
+
+def sample(proc: PipelineProcess) -> tuple[int | None, float | None, float]:
+    """(``/healthz`` status, ``tankwatch_broker_up``, total consumer lag) right now."""
+    m = proc.metrics()
+    up = m.get("tankwatch_broker_up", {}).get((), None)
+    lag = sum(m.get("tankwatch_consumer_lag_messages", {}).values())
+    return proc.health(), up, lag
+
+
+def test_broker_freeze_is_visible_and_recovered_from(
+    reliability_reference: dict[str, Any],
+    model_copy: Path,
+    own_broker: EmbeddedBroker,
+    tmp_path: Path,
+) -> None:
+    history = reliability_reference["history"]
+    bootstrap = own_broker.bootstrap
+    topics = unique_topics(bootstrap, "outage")
+    env = instance_env(
+        bootstrap, topics, tmp_path / "state", "g-outage", TANKWATCH_MODEL=str(model_copy)
+    )
+    proc = PipelineProcess(env, tmp_path / "pipeline.log")
+    producer = threading.Thread(
+        target=produce_readings,
+        args=(bootstrap, topics.readings, history),
+        kwargs={"per_tick_sleep_s": 0.05},
+        daemon=True,
+    )
+    during: list[tuple[float, int | None, float | None, float]] = []
+    after: list[tuple[float, int | None, float | None, float]] = []
+    try:
+        proc.start().wait_healthy()
+        producer.start()
+        wait_until(lambda: proc.metric("tankwatch_ticks_closed_total") >= 60, 40, "60 ticks")
+        clock = Stopwatch()
+        own_broker.freeze()
+        try:
+            while clock() < FREEZE_S:
+                during.append((clock(), *sample(proc)))
+                time.sleep(0.5)
+        finally:
+            own_broker.thaw()
+        thawed = clock()
+        wait_until(lambda: sample(proc)[:2] == (200, 1.0), 60, "health back after the thaw")
+        recovered = clock()
+        after.append((recovered, *sample(proc)))
+        producer.join(120)
+        assert not producer.is_alive(), "replay did not finish after the outage"
+        wait_all_applied([proc], history, 60)
+        assert proc.alive()
+        assert proc.stop() == 0, proc.log_tail()
+    finally:
+        proc.ensure_dead()
+    for t, status, up, lag in during[::4] + after:
+        print(f"t={t:5.1f} s  /healthz {status}  broker_up {up}  lag {lag:.0f}")
+    print(f"frozen {thawed:.1f} s; healthy again {recovered - thawed:.1f} s after the thaw")
+    got = read_forecasts(bootstrap, topics.forecasts)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
+    assert_states_close(reliability_reference["state"], read_state(bootstrap, topics.state))
+    assert all(s[1] is not None for s in during), "the HTTP endpoint stopped answering"
+    red = [s for s in during if s[1] != 200 or s[2] == 0.0]
+    assert red, (
+        f"during a {FREEZE_S:.0f} s broker freeze /healthz stayed 200 and "
+        f"tankwatch_broker_up stayed 1 in every one of {len(during)} samples"
+    )
