@@ -125,6 +125,8 @@ class Service:
         self._checkpoints = 0
         self._last_points: dict[int, tuple[int, float]] = {}
         self._next_horizon = 0.0
+        self._epoch = 0  # bumped by every assignment (see _iterate)
+        self._assigned_at: dict[int, int] = {}
         self._http = HttpServer(self, settings.http_host, settings.http_port)
         self._http.start()
 
@@ -219,6 +221,9 @@ class Service:
             self._set_broker(False, exc)
             time.sleep(0.5)
             return
+        # An assignment completed inside poll() preceded the fetch (kafka-python drops
+        # fetched data that does not match a seek); one completed after it returned did not.
+        epoch = self._epoch
         self._last_loop = time.monotonic()
         if self._fatal is not None:
             raise self._fatal
@@ -227,6 +232,11 @@ class Service:
             n = 0
             if batch:
                 self._set_broker(True)
+                # Records polled before a partition was (re)assigned (kafka-python 3 may
+                # finish a rebalance on its IO thread after poll() returned) predate its
+                # seek to the checkpoint and will be delivered again from there; taking
+                # them now would raise the partition's max event time too early.
+                batch = {p: m for p, m in batch.items() if self._assigned_at.get(p, 0) <= epoch}
                 n = self._intake(batch)
             ticks = self.assembler.close(lagging)
             if ticks:
@@ -234,6 +244,9 @@ class Service:
             elif self._refresh_horizons():  # a quiet stream still gets its horizons
                 self._publish_view(None)
             self._consumed += n  # after the ticks: stats never show unprocessed input
+        # Let a waiting rebalance callback (IO thread) or stats reader take the lock: a
+        # released lock is not handed over while this thread keeps the GIL.
+        time.sleep(0)
 
     def _intake(self, batch: dict[int, list[Any]]) -> int:
         """Decode a poll's messages (bad ones to the DLQ) into the assembler; returns
@@ -272,6 +285,7 @@ class Service:
             )
         ids = self.assembler.registry.ids()
         latencies = []
+        outputs = []
         # Horizons cost H cell evaluations per row: per tick only when the forecast
         # records carry them; for the page and metrics at most every
         # horizon_interval_s, batched over every row stepped since.
@@ -279,8 +293,7 @@ class Service:
         for ct in ticks:
             t0 = time.perf_counter()
             out = self.step.apply(ct, with_horizon=per_tick)
-            if self.forecasts is not None:
-                self.forecasts.publish(out, ids)
+            outputs.append(out)
             values = np.concatenate(
                 [ct.x, out.expected, out.score[:, None], out.flag[:, None]], axis=1
             ).astype(np.float32)
@@ -297,7 +310,11 @@ class Service:
             latencies.append(float(ct.kafka_ts.max()))
         self._refresh_horizons()
         closed = [ct.tick for ct in ticks if ct.trigger != "catchup"]
+        # The page and /metrics first; producing the records (one send per tank) after.
         self._publish_view(max(closed) if closed else None)
+        if self.forecasts is not None:
+            for out in outputs:
+                self.forecasts.publish(out, ids)
         now = time.time()
         for kts in latencies:
             self.metrics.latency.observe(max(0.0, now - kts))
@@ -465,6 +482,9 @@ class Service:
             self.step.restore(row, state)
         self.history.ensure_capacity(self.step.capacity)
         self._assigned |= set(new)
+        self._epoch += 1
+        for p in new:
+            self._assigned_at[p] = self._epoch
         self._publish_view(None)
         log.info("partitions assigned", extra={"partitions": new, "restored_tanks": len(tanks)})
 

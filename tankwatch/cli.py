@@ -36,14 +36,26 @@ def add_bootstrap_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_topic_args(parser: argparse.ArgumentParser) -> None:
     t = Topics.from_env()
-    parser.add_argument("--topic-readings", default=t.readings,
-                        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)")
-    parser.add_argument("--topic-dlq", default=t.dlq,
-                        help="dead-letter topic (env TANKWATCH_TOPIC_DLQ; default %(default)s)")
-    parser.add_argument("--topic-forecasts", default=t.forecasts,
-                        help="forecasts topic (env TANKWATCH_TOPIC_FORECASTS; default %(default)s)")
-    parser.add_argument("--topic-state", default=t.state,
-                        help="state changelog topic (env TANKWATCH_TOPIC_STATE; default %(default)s)")
+    parser.add_argument(
+        "--topic-readings",
+        default=t.readings,
+        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--topic-dlq",
+        default=t.dlq,
+        help="dead-letter topic (env TANKWATCH_TOPIC_DLQ; default %(default)s)",
+    )
+    parser.add_argument(
+        "--topic-forecasts",
+        default=t.forecasts,
+        help="forecasts topic (env TANKWATCH_TOPIC_FORECASTS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--topic-state",
+        default=t.state,
+        help="state changelog topic (env TANKWATCH_TOPIC_STATE; default %(default)s)",
+    )
 
 
 def topics_from_args(args: argparse.Namespace) -> Topics:
@@ -82,9 +94,12 @@ def _register_topics(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     c = tsub.add_parser("create", help="create the four topics (tank.state compacted)")
     add_bootstrap_arg(c)
     add_topic_args(c)
-    c.add_argument("--partitions", type=positive_int,
-                   default=int(os.environ.get("TANKWATCH_PARTITIONS", "4")),
-                   help="partitions per topic (env TANKWATCH_PARTITIONS; default %(default)s)")
+    c.add_argument(
+        "--partitions",
+        type=positive_int,
+        default=int(os.environ.get("TANKWATCH_PARTITIONS", "4")),
+        help="partitions per topic (env TANKWATCH_PARTITIONS; default %(default)s)",
+    )
     c.set_defaults(func=_topics_create)
 
 

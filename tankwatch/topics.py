@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -64,10 +65,9 @@ def create_topics(
         ]
         todo = [t for t in wanted if t.name not in existing]
         if todo:
-            try:
+            # Another process may create them between list and create: that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(todo)
-            except TopicAlreadyExistsError:
-                pass
         return [t.name for t in todo]
     except KafkaError as exc:
         raise BrokerError(f"creating topics on {bootstrap} failed: {exc}") from None

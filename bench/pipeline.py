@@ -1,0 +1,438 @@
+"""Pipeline benchmark on the embedded broker: throughput vs a raw consumer, paced
+end-to-end latency, and the largest fleet one process keeps up with.
+
+Parts (all by default; pick with ``--parts``):
+
+* ``throughput`` -- N tanks x T ticks (default 1,000 x 300) already in the topic.
+  (a) raw kafka-python consume + ``json.loads`` of every value (the ceiling);
+  (b) the pipeline end to end -- decode + validate, tick assembly, forecast step with
+  a 30-tick horizon, anomaly scoring, metrics view, checkpoints (file + ``tank.state``)
+  and commits -- with the ``tank.forecasts`` topic off and on; ratio b/a.
+  The pipeline runs in-process (``pipeline.bootstrap.build_service``, its loop in a
+  thread, like ``tankwatch demo``): the clock starts when its partitions are assigned
+  (so the ~3 s group join is not counted) and stops when every reading is consumed and
+  no tick is open. The raw consumer's clock starts at ``assign``.
+* ``latency`` -- ``tankwatch run`` as a subprocess; 1,000 tanks at one tick per wall
+  second with ``ts = now`` (an artifact copy with ``tick_interval_s = 1``, same
+  weights). Latency of a tick = from the ``send()`` of its last reading to (1) its
+  forecast visible on ``/metrics`` (``tankwatch_last_tick_timestamp_seconds`` reaching
+  the tick; polled every 5 ms from that send on) and (2) all its records read back
+  from ``tank.forecasts`` by a consumer. Warm-up ticks are skipped.
+* ``scale`` -- the same paced run for growing fleets; a fleet "keeps up" when the
+  producer could send each tick within its second and the p99 latency to
+  ``tank.forecasts`` stays under one tick (1 s) with no backlog at the end.
+
+Usage::
+
+    .venv/bin/python bench/pipeline.py [--parts throughput latency scale]
+        [--tanks 1000] [--ticks 300] [--latency-ticks 30] [--scale 1000 2000 5000 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    fast_artifact,
+    fleet_values,
+    machine,
+    percentile,
+    produce,
+    producer,
+    table,
+)
+from tankwatch.broker import EmbeddedBroker, free_port  # noqa: E402
+from tankwatch.topics import Topics, create_topics  # noqa: E402
+
+PARTITIONS = 4
+
+
+def new_topics(bootstrap: str, tag: str) -> Topics:
+    s = f"{tag}.{uuid.uuid4().hex[:6]}"
+    topics = Topics(f"r.{s}", f"d.{s}", f"f.{s}", f"s.{s}")
+    create_topics(bootstrap, topics, PARTITIONS)
+    return topics
+
+
+# ------------------------------------------------------------------ throughput
+def raw_consume(bootstrap: str, topic: str, total: int) -> float:
+    """Seconds for a bare kafka-python consumer to read and ``json.loads`` ``total``
+    messages (manual assign, from the beginning, large polls)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        max_poll_records=5000,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    n = 0
+    t0 = time.perf_counter()
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    loads = json.loads
+    while n < total:
+        for msgs in consumer.poll(timeout_ms=500).values():
+            for m in msgs:
+                loads(m.value)
+            n += len(msgs)
+    elapsed = time.perf_counter() - t0
+    consumer.close()
+    return elapsed
+
+
+def pipeline_inprocess(
+    bootstrap: str, topics: Topics, total: int, forecasts_on: bool, model_dir: Path, tmp: Path
+) -> dict[str, float]:
+    """Run the service in this process over ``total`` readings already in the topic;
+    returns seconds (from assignment to done), CPU seconds of this process, checkpoints."""
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.bootstrap import build_service
+    from pipeline.config import Settings
+
+    settings = Settings.from_env(
+        environ={},
+        bootstrap=bootstrap,
+        topics=topics,
+        state_dir=tmp / uuid.uuid4().hex[:6],
+        group=f"bench-{uuid.uuid4().hex[:6]}",
+        http_port=0,
+        engine="numpy",
+        model_dir=model_dir,
+        forecasts_topic_enabled=forecasts_on,
+        checkpoint_interval_s=2.0,
+    )
+    svc = build_service(settings, CollectorRegistry())
+    thread = threading.Thread(target=svc.run, name="pipeline", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 600
+    while not svc.stats["assigned"]:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("pipeline never got its partitions")
+        time.sleep(0.005)
+    t0, c0 = time.perf_counter(), time.process_time()
+    while True:
+        st = svc.stats
+        if st["consumed"] >= total and st["held"] == 0:
+            break
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"pipeline did not finish: {st}")
+        time.sleep(0.02)
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    stats = svc.stats
+    svc.request_stop()
+    thread.join(60)
+    return {
+        "seconds": elapsed,
+        "cpu": cpu,
+        "checkpoints": stats["checkpoints"],
+        "ticks": sum(stats["ticks"].values()),
+        "tanks": stats["tanks"],
+    }
+
+
+def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path) -> str:
+    from models.artifact import load_artifact
+
+    interval = load_artifact(model_dir).tick_interval_s
+    topics = new_topics(bootstrap, "tput")
+    total, produce_s = produce(
+        bootstrap, topics.readings, fleet_values(n_tanks, n_ticks, interval)
+    )
+    print(f"produced {total:,} readings in {produce_s:.1f} s ({total / produce_s:,.0f}/s)")
+    raw_s = raw_consume(bootstrap, topics.readings, total)
+    print(f"raw consume+decode: {raw_s:.2f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        off = pipeline_inprocess(bootstrap, topics, total, False, model_dir, Path(tmp))
+        print(f"pipeline, forecasts topic off: {off}")
+        on = pipeline_inprocess(bootstrap, topics, total, True, model_dir, Path(tmp))
+        print(f"pipeline, forecasts topic on: {on}")
+    raw_rate = total / raw_s
+    rows = [["(a) raw kafka-python consume + json.loads", f"{raw_s:.2f}", f"{raw_rate:,.0f}",
+             "1.00", "-"]]  # fmt: skip
+    for name, r in (("(b) pipeline, forecasts topic off", off),
+                    ("(b) pipeline, forecasts topic on", on)):  # fmt: skip
+        rate = total / r["seconds"]
+        rows.append(
+            [name, f"{r['seconds']:.2f}", f"{rate:,.0f}", f"{rate / raw_rate:.2f}",
+             f"{r['cpu'] / r['seconds']:.2f}"]
+        )  # fmt: skip
+    head = (
+        f"Throughput: {n_tanks:,} tanks x {n_ticks} ticks = {total:,} readings already in "
+        f"{PARTITIONS} partitions; pipeline in-process, NumPy engine, horizon 30; "
+        f"checkpoint every 2 s\n\n"
+    )
+    return head + table(
+        ["consumer", "seconds", "readings/s", "ratio to (a)", "CPU cores used (this process)"],
+        rows,
+    )
+
+
+# -------------------------------------------------------------------- paced
+class PipelineChild:
+    """``tankwatch run`` as a subprocess for the paced runs."""
+
+    def __init__(self, bootstrap: str, topics: Topics, model_dir: Path, tmp: Path) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "TANKWATCH_MODEL": str(model_dir),
+            "TANKWATCH_HTTP_PORT": str(self.port),
+            "TANKWATCH_STATE_DIR": str(tmp / f"state-{self.port}"),
+            "TANKWATCH_GROUP": f"bench-{uuid.uuid4().hex[:6]}",
+            "TANKWATCH_ENGINE": "numpy",
+            "TANKWATCH_TOPIC_READINGS": topics.readings,
+            "TANKWATCH_TOPIC_DLQ": topics.dlq,
+            "TANKWATCH_TOPIC_FORECASTS": topics.forecasts,
+            "TANKWATCH_TOPIC_STATE": topics.state,
+            "TANKWATCH_POLL_TIMEOUT_MS": "20",
+            # Ticks at 1 s with ts = now: a reading a few seconds late is still on time.
+            "TANKWATCH_ALLOWED_LATENESS_S": "5",
+        }
+        self.log = open(tmp / f"pipeline-{self.port}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "tankwatch"), "run"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+
+    def wait_assigned(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pipeline exited with {self.proc.returncode}")
+            try:
+                status, body = self.get("/healthz", 2.0)
+                if status == 200 and json.loads(body)["assigned_partitions"]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("pipeline not assigned in time")
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return math.nan
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+_LAST_TICK = re.compile(rb"^tankwatch_last_tick_timestamp_seconds (\S+)$", re.M)
+
+
+def paced_run(
+    bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path, tmp: Path, watch_metrics: bool
+) -> dict[str, Any]:
+    """One paced run; returns latencies (s) per observer and producer figures."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topics = new_topics(bootstrap, f"paced{n_tanks}")
+    child = PipelineChild(bootstrap, topics, model_dir, tmp)
+    sent_at: dict[int, float] = {}
+    send_s: list[float] = []
+    seen_kafka: dict[int, float] = {}
+    seen_metrics: dict[int, float] = {}
+    scrape_s: list[float] = []
+    stop = threading.Event()
+    try:
+        child.wait_assigned()
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                 enable_auto_commit=False, fetch_max_wait_ms=5)  # fmt: skip
+        tps = [TopicPartition(topics.forecasts, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        consumer.seek_to_end(*tps)
+        counts: dict[int, int] = defaultdict(int)
+
+        def read_forecasts() -> None:
+            while not stop.is_set():
+                for msgs in consumer.poll(timeout_ms=20).values():
+                    now = time.time()
+                    for m in msgs:
+                        tick = int(m.value[m.value.index(b'"tick":') + 7:].split(b",", 1)[0])
+                        counts[tick] += 1
+                        if counts[tick] == n_tanks:
+                            seen_kafka[tick] = now
+
+        reader = threading.Thread(target=read_forecasts, daemon=True)
+        reader.start()
+        prod = producer(bootstrap)
+        keys = [f"T{k:05d}".encode() for k in range(n_tanks)]
+        # Start at the next whole second; tick k is the wall second [k, k+1).
+        next_t = math.floor(time.time()) + 1.0
+        for _ in range(n_ticks):
+            time.sleep(max(0.0, next_t - time.time()))
+            t_start = time.time()
+            tick = math.floor(t_start)
+            ts = round(t_start, 3)
+            for k in range(n_tanks):
+                value = (
+                    f'{{"tank_id":"{keys[k].decode()}","ts":{ts},'
+                    f'"pressure_kpa":{220 + (k % 40) + 0.01 * (tick % 100):.3f},'
+                    f'"temperature_c":{15 + (k % 10):.3f}}}'
+                ).encode()
+                prod.send(topics.readings, key=keys[k], value=value)
+            sent_at[tick] = time.time()  # the send() of the tick's last reading
+            prod.flush()
+            send_s.append(time.time() - t_start)
+            if watch_metrics:
+                # Poll /metrics from the last send until the tick shows (or 1 s).
+                deadline = sent_at[tick] + 1.0
+                while time.time() < deadline:
+                    t0 = time.time()
+                    _, body = child.get("/metrics")
+                    scrape_s.append(time.time() - t0)
+                    m = _LAST_TICK.search(body)
+                    if m and float(m.group(1)) >= tick:
+                        seen_metrics[tick] = time.time()
+                        break
+                    time.sleep(0.005)
+            next_t = float(tick + 1)
+        prod.close()
+        # Let the last ticks drain (bounded).
+        deadline = time.time() + 10
+        while time.time() < deadline and max(seen_kafka, default=0) < max(sent_at):
+            time.sleep(0.05)
+        rss = child.rss_mib()
+        stop.set()
+        reader.join(5)
+        consumer.close()
+    finally:
+        child.stop()
+    warm = sorted(sent_at)[3:]  # the first ticks include new-tank setup
+    lat_k = [seen_kafka[t] - sent_at[t] for t in warm if t in seen_kafka]
+    lat_m = [seen_metrics[t] - sent_at[t] for t in warm if t in seen_metrics]
+    return {
+        "ticks": len(warm),
+        "kafka": lat_k,
+        "metrics": lat_m,
+        "missing_kafka": sum(1 for t in warm if t not in seen_kafka),
+        "missing_metrics": sum(1 for t in warm if t not in seen_metrics) if watch_metrics else 0,
+        "send_s": send_s,
+        "scrape_s": scrape_s,
+        "rss_mib": rss,
+    }
+
+
+def ms(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x * 1000:.0f}"
+
+
+def bench_latency(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path, tmp: Path) -> str:
+    r = paced_run(bootstrap, n_tanks, n_ticks, model_dir, tmp, watch_metrics=True)
+    rows = []
+    for name, lat, missing in (
+        ("tank.forecasts (consumer, all records of the tick)", r["kafka"], r["missing_kafka"]),
+        ("/metrics (last tick gauge, polled)", r["metrics"], r["missing_metrics"]),
+    ):
+        rows.append([name, len(lat), missing, ms(percentile(lat, 50)), ms(percentile(lat, 99)),
+                     ms(max(lat) if lat else math.nan)])  # fmt: skip
+    head = (
+        f"Paced latency: {n_tanks:,} tanks, one tick per second, ts = now, "
+        f"{r['ticks']} ticks measured (after 3 warm-up ticks); producer send+flush per tick "
+        f"p50 {ms(percentile(r['send_s'], 50))} ms; a /metrics scrape took p50 "
+        f"{ms(percentile(r['scrape_s'], 50))} ms; pipeline RSS {r['rss_mib']:.0f} MiB\n\n"
+    )
+    return head + table(["visible on", "ticks", "not seen", "p50 ms", "p99 ms", "max ms"], rows)
+
+
+def bench_scale(bootstrap: str, sizes: list[int], n_ticks: int, model_dir: Path, tmp: Path) -> str:
+    rows = []
+    for n in sizes:
+        r = paced_run(bootstrap, n, n_ticks, model_dir, tmp, watch_metrics=False)
+        p99 = percentile(r["kafka"], 99)
+        send99 = percentile(r["send_s"], 99)
+        keeps = r["missing_kafka"] == 0 and p99 < 1.0 and send99 < 1.0
+        rows.append([f"{n:,}", r["ticks"], ms(percentile(r["send_s"], 50)), ms(send99),
+                     ms(percentile(r["kafka"], 50)), ms(p99), r["missing_kafka"],
+                     f"{r['rss_mib']:.0f}", "yes" if keeps else "no"])  # fmt: skip
+        print(rows[-1], flush=True)
+    head = (
+        f"Scale: one pipeline process, one tick per second, {n_ticks} ticks per fleet "
+        "(latency to tank.forecasts; the producer shares the same 2 cores)\n\n"
+    )
+    return head + table(
+        ["tanks", "ticks", "send p50 ms", "send p99 ms", "latency p50 ms", "latency p99 ms",
+         "ticks not out within 10 s", "RSS MiB", "keeps up"],
+        rows,
+    )  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["throughput", "latency", "scale"],
+                        choices=["throughput", "latency", "scale"])  # fmt: skip
+    parser.add_argument("--tanks", type=int, default=1000)
+    parser.add_argument("--ticks", type=int, default=300)
+    parser.add_argument("--latency-tanks", type=int, default=1000)
+    parser.add_argument("--latency-ticks", type=int, default=30)
+    parser.add_argument("--scale", type=int, nargs="+", default=[1000, 2000, 5000, 10000])
+    parser.add_argument("--scale-ticks", type=int, default=15)
+    parser.add_argument("--model", type=Path, default=None, help="artifact (default: committed)")
+    args = parser.parse_args()
+
+    from pipeline.config import default_model_dir
+
+    model_dir = args.model or default_model_dir()
+    print(f"machine: {machine()}", flush=True)
+    out = []
+    with tempfile.TemporaryDirectory() as tmpname, EmbeddedBroker() as broker:
+        tmp = Path(tmpname)
+        if "throughput" in args.parts:
+            out.append(bench_throughput(broker.bootstrap, args.tanks, args.ticks, model_dir))
+            print(out[-1] + "\n", flush=True)
+        fast = fast_artifact(model_dir, tmp / "model-1s", 1.0)
+        if "latency" in args.parts:
+            out.append(
+                bench_latency(broker.bootstrap, args.latency_tanks, args.latency_ticks, fast, tmp)
+            )
+            print(out[-1] + "\n", flush=True)
+        if "scale" in args.parts:
+            out.append(bench_scale(broker.bootstrap, args.scale, args.scale_ticks, fast, tmp))
+            print(out[-1] + "\n", flush=True)
+    print("\n\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
