@@ -42,9 +42,9 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, {mem} RAM, Python {platform.python_version()}"
 
 
-def fleet_values(n_tanks: int, n_ticks: int, interval_s: float, seed: int = 0) -> Iterator[
-    tuple[bytes, bytes]
-]:
+def fleet_values(
+    n_tanks: int, n_ticks: int, interval_s: float, seed: int = 0
+) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) of ``n_tanks`` x ``n_ticks`` readings in tick order, as the
     producers encode them (RFC 3339 ``ts``). Smooth cycles plus noise, physical units."""
     rng = np.random.default_rng(seed)

@@ -58,11 +58,13 @@ def _unb64(text: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=dtype).reshape(shape).copy()
 
 
-def encode_state(s: TankState) -> bytes:
-    """One tank's state as the ``tank.state`` value (JSON, base64 arrays)."""
+def encode_state(s: TankState, group: str = "") -> bytes:
+    """One tank's state as the ``tank.state`` value (JSON, base64 arrays); ``group`` is
+    the consumer group that wrote it (restore ignores other groups' records)."""
     layers, units = s.h.shape
     obj = {
         "v": FORMAT,
+        "group": group,
         "tank_id": s.tank_id,
         "partition": s.partition,
         "tick": s.last_tick,
@@ -98,11 +100,26 @@ def decode_state(value: bytes) -> TankState:
     )
 
 
-def encode_point(partition: int, point: CommitPoint) -> bytes:
+def encode_point(partition: int, point: CommitPoint, group: str = "") -> bytes:
     """A partition's commit point as a ``tank.state`` value."""
     max_ts = point.max_ts if math.isfinite(point.max_ts) else None
-    obj = {"v": FORMAT, "partition": partition, "offset": point.offset, "max_ts": max_ts}
+    obj = {
+        "v": FORMAT,
+        "group": group,
+        "partition": partition,
+        "offset": point.offset,
+        "max_ts": max_ts,
+    }
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def record_group(value: bytes) -> str:
+    """The consumer group that wrote a state record ("" if unknown or corrupt)."""
+    try:
+        group = json.loads(value).get("group", "")
+    except (ValueError, AttributeError):
+        return ""
+    return group if isinstance(group, str) else ""
 
 
 def decode_point(value: bytes) -> tuple[int, CommitPoint]:
@@ -154,6 +171,7 @@ class Checkpointer:
         self.producer = producer
         self.bootstrap = bootstrap
         self.topic = state_topic
+        self.group = group
         self.timeout_s = timeout_s
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -176,11 +194,11 @@ class Checkpointer:
         Raises BrokerError if the topic write does not complete within the timeout; the
         caller must then not commit offsets.
         """
-        encoded = [(s, encode_state(s)) for s in states]
+        encoded = [(s, encode_state(s, self.group)) for s in states]
         for s, value in encoded:
             self._file_tanks[s.tank_id] = value.decode()
         for p, pt in points.items():
-            self._file_points[str(p)] = json.loads(encode_point(p, pt))
+            self._file_points[str(p)] = json.loads(encode_point(p, pt, self.group))
         self._write_file()
         try:
             for s, value in encoded:
@@ -191,7 +209,10 @@ class Checkpointer:
             # keeps order, so when it is durable so are the tank records before it.
             for p, pt in points.items():
                 self.producer.send(
-                    self.topic, key=PARTITION_KEY, value=encode_point(p, pt), partition=p
+                    self.topic,
+                    key=PARTITION_KEY,
+                    value=encode_point(p, pt, self.group),
+                    partition=p,
                 )
             self.producer.flush(timeout=self.timeout_s)
         except Exception as exc:  # KafkaTimeoutError & co: the checkpoint did not land
@@ -242,6 +263,9 @@ class Checkpointer:
         for obj in self._file_points.values():
             self._merge_point(points, json.dumps(obj).encode(), wanted)
         for key, value in self._read_topic(wanted):
+            # One state topic may be shared by mistake: never take another group's state.
+            if record_group(value) != self.group:
+                continue
             if key == PARTITION_KEY:
                 self._merge_point(points, value, wanted)
             else:

@@ -11,7 +11,6 @@ the current batch. A broker outage never ends it: health goes red
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -30,12 +29,13 @@ from pipeline.config import Settings
 from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.http import HttpServer
+from pipeline.ownership import PartitionOwnership
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
 from pipeline.sinks.view import FleetView
 from tankwatch.codec import decode_reading
-from tankwatch.errors import BrokerError, DecodeError
+from tankwatch.errors import DecodeError
 
 __all__ = ["ModelInfo", "Service"]
 
@@ -77,7 +77,7 @@ ConsumerFactory = Callable[
 ]
 
 
-class Service:
+class Service(PartitionOwnership):
     """One pipeline instance; built by :func:`pipeline.bootstrap.build_service`."""
 
     def __init__(
@@ -365,128 +365,6 @@ class Service:
         for p, lag in self._consumer.lag().items():
             if lag is not None:
                 self.metrics.lag.labels(str(p)).set(lag)
-
-    # ---------------------------------------------------------- checkpoints
-    def _try_checkpoint(self, partitions: list[int] | None) -> bool:
-        try:
-            self.checkpoint(partitions)
-            return True
-        except Exception as exc:
-            self._set_broker(False, exc)
-            log.warning("checkpoint failed; offsets not committed", extra={"error": str(exc)})
-            return False
-
-    def checkpoint(self, partitions: list[int] | None = None) -> None:
-        """Flush outputs, make the state durable, then commit (all assigned if None)."""
-        if self._consumer is None:
-            return
-        with self._work:
-            offsets = self._save_checkpoint(partitions)
-        if offsets:
-            self._consumer.commit(offsets)
-
-    def _save_checkpoint(self, partitions: list[int] | None) -> dict[int, int]:
-        """The durable half of a checkpoint; returns the offsets to commit (may be {})."""
-        wanted = sorted(self._assigned if partitions is None else set(partitions) & self._assigned)
-        if not wanted:
-            return {}
-        t0 = time.perf_counter()
-        points = self.assembler.commit_points(wanted)
-        part = self.assembler.row_partition
-        dirty = self._dirty
-        tanks = [
-            (t, r)
-            for t, r in self.assembler.registry.items()
-            if int(part[r]) in points and r < dirty.shape[0] and dirty[r]
-        ]
-        summary = {p: (pt.offset, pt.max_ts) for p, pt in points.items()}
-        if not tanks and all(self._last_points.get(p) == s for p, s in summary.items()):
-            return {}  # nothing new since the last checkpoint
-        states = self.step.snapshot(tanks, self.assembler.last_applied, part)
-        try:
-            self.producer.flush(timeout=self.checkpointer.timeout_s)
-        except Exception as exc:
-            raise BrokerError(f"flushing outputs failed: {exc}") from None
-        self.checkpointer.save(states, points)
-        for _, r in tanks:
-            dirty[r] = False
-        self._last_points.update(summary)
-        self._checkpoints += 1
-        self.metrics.checkpoints.inc()
-        self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
-        return {p: pt.offset for p, pt in points.items()}
-
-    # ----------------------------------------------------------- rebalance
-    def _on_revoked(self, partitions: list[int]) -> dict[int, int]:
-        """Checkpoint the revoked partitions' tanks, free their rows; returns the offsets
-        for the consumer to commit before the partitions go to another member."""
-        with self._work:
-            gone = [p for p in partitions if p in self._assigned]
-            if not gone:
-                return {}
-            try:
-                offsets = self._save_checkpoint(gone)
-            except Exception as exc:
-                self._set_broker(False, exc)
-                log.warning("checkpoint on revoke failed", extra={"error": str(exc)})
-                offsets = {}
-            self._forget(gone)
-            return offsets
-
-    def _on_lost(self, partitions: list[int]) -> None:
-        """Membership expired: another member may own these already, so no checkpoint."""
-        with self._work:
-            self._forget([p for p in partitions if p in self._assigned])
-
-    def _forget(self, gone: list[int]) -> None:
-        if not gone:
-            return
-        released = self.assembler.revoke(gone)
-        rows = np.asarray([r for _, r in released], np.intp)
-        if rows.size:
-            self.step.free(rows)
-            with self._lock:
-                self.history.clear(rows)
-            self._dirty[rows[rows < self._dirty.shape[0]]] = False
-        self._assigned -= set(gone)
-        for p in gone:
-            self._last_points.pop(p, None)
-            with contextlib.suppress(KeyError):
-                self.metrics.lag.remove(str(p))
-        self._publish_view(None)
-        log.info("partitions released", extra={"partitions": gone, "tanks": len(released)})
-
-    def _on_assigned(self, partitions: list[int]) -> None:
-        with self._work:
-            self._restore([p for p in partitions if p not in self._assigned])
-
-    def _restore(self, new: list[int]) -> None:
-        """Load the state of newly assigned partitions and seek to their checkpoints."""
-        if not new:
-            return
-        try:
-            tanks, points = self.checkpointer.load(new)
-        except Exception as exc:  # without the state we must not process these partitions
-            self._fatal = BrokerError(f"restoring state of partitions {new} failed: {exc}")
-            return
-        assert self._consumer is not None
-        for p in new:
-            point = points.get(p)
-            self.assembler.assign(p, point)
-            if point is not None:
-                self._consumer.seek(p, point.offset)
-                self._last_points[p] = (point.offset, point.max_ts)
-        for state in tanks.values():
-            row = self.assembler.restore_tank(state.tank_id, state.partition, state.last_tick)
-            self.step.ensure_capacity(self.assembler.capacity)
-            self.step.restore(row, state)
-        self.history.ensure_capacity(self.step.capacity)
-        self._assigned |= set(new)
-        self._epoch += 1
-        for p in new:
-            self._assigned_at[p] = self._epoch
-        self._publish_view(None)
-        log.info("partitions assigned", extra={"partitions": new, "restored_tanks": len(tanks)})
 
     # ----------------------------------------------------------------- API
     def health(self) -> tuple[bool, dict[str, Any]]:

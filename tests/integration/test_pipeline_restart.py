@@ -4,6 +4,7 @@ applied twice (exactly-once state; forecasts at-least-once with identical repeat
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Callable
@@ -61,6 +62,12 @@ def test_stop_and_restart_matches_an_uninterrupted_run(
     first = start_pipeline_process(env, log_path=log)
     try:
         wait_healthz(url, 30, first)
+
+        def assigned() -> int:
+            return len(json.loads(http_get(url + "/healthz")[1])["assigned_partitions"])
+
+        # Produce only once the group has formed, so the stop lands mid-replay.
+        wait_until(lambda: assigned() == 4, 30, "partitions assigned")
         producer.start()
 
         def ticks_closed() -> float:
@@ -71,10 +78,10 @@ def test_stop_and_restart_matches_an_uninterrupted_run(
         def checkpoints() -> float:
             return metric_sum(http_get(url + "/metrics")[1].decode(), "tankwatch_checkpoints_total")
 
-        # Mid-replay: some ticks done, and at least one periodic checkpoint behind us.
-        wait_until(
-            lambda: ticks_closed() >= 60 and checkpoints() >= 1, 30, "60 ticks, 1 checkpoint"
-        )
+        # Mid-replay: some ticks done, and a periodic checkpoint taken after them.
+        wait_until(lambda: ticks_closed() >= 60, 30, "60 ticks closed")
+        before = checkpoints()
+        wait_until(lambda: checkpoints() > before, 30, "a checkpoint after 60 ticks")
         first.send_signal(sig)
         code = first.wait(30)
     finally:

@@ -112,7 +112,9 @@ def missing_field(draw: st.DrawFn) -> Message:
 def wrong_type(draw: st.DrawFn) -> Message:
     obj = draw(_reading())
     field = draw(st.sampled_from(["tank_id", "ts", "pressure_kpa", "temperature_c", "event"]))
-    bad = st.booleans() | st.lists(st.integers(), max_size=3) | st.just({"v": 1})
+    bad: st.SearchStrategy[Any] = (
+        st.booleans() | st.lists(st.integers(), max_size=3) | st.just({"v": 1})
+    )
     if field in ("pressure_kpa", "temperature_c"):
         bad = bad | st.just("101.3")
     if field in ("tank_id", "event"):
@@ -136,8 +138,16 @@ def bad_timestamp(draw: st.DrawFn) -> Message:
     obj = draw(_reading())
     obj["ts"] = draw(
         st.sampled_from(
-            ["yesterday", "2024-13-01T00:00:00Z", "2024-01-32T00:00:00Z", "01/02/2024 10:00",
-             "2024-01-01T25:61:00Z", "", "2024", "x" * 50]
+            [
+                "yesterday",
+                "2024-13-01T00:00:00Z",
+                "2024-01-32T00:00:00Z",
+                "01/02/2024 10:00",
+                "2024-01-01T25:61:00Z",
+                "",
+                "2024",
+                "x" * 50,
+            ]
         )
     )
     return _keyed(obj, _dump(obj))

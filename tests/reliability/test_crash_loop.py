@@ -66,9 +66,7 @@ def test_sigkill_loop_matches_an_uninterrupted_run(
 
     def replay() -> None:
         try:
-            produce_readings(
-                kafka_bootstrap, topics.readings, history, per_tick_sleep_s=PER_TICK_S
-            )
+            produce_readings(kafka_bootstrap, topics.readings, history, per_tick_sleep_s=PER_TICK_S)
         finally:
             replay_done.set()
 
@@ -83,8 +81,9 @@ def test_sigkill_loop_matches_an_uninterrupted_run(
             # nothing left to consume), plus a seeded random moment -- mid-tick,
             # mid-checkpoint, mid-rebalance, wherever it falls.
             wait_until(
-                lambda: proc.metric("tankwatch_readings_consumed_total") >= 1
-                or replay_done.is_set(),
+                lambda: (
+                    proc.metric("tankwatch_readings_consumed_total") >= 1 or replay_done.is_set()
+                ),
                 40,
                 "the restarted pipeline consuming again",
             )

@@ -41,7 +41,7 @@ class Case:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def _artifact(src: Path, dst: Path, edit: Callable[[Path], None]) -> Path:
+def _artifact(src: Path, dst: Path, edit: Callable[[Path], object]) -> Path:
     shutil.copytree(src, dst)
     edit(dst)
     return dst

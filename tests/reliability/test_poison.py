@@ -45,7 +45,7 @@ def produce_interleaved(
             key, value = encode_reading(reading)
             producer.send(topic, key=key, value=value)
             while j < len(poison) and j * len(good) <= i * len(poison):
-                reason, pkey, pvalue = poison[j]
+                _reason, pkey, pvalue = poison[j]
                 futures.append((poison[j], producer.send(topic, key=pkey, value=pvalue)))
                 j += 1
         for item in poison[j:]:

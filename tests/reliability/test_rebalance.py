@@ -38,7 +38,7 @@ PARTITIONS = 4
 def assigned(proc: PipelineProcess) -> list[int]:
     """Partitions the instance reports on /healthz ([] when it does not answer)."""
     try:
-        status, body = http_get(proc.url + "/healthz", 2.0)
+        _status, body = http_get(proc.url + "/healthz", 2.0)
     except OSError:
         return []
     return list(json.loads(body).get("assigned_partitions", [])) if body else []
@@ -83,7 +83,7 @@ def test_survivor_takes_over_and_output_matches_single_instance(
         a.start().wait_healthy()
         b.start().wait_healthy()
         wait_until(
-            lambda: assigned(a) and assigned(b)
+            lambda: bool(assigned(a)) and bool(assigned(b))
             and sorted(assigned(a) + assigned(b)) == list(range(PARTITIONS)),
             40,
             "the group split between the two instances",

@@ -145,10 +145,12 @@ def test_restore_prefers_larger_tick_and_larger_offset(tmp_path: Path) -> None:
     ck = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
     ck.save([old], {0: CommitPoint(10, 1.0)})  # the local file holds the older state
     topic = [
-        (b"A", encode_state(new)),
-        (PARTITION_KEY, encode_point(0, CommitPoint(30, 3.0))),
-        (b"A", encode_state(old)),
+        (b"A", encode_state(new, "g")),
+        (PARTITION_KEY, encode_point(0, CommitPoint(30, 3.0), "g")),
+        (b"A", encode_state(old, "g")),
         (b"A", b"{corrupt"),
+        # Another consumer group's records on the same topic are never taken.
+        (PARTITION_KEY, encode_point(0, CommitPoint(99, 9.0), "other")),
     ]
     ck._read_topic = lambda partitions: topic  # type: ignore[method-assign]
     tanks, points = ck.load([0])

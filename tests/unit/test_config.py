@@ -74,3 +74,28 @@ def test_every_field_has_a_flag_and_an_env_var() -> None:
         "TANKWATCH_STATE_DIR",
         "TANKWATCH_GROUP",
     } <= {f.env for f in FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bootstrap", "127.0.0.1:1", "--connect-timeout-s", "1"], "cannot reach Kafka"),
+        (["--model", "/nonexistent/artifact"], "/nonexistent/artifact"),
+        (["--engine", "torch"], "engine must be 'numpy' or 'keras'"),
+        (["--http-port", "eighty"], "http_port: bad value 'eighty'"),
+    ],
+)
+def test_run_fails_fast_with_one_line(args: list[str], message: str) -> None:
+    """`tankwatch run` with a bad flag, model or broker: exit 2, one line, no hang."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tankwatch.cli", "run", "--http-port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tankwatch: error: ") and message in lines[0]

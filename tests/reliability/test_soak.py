@@ -1,0 +1,113 @@
+"""Soak: 10,000 tanks through Kafka into one ``tankwatch run`` process; its memory
+stays bounded once warm, and nothing queues up without bound.
+
+RSS (``VmRSS`` of ``/proc/PID/status``) is sampled while it runs; the growth between
+the middle and the end of the run must be small (< 25%), since per-tank state is
+allocated when a tank first appears and the per-tank history is a fixed ring buffer.
+The figures are printed (``-s``) and quoted in docs/reliability.md.
+
+Size: 10,000 tanks x 60 ticks = 600,000 readings (the suite's time budget; the
+broker path on 2 shared cores moves roughly 10-20k readings/s with the producer in
+the same box). The forecasts topic is off here: it is exercised by every other test,
+and at 600k records it would dominate the runtime (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tankwatch.broker import EmbeddedBroker
+from tests.integration.helpers import model_interval_s, unique_topics, wait_until
+from tests.reliability.support import PipelineProcess, Stopwatch, fleet_messages, instance_env
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
+
+N_TANKS = 10_000
+N_TICKS = 60
+
+
+def produce_fleet(bootstrap: str, topic: str, items: Any) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
+    )
+    try:
+        for key, value in items:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def test_memory_stays_bounded_over_a_10k_tank_run(
+    model_copy: Path, own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    bootstrap = own_broker.bootstrap
+    topics = unique_topics(bootstrap, "soak")
+    env = instance_env(
+        bootstrap,
+        topics,
+        tmp_path / "state",
+        "g-soak",
+        TANKWATCH_MODEL=str(model_copy),
+        TANKWATCH_FORECASTS_TOPIC="false",
+        TANKWATCH_CHECKPOINT_INTERVAL_S="5",
+        # A 10,000-tank checkpoint and a large poll take a while on 2 busy cores.
+        TANKWATCH_MAX_POLL_INTERVAL_MS="60000",
+        TANKWATCH_SESSION_TIMEOUT_MS="10000",
+        TANKWATCH_HEARTBEAT_MS="1000",
+    )
+    proc = PipelineProcess(env, tmp_path / "pipeline.log")
+    total = N_TANKS * N_TICKS
+    items = fleet_messages(N_TANKS, N_TICKS, model_interval_s())
+    producer = threading.Thread(
+        target=produce_fleet, args=(bootstrap, topics.readings, items), daemon=True
+    )
+    samples: list[tuple[float, float, float, int, float]] = []  # t, consumed, ticks, rss, lag
+    clock = Stopwatch()
+    try:
+        proc.start().wait_healthy()
+        start_rss = proc.rss_kib()
+        producer.start()
+
+        def sample_until_done() -> bool:
+            m = proc.metrics()
+            consumed = sum(m.get("tankwatch_readings_consumed_total", {}).values())
+            ticks = sum(m.get("tankwatch_ticks_closed_total", {}).values())
+            lag = sum(m.get("tankwatch_consumer_lag_messages", {}).values())
+            samples.append((clock(), consumed, ticks, proc.rss_kib(), lag))
+            time.sleep(0.5)
+            return consumed >= total and ticks >= N_TICKS
+
+        wait_until(sample_until_done, 240, f"{total:,} readings consumed, {N_TICKS} ticks")
+        producer.join(60)
+        tanks = proc.metric("tankwatch_tanks")
+        end_rss = proc.rss_kib()
+        assert proc.stop() == 0, proc.log_tail()
+    finally:
+        proc.ensure_dead()
+    warm = next(s for s in samples if s[2] >= 5)
+    middle = next(s for s in samples if s[2] >= N_TICKS // 2)
+    peak = max(s[3] for s in samples)
+    print(
+        f"soak: {N_TANKS:,} tanks x {N_TICKS} ticks = {total:,} readings in {clock():.0f} s; "
+        f"RSS start {start_rss / 1024:.0f} MiB, after 5 ticks {warm[3] / 1024:.0f} MiB, "
+        f"middle (tick {middle[2]:.0f}) {middle[3] / 1024:.0f} MiB, end {end_rss / 1024:.0f} "
+        f"MiB, peak {peak / 1024:.0f} MiB; max lag seen {max(s[4] for s in samples):,.0f}"
+    )
+    for t, consumed, ticks, rss, lag in samples[:: max(1, len(samples) // 12)]:
+        print(
+            f"  t={t:5.1f} s consumed {consumed:9,.0f} ticks {ticks:3.0f} "
+            f"rss {rss / 1024:6.0f} MiB lag {lag:9,.0f}"
+        )
+    assert tanks == N_TANKS  # the registry holds the fleet, nothing more
+    assert samples[-1][4] == 0, "consumer lag did not drain"
+    assert end_rss <= 1.25 * middle[3], (
+        f"RSS grew {end_rss / middle[3] - 1:.0%} between the middle and the end"
+    )

@@ -1,0 +1,35 @@
+"""Forecast records: valid against the schema, values exact, nulls where undefined."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+
+from pipeline.sinks.forecasts import encode_records, schema
+from tests.unit.test_checkpoint import make_step, series, tick
+
+
+def test_records_follow_the_schema_and_carry_exact_values() -> None:
+    step = make_step()
+    first = step.apply(tick(0, [0, 1], np.asarray([series(0, 0), series(1, 0)]), [-9, -9], [1, 1]))
+    second = step.apply(tick(1, [0, 1], np.asarray([series(0, 1), series(1, 1)]), [0, 0]))
+    ids = ["A", "B", None, None]
+    validator = jsonschema.Draft202012Validator(schema())
+    for out in (first, second):
+        recs = encode_records(out, ids, 60.0, (1, 5, 15, 30), "lstm-x", "tank.readings")
+        assert [k for k, _ in recs] == [b"A", b"B"]
+        for i, (_, value) in enumerate(recs):
+            rec = json.loads(value)
+            validator.validate(rec)
+            assert rec["tick"] == out.tick.tick and rec["tick_ts"].endswith("Z")
+            assert rec["actual"]["pressure_kpa"] == float(out.tick.x[i, 0])
+            assert rec["forecast"]["temperature_c"] == float(out.forecast[i, 1])
+            assert rec["horizon"]["pressure_kpa"] == [float(v) for v in out.horizons[i, :, 0]]
+            assert rec["source"] == {"topic": "tank.readings", "partition": 0, "offset": i}
+    first_rec = json.loads(encode_records(first, ids, 60.0, (1, 5, 15, 30), "v", "t")[0][1])
+    assert first_rec["residual"] is None and first_rec["reset"] == "new_tank"
+    second_rec = json.loads(encode_records(second, ids, 60.0, (1, 5, 15, 30), "v", "t")[1][1])
+    assert second_rec["residual"]["pressure_kpa"] == float(second.residual[1, 0])
+    assert second_rec["reset"] is None and second_rec["anomaly_flag"] is False
