@@ -61,6 +61,9 @@ class PartitionOwnership:
     def _publish_view(self, last_tick: int | None) -> None:
         raise NotImplementedError
 
+    def _broker_wait(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
     # ---------------------------------------------------------- checkpoints
     def _try_checkpoint(self, partitions: list[int] | None) -> bool:
         try:
@@ -75,10 +78,11 @@ class PartitionOwnership:
         """Flush outputs, make the state durable, then commit (all assigned if None)."""
         if self._consumer is None:
             return
-        with self._work:
-            offsets = self._save_checkpoint(partitions)
-        if offsets:
-            self._consumer.commit(offsets)
+        with self._broker_wait():
+            with self._work:
+                offsets = self._save_checkpoint(partitions)
+            if offsets:
+                self._consumer.commit(offsets)
 
     def _save_checkpoint(self, partitions: list[int] | None) -> dict[int, int]:
         """The durable half of a checkpoint; returns the offsets to commit (may be {})."""

@@ -11,11 +11,12 @@ the current batch. A broker outage never ends it: health goes red
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between broker round trips that refresh health and lag when idle.
 PROBE_INTERVAL_S = 2.0
+#: A flush or commit blocked this long means the broker is not answering: health goes
+#: red while the loop is still waiting (it cannot run a probe then).
+BROKER_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Service(PartitionOwnership):
         self._dirty = np.zeros(0, bool)
         self._view = FleetView(horizons_reported=settings.horizons_reported)
         self._broker_up = False
+        self._blocked_since: float | None = None  # monotonic start of a broker wait
         self._last_loop = 0.0
         self._running = False
         self._fatal: BaseException | None = None
@@ -127,6 +132,8 @@ class Service(PartitionOwnership):
         self._next_horizon = 0.0
         self._epoch = 0  # bumped by every assignment (see _iterate)
         self._assigned_at: dict[int, int] = {}
+        # Evaluated at scrape time: the loop may be blocked on the broker right then.
+        metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
         self._http = HttpServer(self, settings.http_host, settings.http_port)
         self._http.start()
 
@@ -357,7 +364,22 @@ class Service(PartitionOwnership):
         if up != self._broker_up:
             log.warning("broker up" if up else "broker unreachable", extra={"error": str(exc)})
         self._broker_up = up
-        self.metrics.broker_up.set(1 if up else 0)
+
+    def broker_up_now(self) -> bool:
+        """The last probe's verdict, unless the loop has been stuck on the broker for
+        longer than :data:`BROKER_WAIT_S` (read by HTTP threads at scrape time)."""
+        since = self._blocked_since
+        stuck = since is not None and time.monotonic() - since > BROKER_WAIT_S
+        return self._broker_up and not stuck
+
+    @contextlib.contextmanager
+    def _broker_wait(self) -> Iterator[None]:
+        """Mark a blocking broker call (flush, commit) so health can see it hang."""
+        self._blocked_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._blocked_since = None
 
     def _probe(self) -> None:
         assert self._consumer is not None
@@ -369,11 +391,12 @@ class Service(PartitionOwnership):
     # ----------------------------------------------------------------- API
     def health(self) -> tuple[bool, dict[str, Any]]:
         alive = self._running and time.monotonic() - self._last_loop < 30.0
-        ok = alive and self._broker_up
+        up = self.broker_up_now()
+        ok = alive and up
         return ok, {
             "status": "ok" if ok else "unavailable",
             "loop_alive": alive,
-            "broker_up": self._broker_up,
+            "broker_up": up,
             "assigned_partitions": sorted(self._assigned),
             "tanks": len(self.assembler.registry),
             "model_version": self.model.model_version,
