@@ -141,6 +141,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         settings.state_dir,
         settings.group,
         topics.readings,
+        model_version=artifact.model_version,
     )
     forecasts = (
         ForecastSink(

@@ -58,13 +58,15 @@ def _unb64(text: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=dtype).reshape(shape).copy()
 
 
-def encode_state(s: TankState, group: str = "") -> bytes:
+def encode_state(s: TankState, group: str = "", model: str = "") -> bytes:
     """One tank's state as the ``tank.state`` value (JSON, base64 arrays); ``group`` is
-    the consumer group that wrote it (restore ignores other groups' records)."""
+    the consumer group that wrote it and ``model`` the model version whose state it is
+    (restore ignores other groups' records and other models' states)."""
     layers, units = s.h.shape
     obj = {
         "v": FORMAT,
         "group": group,
+        "model": model,
         "tank_id": s.tank_id,
         "partition": s.partition,
         "tick": s.last_tick,
@@ -111,6 +113,15 @@ def encode_point(partition: int, point: CommitPoint, group: str = "") -> bytes:
         "max_ts": max_ts,
     }
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def record_model(value: bytes) -> str:
+    """The model version a state record was written by ("" if unknown or corrupt)."""
+    try:
+        model = json.loads(value).get("model", "")
+    except (ValueError, AttributeError):
+        return ""
+    return model if isinstance(model, str) else ""
 
 
 def record_group(value: bytes) -> str:
@@ -167,8 +178,10 @@ class Checkpointer:
         group: str,
         readings_topic: str,
         timeout_s: float = 30.0,
+        model_version: str = "",
     ) -> None:
         self.producer = producer
+        self.model_version = model_version
         self.bootstrap = bootstrap
         self.topic = state_topic
         self.group = group
@@ -186,6 +199,7 @@ class Checkpointer:
         self._file_points: dict[str, dict[str, Any]] = {}
         self._load_file()
         self.records_written = 0
+        self.foreign_model_records = 0
 
     # ------------------------------------------------------------- writing
     def save(self, states: list[TankState], points: dict[int, CommitPoint]) -> None:
@@ -194,7 +208,7 @@ class Checkpointer:
         Raises BrokerError if the topic write does not complete within the timeout; the
         caller must then not commit offsets.
         """
-        encoded = [(s, encode_state(s, self.group)) for s in states]
+        encoded = [(s, encode_state(s, self.group, self.model_version)) for s in states]
         for s, value in encoded:
             self._file_tanks[s.tank_id] = value.decode()
         for p, pt in points.items():
@@ -272,8 +286,12 @@ class Checkpointer:
                 self._merge_tank(tanks, value, wanted)
         return tanks, points
 
-    @staticmethod
-    def _merge_tank(tanks: dict[str, TankState], value: bytes, wanted: set[int]) -> None:
+    def _merge_tank(self, tanks: dict[str, TankState], value: bytes, wanted: set[int]) -> None:
+        # Another model's h/c mean nothing to this one (a switched artifact): such a
+        # tank starts from a fresh state, counted as a new tank, at the commit point.
+        if self.model_version and record_model(value) != self.model_version:
+            self.foreign_model_records += 1
+            return
         try:
             s = decode_state(value)
         except (ValueError, KeyError, TypeError) as exc:

@@ -181,3 +181,22 @@ def test_state_record_carries_only_plain_types() -> None:
     )
     back = decode_state(encode_state(s))
     assert math.isnan(back.last_ts) and np.isnan(back.held).all()
+
+
+def test_another_models_state_is_not_restored(tmp_path: Path) -> None:
+    """A switched artifact must not inherit h/c it cannot interpret: those tanks start
+    fresh (the commit point still holds, so no reading is applied twice)."""
+    step = make_step()
+    run_ticks(step, [0], 0, 3)
+    (mine,) = step.snapshot([("A", 0)], np.full(4, 2, np.int64), np.zeros(4, np.int32))
+    (theirs,) = step.snapshot([("B", 0)], np.full(4, 2, np.int64), np.zeros(4, np.int32))
+    ck = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r", model_version="m2")
+    topic = [
+        (b"A", encode_state(mine, "g", "m2")),
+        (b"B", encode_state(theirs, "g", "m1")),
+        (PARTITION_KEY, encode_point(0, CommitPoint(30, 3.0), "g")),
+    ]
+    ck._read_topic = lambda partitions: topic  # type: ignore[method-assign]
+    tanks, points = ck.load([0])
+    assert set(tanks) == {"A"} and ck.foreign_model_records == 1
+    assert points == {0: CommitPoint(30, 3.0)}
