@@ -9,9 +9,11 @@ missing, or lies after a boundary of its tank, is not scored (neither model nor
 baseline could know about a refill).
 
 Anomalies: the next-step residual at t (when the tank's previous reading was at t-1),
-in scaled units, feeds :class:`models.anomaly.AnomalyScorer`; flags are compared with
-the simulator's labels (``tank_id,start,end,kind``) over the whole stream and over
-the holdout.
+in scaled units, and the scaled readings (``actual``) feed
+:class:`models.anomaly.AnomalyScorer` exactly as the pipeline does; flags are compared
+with the simulator's labels (``tank_id,start,end,kind``) over the whole stream, the
+tuning part (before the holdout) and the holdout, and the recorded residuals are
+replayed through the :data:`TRADEOFF` settings for the report's trade-off table.
 
 Outputs in ``out``: ``evaluation.md``, ``evaluation.json``, ``plots/*.png``; when
 ``out`` is the artifact directory, the summary also goes to metadata.json
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +51,23 @@ __all__ = ["HORIZONS", "EvalConfig", "evaluate", "score_anomalies", "stream"]
 HORIZONS = (1, 5, 15, 30)
 #: Ticks after a label's end during which a flag still counts as detecting it.
 LABEL_GRACE_TICKS = 30
+#: Scorer settings replayed for the report's trade-off table: (name, AnomalyScorer
+#: keyword arguments, whether readings are passed as ``actual``). The first is the
+#: scorer before the stuck and drift detectors (residuals only, threshold 4).
+TRADEOFF: tuple[tuple[str, dict[str, Any], bool], ...] = (
+    (
+        "residual only, threshold 4 (previous scorer)",
+        {"threshold": 4.0, "drift_limit": math.inf},
+        False,
+    ),
+    ("default", {}, True),
+    ("default without drift CUSUM", {"drift_limit": math.inf}, True),
+    ("threshold 4", {"threshold": 4.0}, True),
+    ("threshold 6", {"threshold": 6.0}, True),
+    ("drift limit 145", {"drift_limit": 145.0}, True),
+    ("drift limit 97", {"drift_limit": 97.0}, True),
+    ("drift k 0.25, limit 126", {"drift_k": 0.25, "drift_limit": 126.0}, True),
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +91,9 @@ class StreamResult:
     model and of persistence over scored holdout targets; ``count`` (N, H) how many.
     ``next_fc`` (K, N, F) next-step forecast held for each tick (NaN if none);
     ``far_fc`` (K, N, F) the forecast for tick k made at k - H (NaN if none);
-    ``flags``/``scores`` (K, N) anomaly output at ticks with a reading.
+    ``flags``/``scores`` (K, N) anomaly output at ticks with a reading;
+    ``residuals`` (K, N, F) the scaled next-step residuals the scorer got (NaN where
+    none), so other scorer settings can be replayed (:func:`replay_scorer`).
     """
 
     sq: NDArray[np.float64]
@@ -83,6 +105,7 @@ class StreamResult:
     far_fc: NDArray[np.float32]
     flags: NDArray[np.bool_]
     scores: NDArray[np.float32]
+    residuals: NDArray[np.float32]
     seconds: float
 
 
@@ -113,6 +136,7 @@ def stream(
     far_fc = np.full((n_ticks, n, nf), np.nan, np.float32)
     flags = np.zeros((n_ticks, n), bool)
     scores = np.zeros((n_ticks, n), np.float32)
+    residuals = np.full((n_ticks, n, nf), np.nan, np.float32)
     held = np.full((n, nf), np.nan, np.float32)  # forecast for the next tick
     last_tick = np.full(n, -(10**9))
     t0 = time.monotonic()
@@ -127,7 +151,9 @@ def stream(
         has_res = mask & (last_tick == k - 1) & ~grid.boundary[k] & np.isfinite(held).all(1)
         next_fc[k][has_res] = held[has_res]
         resid = np.where(has_res[:, None], (x - held) / std, 0.0)
-        s, f = scorer.update(resid, has_res)
+        residuals[k][has_res] = resid[has_res]
+        actual = np.where(mask[:, None], x / std, np.nan)
+        s, f = scorer.update(resid, has_res, actual=actual)
         flags[k] = f & mask
         scores[k] = np.where(mask, s, 0.0)
         if not mask.any():
@@ -159,8 +185,49 @@ def stream(
         if progress and k % 2000 == 0:
             print(f"evaluate: tick {k}/{n_ticks}", file=sys.stderr, flush=True)
     return StreamResult(
-        sq, ab, p_sq, p_ab, count, next_fc, far_fc, flags, scores, time.monotonic() - t0
+        sq,
+        ab,
+        p_sq,
+        p_ab,
+        count,
+        next_fc,
+        far_fc,
+        flags,
+        scores,
+        residuals,
+        time.monotonic() - t0,
     )
+
+
+def replay_scorer(
+    scorer: AnomalyScorer,
+    grid: TickGrid,
+    residuals: NDArray[np.floating[Any]],
+    residual_scale: NDArray[np.floating[Any]],
+    with_actual: bool = True,
+) -> NDArray[np.bool_]:
+    """Flags (K, N) of a fresh ``scorer`` fed the residuals of a :func:`stream` run.
+
+    The same calls as in :func:`stream` (resets at boundaries, a residual where one
+    was recorded, the scaled readings as ``actual``), without the forecaster, so
+    other settings cost one scorer pass (~1 s per 20k ticks). ``with_actual=False``
+    feeds residuals only (the stuck detector then never runs).
+    """
+    std = np.asarray(residual_scale, np.float64)
+    n_ticks, n = grid.present.shape
+    flags = np.zeros((n_ticks, n), bool)
+    for k in range(n_ticks):
+        resets = np.flatnonzero(grid.boundary[k])
+        if resets.size:
+            scorer.reset_rows(resets)
+        r = residuals[k]
+        has = np.isfinite(r).all(axis=1)
+        actual = None
+        if with_actual:
+            actual = np.where(grid.present[k][:, None], grid.values[k] / std, np.nan)
+        _, f = scorer.update(np.where(has[:, None], r, 0.0), has, actual=actual)
+        flags[k] = f & grid.present[k]
+    return flags
 
 
 def _metrics(
@@ -178,6 +245,16 @@ def _metrics(
         "persistence_rmse": np.sqrt(p_sq / c),
         "persistence_mae": p_ab / c,
     }
+
+
+def describe_scorer(scorer: AnomalyScorer) -> str:
+    """One line naming the scorer's settings, for the report."""
+    return (
+        f"AnomalyScorer defaults: residual EWMA alpha {scorer.alpha:g}, warm-up "
+        f"{scorer.warmup}; stuck channel after >= {scorer.stuck_min} repeats; drift CUSUM "
+        f"k {scorer.drift_k:g}, clip {scorer.drift_clip:g}, limit {scorer.drift_limit:g}; "
+        f"flag when the score > {scorer.threshold:g} for {scorer.consecutive} updates"
+    )
 
 
 def read_labels(path: Path) -> pd.DataFrame:
@@ -199,17 +276,27 @@ def read_labels(path: Path) -> pd.DataFrame:
 
 
 def score_anomalies(
-    grid: TickGrid, flags: NDArray[np.bool_], labels: pd.DataFrame, start: int = 0
+    grid: TickGrid,
+    flags: NDArray[np.bool_],
+    labels: pd.DataFrame,
+    start: int = 0,
+    stop: int | None = None,
 ) -> dict[str, Any]:
-    """Precision/recall of flags (K, N) against labels over ticks >= ``start``.
+    """Precision/recall of flags (K, N) against labels over ticks [start, stop).
 
     * ``event_recall``: labels (overlapping the range) with a flag in [start, end + grace];
     * ``episode_precision``: flag episodes (runs of flagged readings of a tank) that
       overlap a label window of that tank, over all episodes;
     * ``tick_precision`` / ``tick_recall``: flagged readings inside label windows over
-      flagged readings / over readings inside label windows.
+      flagged readings / over readings inside label windows;
+    * ``false_episodes`` (episodes on no label) and ``false_episodes_per_tank_week``:
+      over the tank-weeks of readings in the range (readings x interval / 7 days).
+
+    A label counts for the range if its window (with grace) overlaps it; a label cut
+    by ``stop`` counts, judged on its part inside the range.
     """
     n_ticks, n = flags.shape
+    stop = n_ticks if stop is None else stop
     times = grid.tick_times()
     in_label = np.zeros((n_ticks, n), bool)
     rows = {t: i for i, t in enumerate(grid.tank_ids)}
@@ -223,14 +310,17 @@ def score_anomalies(
             continue
         window = (times >= t_start) & (times <= t_end + grace)
         window[:start] = False
+        window[stop:] = False
         if not window.any():
             continue
         in_label[window, j] = True
         events.append(bool(flags[window, j].any()))
     f = flags.copy()
     f[:start] = False
+    f[stop:] = False
     present = grid.present.copy()
     present[:start] = False
+    present[stop:] = False
     episodes = hits = 0
     for j in range(n):
         k_flag = np.flatnonzero(f[:, j])
@@ -249,6 +339,7 @@ def score_anomalies(
     flagged = int(f.sum())
     in_and_flag = int((f & in_label).sum())
     label_readings = int((in_label & present).sum())
+    tank_weeks = float(present.sum()) * grid.interval_s / (7 * 86400.0)
     return {
         "labels": len(events),
         "labels_detected": int(sum(events)),
@@ -258,6 +349,9 @@ def score_anomalies(
         "episode_precision": (hits / episodes) if episodes else None,
         "tick_precision": (in_and_flag / flagged) if flagged else None,
         "tick_recall": (in_and_flag / label_readings) if label_readings else None,
+        "false_episodes": episodes - hits,
+        "tank_weeks": tank_weeks,
+        "false_episodes_per_tank_week": ((episodes - hits) / tank_weeks) if tank_weeks else None,
         "grace_ticks": LABEL_GRACE_TICKS,
     }
 
@@ -269,6 +363,38 @@ def _default_labels(config: EvalConfig) -> Path | None:
         return config.labels
     guess = config.data[0].parent / "labels.csv"
     return guess if guess.is_file() else None
+
+
+def _tradeoff(
+    grid: TickGrid,
+    result: StreamResult,
+    artifact: Artifact,
+    labels: pd.DataFrame,
+    holdout_start: int,
+) -> list[dict[str, Any]]:
+    """Recall and false episodes of each :data:`TRADEOFF` setting (one scorer pass each)."""
+    rows = []
+    for name, kwargs, with_actual in TRADEOFF:
+        scorer = AnomalyScorer(grid.present.shape[1], n_features=grid.values.shape[2], **kwargs)
+        flags = replay_scorer(scorer, grid, result.residuals, artifact.scaler.std, with_actual)
+        row: dict[str, Any] = {"setting": name}
+        for key, a, b in (
+            ("whole_stream", 0, None),
+            ("tuning_part", 0, holdout_start),
+            ("holdout", holdout_start, None),
+        ):
+            m = score_anomalies(grid, flags, labels, a, b)
+            row[key] = {
+                k: m[k]
+                for k in (
+                    "labels",
+                    "labels_detected",
+                    "false_episodes",
+                    "false_episodes_per_tank_week",
+                )
+            }
+        rows.append(row)
+    return rows
 
 
 def _holdout_start(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[int, str]:
@@ -366,9 +492,11 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         labels = read_labels(labels_path)
         summary["anomaly"] = {
             "labels_file": labels_path.name,
-            "scorer": "AnomalyScorer defaults (alpha 0.02, threshold 4, consecutive 3, warmup 30)",
+            "scorer": describe_scorer(AnomalyScorer()),
             "whole_stream": score_anomalies(grid, result.flags, labels, 0),
+            "tuning_part": score_anomalies(grid, result.flags, labels, 0, holdout_start),
             "holdout": score_anomalies(grid, result.flags, labels, holdout_start),
+            "tradeoff": _tradeoff(grid, result, artifact, labels, holdout_start),
         }
     out = config.out
     out.mkdir(parents=True, exist_ok=True)

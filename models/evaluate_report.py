@@ -68,30 +68,64 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
         lines.append(f"| {tank} | " + " | ".join(cells) + " |")
     anomaly = summary.get("anomaly")
     if anomaly:
-        lines += [
-            "",
-            "## Anomaly flags vs labels",
-            "",
-            f"Labels: `{anomaly['labels_file']}`; scorer: {anomaly['scorer']}. A flag counts "
-            f"for a label from its start to {anomaly['whole_stream']['grace_ticks']} ticks "
-            "after its end.",
-            "",
-            "| range | labels | detected | event recall | flag episodes | on a label "
-            "| episode precision | tick precision | tick recall |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for key in ("whole_stream", "holdout"):
-            a = anomaly[key]
-            lines.append(
-                f"| {key.replace('_', ' ')} | {a['labels']} | {a['labels_detected']} "
-                f"| {_fmt(a['event_recall'], 2)} | {a['episodes']} | {a['episodes_on_label']} "
-                f"| {_fmt(a['episode_precision'], 2)} | {_fmt(a['tick_precision'], 2)} "
-                f"| {_fmt(a['tick_recall'], 2)} |"
-            )
+        lines += _anomaly_lines(anomaly)
     if summary.get("plots"):
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(p).stem}]({p})" for p in summary["plots"]]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _per_week(v: Any) -> str:
+    return _fmt(v, 2)
+
+
+def _anomaly_lines(anomaly: dict[str, Any]) -> list[str]:
+    """The "Anomaly flags vs labels" section: main table and the trade-off table."""
+    lines = [
+        "",
+        "## Anomaly flags vs labels",
+        "",
+        f"Labels: `{anomaly['labels_file']}`; scorer: {anomaly['scorer']}. A flag counts "
+        f"for a label from its start to {anomaly['whole_stream']['grace_ticks']} ticks "
+        "after its end. The scorer's settings were chosen on the tuning part (before the "
+        "holdout) only; a false episode is a flag episode on no label, and a tank-week is "
+        "7 days of one tank's readings.",
+        "",
+        "| range | labels | detected | event recall | flag episodes | false episodes "
+        "| false / tank-week | episode precision | tick precision | tick recall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in ("whole_stream", "tuning_part", "holdout"):
+        a = anomaly.get(key)
+        if a is None:
+            continue
+        lines.append(
+            f"| {key.replace('_', ' ')} | {a['labels']} | {a['labels_detected']} "
+            f"| {_fmt(a['event_recall'], 2)} | {a['episodes']} | {a.get('false_episodes', '–')} "
+            f"| {_per_week(a.get('false_episodes_per_tank_week'))} "
+            f"| {_fmt(a['episode_precision'], 2)} | {_fmt(a['tick_precision'], 2)} "
+            f"| {_fmt(a['tick_recall'], 2)} |"
+        )
+    tradeoff = anomaly.get("tradeoff")
+    if tradeoff:
+        lines += [
+            "",
+            "Trade-off: the same residuals replayed through other scorer settings "
+            "(detected labels / labels, false episodes, false episodes per tank-week).",
+            "",
+            "| setting | whole stream | tuning part | holdout |",
+            "|---|---|---|---|",
+        ]
+        for row in tradeoff:
+            cells = []
+            for key in ("whole_stream", "tuning_part", "holdout"):
+                a = row[key]
+                cells.append(
+                    f"{a['labels_detected']}/{a['labels']}, {a['false_episodes']} "
+                    f"({_per_week(a['false_episodes_per_tank_week'])})"
+                )
+            lines.append(f"| {row['setting']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_plots(

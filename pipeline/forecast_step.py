@@ -198,7 +198,11 @@ class ForecastStep:
         res_rows = rows[has_res]
         res_all[res_rows] = residual[has_res] / self.scale
         res_mask[res_rows] = True
-        score_all, flag_all = self.scorer.update(res_all, res_mask)
+        # Readings of this tick in the same per-row units as the residual (the stuck
+        # detector compares consecutive readings; NaN = no reading in this tick).
+        act_all = np.full((n_all, fleet.nf), np.nan, np.float32)
+        act_all[rows] = ct.x / self.scale
+        score_all, flag_all = self.scorer.update(res_all, res_mask, actual=act_all)
         score, flag = score_all[rows], flag_all[rows]
         fleet.actual[rows] = ct.x
         fleet.held[rows] = forecast
