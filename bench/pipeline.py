@@ -102,7 +102,13 @@ def raw_consume(bootstrap: str, topic: str, total: int) -> float:
 
 
 def pipeline_inprocess(
-    bootstrap: str, topics: Topics, total: int, forecasts_on: bool, model_dir: Path, tmp: Path
+    bootstrap: str,
+    topics: Topics,
+    total: int,
+    forecasts_on: bool,
+    model_dir: Path,
+    tmp: Path,
+    horizon: int = 30,
 ) -> dict[str, float]:
     """Run the service in this process over ``total`` readings already in the topic;
     returns seconds (from assignment to done), CPU seconds of this process, checkpoints."""
@@ -122,6 +128,8 @@ def pipeline_inprocess(
         model_dir=model_dir,
         forecasts_topic_enabled=forecasts_on,
         checkpoint_interval_s=2.0,
+        horizon=horizon,
+        horizons_reported=tuple(h for h in (1, 5, 15, 30) if h <= horizon),
     )
     svc = build_service(settings, CollectorRegistry())
     thread = threading.Thread(target=svc.run, name="pipeline", daemon=True)
@@ -166,11 +174,16 @@ def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path
         print(f"pipeline, forecasts topic off: {off}")
         on = pipeline_inprocess(bootstrap, topics, total, True, model_dir, Path(tmp))
         print(f"pipeline, forecasts topic on: {on}")
+        h1 = pipeline_inprocess(bootstrap, topics, total, False, model_dir, Path(tmp), 1)
+        print(f"pipeline, forecasts topic off, horizon 1: {h1}")
     raw_rate = total / raw_s
     rows = [["(a) raw kafka-python consume + json.loads", f"{raw_s:.2f}", f"{raw_rate:,.0f}",
              "1.00", "-"]]  # fmt: skip
-    for name, r in (("(b) pipeline, forecasts topic off", off),
-                    ("(b) pipeline, forecasts topic on", on)):  # fmt: skip
+    for name, r in (
+        ("(b) pipeline, forecasts topic off", off),
+        ("(b) pipeline, forecasts topic on", on),
+        ("(b') pipeline, forecasts topic off, horizon 1 (no multi-step)", h1),
+    ):  # fmt: skip
         rate = total / r["seconds"]
         rows.append(
             [name, f"{r['seconds']:.2f}", f"{rate:,.0f}", f"{rate / raw_rate:.2f}",

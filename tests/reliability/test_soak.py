@@ -78,6 +78,8 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
 
         def sample_until_done() -> bool:
             m = proc.metrics()
+            if not m:  # a scrape that timed out while the loop held the GIL: skip it
+                return False
             consumed = sum(m.get("tankwatch_readings_consumed_total", {}).values())
             ticks = sum(m.get("tankwatch_ticks_closed_total", {}).values())
             lag = sum(m.get("tankwatch_consumer_lag_messages", {}).values())
@@ -87,18 +89,24 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
 
         wait_until(sample_until_done, 240, f"{total:,} readings consumed, {N_TICKS} ticks")
         producer.join(60)
+        # The lag gauge is refreshed by a periodic probe (every ~2 s): wait for it.
+        wait_until(
+            lambda: proc.metric("tankwatch_consumer_lag_messages") == 0, 15, "consumer lag 0"
+        )
         tanks = proc.metric("tankwatch_tanks")
         end_rss = proc.rss_kib()
         assert proc.stop() == 0, proc.log_tail()
     finally:
         proc.ensure_dead()
-    warm = next(s for s in samples if s[2] >= 5)
-    middle = next(s for s in samples if s[2] >= N_TICKS // 2)
+    # By readings consumed, not ticks closed: ticks close in bursts once the
+    # watermark moves, readings arrive steadily.
+    warm = next(s for s in samples if s[1] >= total // 4)
+    middle = next(s for s in samples if s[1] >= total // 2)
     peak = max(s[3] for s in samples)
     print(
         f"soak: {N_TANKS:,} tanks x {N_TICKS} ticks = {total:,} readings in {clock():.0f} s; "
-        f"RSS start {start_rss / 1024:.0f} MiB, after 5 ticks {warm[3] / 1024:.0f} MiB, "
-        f"middle (tick {middle[2]:.0f}) {middle[3] / 1024:.0f} MiB, end {end_rss / 1024:.0f} "
+        f"RSS start {start_rss / 1024:.0f} MiB, a quarter in {warm[3] / 1024:.0f} MiB, "
+        f"half-way {middle[3] / 1024:.0f} MiB, end {end_rss / 1024:.0f} "
         f"MiB, peak {peak / 1024:.0f} MiB; max lag seen {max(s[4] for s in samples):,.0f}"
     )
     for t, consumed, ticks, rss, lag in samples[:: max(1, len(samples) // 12)]:
@@ -107,7 +115,6 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
             f"rss {rss / 1024:6.0f} MiB lag {lag:9,.0f}"
         )
     assert tanks == N_TANKS  # the registry holds the fleet, nothing more
-    assert samples[-1][4] == 0, "consumer lag did not drain"
     assert end_rss <= 1.25 * middle[3], (
         f"RSS grew {end_rss / middle[3] - 1:.0%} between the middle and the end"
     )
