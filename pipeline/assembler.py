@@ -253,34 +253,44 @@ class TickAssembler:
     # --------------------------------------------------------------- intake
     def add(self, records: Iterable[Polled]) -> None:
         """Take decoded readings in partition order (late/duplicates are counted)."""
+        # Runs once per reading: attribute lookups are hoisted into locals (the arrays
+        # are re-read only when a new tank may have grown them).
         interval, lateness = self.interval, self.lateness
         parts, open_ticks = self._parts, self._open
-        last_applied, closed_upto = self._last_applied, self.closed_upto
+        last_applied, last_seen = self._last_applied, self._last_seen
+        closed_upto = self.closed_upto
+        registry_get = self.registry.get
+        dropped = self.dropped
+        floor = math.floor
         for rec in records:
-            r = rec.reading
-            p = parts.get(rec.partition)
+            r, partition, offset, kafka_ts = rec
+            p = parts.get(partition)
             if p is None:
-                p = parts[rec.partition] = _Partition()
-            tick = math.floor(r.ts / interval)
+                p = parts[partition] = _Partition()
+            ts = r.ts
+            tick = floor(ts / interval)
             before = p.max_ts
             if (tick + 1) * interval <= before - lateness:
-                self.dropped["late"] += 1
+                dropped["late"] += 1
                 continue
-            if r.ts > before:
-                p.max_ts = r.ts
-            row = self._row(r.tank_id, rec.partition)
-            last_applied = self._last_applied  # may have grown
-            prev = int(last_applied[row])
-            seen = int(self._last_seen[row])
+            if ts > before:
+                p.max_ts = ts
+            row = registry_get(r.tank_id)
+            if row is None:
+                row = self._row(r.tank_id, partition)
+                last_applied, last_seen = self._last_applied, self._last_seen  # may grow
+            seen = int(last_seen[row])
             if tick <= seen:
                 # Already applied, or a second reading for the tank's newest tick (first
                 # wins), or older than a reading of the same tank already accepted: a
                 # tank's readings are taken in partition order only, which keeps the
                 # decision independent of when ticks happened to close.
-                self.dropped["duplicate" if tick <= prev or tick == seen else "late"] += 1
+                prev = int(last_applied[row])
+                dropped["duplicate" if tick <= prev or tick == seen else "late"] += 1
                 continue
-            self._last_seen[row] = tick
+            last_seen[row] = tick
             if closed_upto is not None and tick <= closed_upto:
+                prev = int(last_applied[row])
                 last_applied[row] = tick
                 self._catchup.append((tick, row, prev, rec))
                 continue
@@ -290,10 +300,10 @@ class TickAssembler:
             ot.rows.append(row)
             ot.values.append((r.pressure_kpa, r.temperature_c))
             ot.event.append(r.event is not None)
-            ot.ts.append(r.ts)
-            ot.partition.append(rec.partition)
-            ot.offset.append(rec.offset)
-            ot.kafka_ts.append(rec.kafka_ts)
+            ot.ts.append(ts)
+            ot.partition.append(partition)
+            ot.offset.append(offset)
+            ot.kafka_ts.append(kafka_ts)
             ot.max_ts_before.append(before)
 
     # -------------------------------------------------------------- closing
@@ -429,6 +439,10 @@ class TickAssembler:
     def open_ticks(self) -> list[int]:
         """Ticks holding readings, ascending."""
         return sorted(self._open)
+
+    def open_count(self) -> int:
+        """Number of open ticks (cheaper than ``len(open_ticks)``: no sort)."""
+        return len(self._open)
 
     def held(self) -> int:
         """Readings held in open ticks."""

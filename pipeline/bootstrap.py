@@ -8,6 +8,7 @@ their own settings and a fresh ``CollectorRegistry``.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from typing import Any
@@ -27,7 +28,7 @@ from pipeline.sinks.metrics import PipelineMetrics
 from tankwatch.codec import REJECT_REASONS
 from tankwatch.errors import BrokerError, ConfigError
 
-__all__ = ["build_service", "make_producer"]
+__all__ = ["build_service", "limit_blas_threads", "make_producer"]
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,35 @@ def _check_topics(bootstrap: str, settings: Settings, timeout_s: float) -> None:
         )
 
 
+#: Environment variables through which a user picks the BLAS thread count himself.
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread in this process, unless the environment chose a count.
+
+    The per-tick matrix products are small (1,000 rows x a few hundred columns); a
+    multi-threaded OpenBLAS gains little there, and on a busy machine its spinning
+    worker threads turned the 30-tick horizon (~15 ms) into 70-230 ms stalls, the
+    largest part of the paced latency (docs/performance.md). Process-wide and
+    persistent (threadpoolctl); TensorFlow's own pools are not affected.
+    """
+    if any(v in os.environ for v in _BLAS_THREAD_VARS):
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a declared dependency; without it only speed suffers
+        log.warning("threadpoolctl missing: BLAS thread count left as is")
+        return
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def build_service(settings: Settings, registry: CollectorRegistry | None = None) -> Service:
     """Build every part of one pipeline instance (raises TankwatchError subclasses)."""
     from models.anomaly import AnomalyScorer
     from models.artifact import load_artifact, load_forecaster
 
+    limit_blas_threads()
     artifact = load_artifact(settings.model_dir)
     engine = load_forecaster(settings.model_dir, settings.engine, n_rows=0)
     max_gap = settings.max_gap_ticks or artifact.max_gap_ticks

@@ -79,6 +79,9 @@ class ReadingsConsumer:
             # Large fetches: a poll should carry many ticks' worth of small readings.
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # A fetch that finds no new data is parked by the broker for at most this
+            # long (default 500 ms); the next tick's first readings wait for its end.
+            fetch_max_wait_ms=50,
             request_timeout_ms=max(session_timeout_ms + 5000, 30000),
             client_id=f"tankwatch-{group}",
         )

@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from tankwatch.errors import ConfigError
 
@@ -38,6 +38,8 @@ class ApiSource(Protocol):
     registry: CollectorRegistry
 
     def health(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def metrics_text(self) -> bytes: ...
 
     def fleet_json(self) -> dict[str, Any]: ...
 
@@ -84,7 +86,7 @@ def _handler(source: ApiSource) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             try:
                 if path == "/metrics":
-                    self._send(200, generate_latest(source.registry), CONTENT_TYPE_LATEST)
+                    self._send(200, source.metrics_text(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     ok, body = source.health()
                     self._json(200 if ok else 503, body)

@@ -246,6 +246,8 @@ class Service(PartitionOwnership):
                 batch = {p: m for p, m in batch.items() if self._assigned_at.get(p, 0) <= epoch}
                 n = self._intake(batch)
             ticks = self.assembler.close(lagging)
+            self.metrics.open_ticks.set(self.assembler.open_count())
+            self.metrics.held_readings.set(self.assembler.held())
             if ticks:
                 self._apply(ticks)
             elif self._refresh_horizons():  # a quiet stream still gets its horizons
@@ -259,6 +261,8 @@ class Service(PartitionOwnership):
         """Decode a poll's messages (bad ones to the DLQ) into the assembler; returns
         how many messages were consumed."""
         records: list[Polled] = []
+        append = records.append  # once per message: no attribute lookups in the loop
+        decode = decode_reading
         topic = self.settings.topics.readings
         n = 0
         for partition, msgs in batch.items():
@@ -267,12 +271,12 @@ class Service(PartitionOwnership):
             n += len(msgs)
             for m in msgs:
                 try:
-                    r = decode_reading(m.value, m.key)
+                    r = decode(m.value, m.key)
                 except DecodeError as exc:
                     self.dlq.send(m.key, m.value, exc.reason, topic, partition, m.offset)
                     self.metrics.rejected.labels(exc.reason).inc()
                     continue
-                records.append(Polled(r, partition, m.offset, m.timestamp / 1000.0))
+                append(Polled(r, partition, m.offset, m.timestamp / 1000.0))
             self.assembler.advance(partition, msgs[-1].offset + 1)
         self.metrics.consumed.inc(n)
         before = dict(self.assembler.dropped)
@@ -389,6 +393,10 @@ class Service(PartitionOwnership):
                 self.metrics.lag.labels(str(p)).set(lag)
 
     # ----------------------------------------------------------------- API
+    def metrics_text(self) -> bytes:
+        """The ``/metrics`` body (per-tank text rendered once per published view)."""
+        return self.metrics.exposition()
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         alive = self._running and time.monotonic() - self._last_loop < 30.0
         up = self.broker_up_now()

@@ -55,6 +55,15 @@ REJECT_REASONS = (
 REQUIRED_FIELDS = ("tank_id", "ts", "pressure_kpa", "temperature_c")
 _TANK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
+# Hot-path caches (decode runs once per message). A tick's readings share one ``ts``
+# string and a fleet repeats its tank ids every tick, so parsing each distinct value
+# once saves most of the per-message cost. Only successes are cached (a failure is
+# re-checked, so its reason and message are always computed the same way); the
+# results are pure functions of the strings. Cleared when full to bound memory.
+_CACHE_SIZE = 65536
+_TS_CACHE: dict[str, float] = {}
+_VALID_IDS: set[str] = set()
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
@@ -82,6 +91,19 @@ def parse_ts(value: object) -> float:
     >>> parse_ts(1704067200)
     1704067200.0
     """
+    if type(value) is str:
+        cached = _TS_CACHE.get(value)
+        if cached is not None:
+            return cached
+        ts = _parse_ts(value)
+        if len(_TS_CACHE) >= _CACHE_SIZE:
+            _TS_CACHE.clear()
+        _TS_CACHE[value] = ts
+        return ts
+    return _parse_ts(value)
+
+
+def _parse_ts(value: object) -> float:
     if isinstance(value, bool):
         raise DecodeError("wrong_type", "ts must be an RFC 3339 string or epoch seconds")
     if isinstance(value, int | float):
@@ -122,18 +144,35 @@ def validate(obj: object, key: bytes | None = None) -> Reading:
     """Validate a decoded JSON value (and the message key, if any) into a Reading."""
     if not isinstance(obj, dict):
         raise DecodeError("not_object", f"value is a JSON {type(obj).__name__}, not an object")
-    for field in REQUIRED_FIELDS:
-        if field not in obj or obj[field] is None:
-            raise DecodeError("missing_field", field)
-    tank_id = obj["tank_id"]
-    if not isinstance(tank_id, str):
-        raise DecodeError("wrong_type", "tank_id must be a string")
-    if not _TANK_ID_RE.fullmatch(tank_id):
-        raise DecodeError("invalid_tank_id", f"tank_id {tank_id[:40]!r}")
-    ts = parse_ts(obj["ts"])
-    pressure = _number(obj, "pressure_kpa", *PRESSURE_RANGE_KPA)
-    temperature = _number(obj, "temperature_c", *TEMPERATURE_RANGE_C)
-    event = obj.get("event")
+    get = obj.get
+    tank_id = get("tank_id")
+    ts_value = get("ts")
+    pressure = get("pressure_kpa")
+    temperature = get("temperature_c")
+    if tank_id is None or ts_value is None or pressure is None or temperature is None:
+        for field in REQUIRED_FIELDS:  # name the first one missing
+            if get(field) is None:
+                raise DecodeError("missing_field", field)
+    if type(tank_id) is not str or tank_id not in _VALID_IDS:  # unhashable ids: not str
+        if not isinstance(tank_id, str):
+            raise DecodeError("wrong_type", "tank_id must be a string")
+        if not _TANK_ID_RE.fullmatch(tank_id):
+            raise DecodeError("invalid_tank_id", f"tank_id {tank_id[:40]!r}")
+        if len(_VALID_IDS) >= _CACHE_SIZE:
+            _VALID_IDS.clear()
+        _VALID_IDS.add(tank_id)
+    ts = _TS_CACHE.get(ts_value) if type(ts_value) is str else None  # parse_ts, inlined
+    if ts is None:
+        ts = parse_ts(ts_value)
+    # Fast path: a float within range (NaN and inf fail the comparison and take the
+    # full check, which names the reason).
+    lo, hi = PRESSURE_RANGE_KPA
+    if not (type(pressure) is float and lo <= pressure <= hi):
+        pressure = _number(obj, "pressure_kpa", lo, hi)
+    lo, hi = TEMPERATURE_RANGE_C
+    if not (type(temperature) is float and lo <= temperature <= hi):
+        temperature = _number(obj, "temperature_c", lo, hi)
+    event = get("event")
     if event is not None:
         if not isinstance(event, str):
             raise DecodeError("wrong_type", "event must be a string")

@@ -1,112 +1,78 @@
 """Prometheus metrics: one object built from an injected CollectorRegistry.
 
-Pipeline series are ordinary prometheus_client metrics. Per-tank series come from a
-custom collector that reads the latest :class:`~pipeline.sinks.view.FleetView` at
-scrape time, so a tick costs no per-series Python work. Base units: pressure is
-exported in pascals (kPa x 1000), temperature in degrees Celsius, times in seconds.
+Pipeline series are ordinary prometheus_client metrics. Per-tank series are rendered
+as text from the latest :class:`~pipeline.sinks.view.FleetView` when scraped (once per
+published view, see :mod:`pipeline.sinks.exposition`), so a tick costs no per-series
+Python work and frequent scrapes cost little. ``/metrics`` serves
+:meth:`PipelineMetrics.exposition`. Base units: pressure is exported in pascals
+(kPa x 1000), temperature in degrees Celsius, times in seconds.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 
-import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from pipeline.assembler import RESET_REASONS
+from pipeline.sinks.exposition import KPA_TO_PA, render_tank_families
 from pipeline.sinks.view import FleetView
 
-__all__ = ["PipelineMetrics", "TankCollector"]
+__all__ = ["KPA_TO_PA", "PipelineMetrics", "TankCollector"]
 
-KPA_TO_PA = 1000.0
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class TankCollector(Collector):
-    """Per-tank gauges straight from the latest fleet view (label ``tank_id``)."""
+    """Per-tank gauges of the latest fleet view (label ``tank_id``).
+
+    The text is rendered by :func:`~pipeline.sinks.exposition.render_tank_families`
+    once per published view (cached: many scrapes of one view cost one render).
+    ``/metrics`` appends that text to the rest of the registry
+    (:meth:`PipelineMetrics.exposition`); :meth:`collect` parses the same text back
+    into metric families, so the registry API (``get_sample_value``, a plain
+    ``generate_latest``) shows exactly what ``/metrics`` serves.
+    """
 
     def __init__(self) -> None:
         self.view = FleetView()
         self.enabled = True
+        self._lock = threading.Lock()
+        self._rendered_for: FleetView | None = None
+        self._rendered = b""
+        # Set by PipelineMetrics.exposition for its own thread: the rest of the
+        # registry is generated without this collector, whose text is appended.
+        self._skip = threading.local()
+
+    def text(self) -> bytes:
+        """The per-tank families of the current view, Prometheus text (UTF-8)."""
+        if not self.enabled:
+            return b""
+        with self._lock:  # concurrent scrapes of a new view render it once
+            view = self.view
+            if self._rendered_for is not view:
+                self._rendered = render_tank_families(view)
+                self._rendered_for = view
+            return self._rendered
 
     def collect(self) -> Iterator[Metric]:
-        v = self.view
-        if not self.enabled:
+        if getattr(self._skip, "active", False):
             return
-        live = [(i, t) for i, t in enumerate(v.ids) if t is not None]
-        rows = np.asarray([i for i, _ in live], np.intp)
-        ids = [t for _, t in live]
-
-        def gauge(
-            name: str,
-            doc: str,
-            values: np.ndarray,
-            extra: dict[str, str] | None = None,
-            fam: GaugeMetricFamily | None = None,
-        ) -> GaugeMetricFamily:
-            labels = ["tank_id", *(extra or {})]
-            g = fam or GaugeMetricFamily(name, doc, labels=labels)
-            tail = list((extra or {}).values())
-            for tank_id, value in zip(ids, values.tolist(), strict=True):
-                if value == value:  # skip NaN: no value yet
-                    g.add_metric([tank_id, *tail], value)
-            return g
-
-        if rows.size == 0:
-            return
-        yield gauge(
-            "tank_pressure_pascals", "Last pressure reading.", v.actual[rows, 0] * KPA_TO_PA
-        )
-        yield gauge("tank_temperature_celsius", "Last temperature reading.", v.actual[rows, 1])
-        fp = GaugeMetricFamily(
-            "tank_forecast_pressure_pascals",
-            "Pressure forecast h ticks ahead.",
-            labels=["tank_id", "horizon_ticks"],
-        )
-        ft = GaugeMetricFamily(
-            "tank_forecast_temperature_celsius",
-            "Temperature forecast h ticks ahead.",
-            labels=["tank_id", "horizon_ticks"],
-        )
-        for h in v.horizons_reported:  # view.horizons[:, h - 1] is tick + h
-            gauge("", "", v.horizons[rows, h - 1, 0] * KPA_TO_PA, {"horizon_ticks": str(h)}, fp)
-            gauge("", "", v.horizons[rows, h - 1, 1], {"horizon_ticks": str(h)}, ft)
-        yield fp
-        yield ft
-        yield gauge(
-            "tank_residual_pressure_pascals",
-            "Actual minus forecast pressure.",
-            v.residual[rows, 0] * KPA_TO_PA,
-        )
-        yield gauge(
-            "tank_residual_temperature_celsius",
-            "Actual minus forecast temperature.",
-            v.residual[rows, 1],
-        )
-        yield gauge("tank_anomaly_score", "Residual anomaly score (sigmas).", v.score[rows])
-        yield gauge(
-            "tank_anomaly_flag",
-            "1 while the tank is flagged anomalous.",
-            v.flag[rows].astype(np.float64),
-        )
-        yield gauge(
-            "tank_last_reading_timestamp_seconds",
-            "Event time of the last applied reading.",
-            v.last_ts[rows],
-        )
-        resets = CounterMetricFamily(
-            "tank_state_resets",
-            "LSTM state resets of the tank by reason.",
-            labels=["tank_id", "reason"],
-        )
-        counts = v.resets[rows].tolist()
-        for tank_id, row_counts in zip(ids, counts, strict=True):
-            for k in range(1, len(RESET_REASONS)):
-                resets.add_metric([tank_id, RESET_REASONS[k]], row_counts[k])
-        yield resets
+        text = self.text()
+        if text:
+            yield from text_string_to_metric_families(text.decode())
 
 
 class PipelineMetrics:
@@ -177,6 +143,12 @@ class PipelineMetrics:
             registry=r,
         )
         self.tanks = Gauge("tankwatch_tanks", "Tanks assigned to this instance.", registry=r)
+        self.open_ticks = Gauge(
+            "tankwatch_open_ticks", "Ticks holding readings, not closed yet.", registry=r
+        )
+        self.held_readings = Gauge(
+            "tankwatch_held_readings", "Readings held in open ticks.", registry=r
+        )
         self.checkpoints = Counter(
             "tankwatch_checkpoints",
             "Checkpoints written (state durable, then commit).",
@@ -208,3 +180,14 @@ class PipelineMetrics:
     def set_view(self, view: FleetView) -> None:
         """Publish the latest fleet view to the per-tank collector."""
         self.tank_collector.view = view
+
+    def exposition(self) -> bytes:
+        """The ``/metrics`` body: the registry in text format, the per-tank families
+        appended from the collector's cached text (no per-series objects)."""
+        skip = self.tank_collector._skip
+        skip.active = True
+        try:
+            head = generate_latest(self.registry)
+        finally:
+            skip.active = False
+        return head + self.tank_collector.text()

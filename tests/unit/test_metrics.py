@@ -8,7 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.sinks.exposition import escape_label, render_tank_families
 from pipeline.sinks.metrics import PipelineMetrics
 from pipeline.sinks.view import FleetView
 from tankwatch.codec import REJECT_REASONS
@@ -94,5 +96,75 @@ def test_promtool_accepts_the_exposition() -> None:
     reg, _ = metrics()
     check = subprocess.run(
         [promtool, "check", "metrics"], input=generate_latest(reg), capture_output=True
+    )
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text.decode())
+        for s in fam.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_exposition_serves_what_the_registry_holds() -> None:
+    reg, m = metrics()
+    served = _samples(m.exposition())
+    assert served == _samples(generate_latest(reg))
+    key = ("tank_forecast_pressure_pascals", (("horizon_ticks", "5"), ("tank_id", "C")))
+    assert served[key] == pytest.approx(float(view().horizons[2, 4, 0]) * 1000)
+    assert ("tank_residual_temperature_celsius", (("tank_id", "A"),)) not in served  # NaN
+    assert served[("tankwatch_open_ticks", ())] == 0.0
+    assert served[("tankwatch_held_readings", ())] == 0.0
+
+
+def test_exposition_renders_a_view_once() -> None:
+    _, m = metrics()
+    first = m.tank_collector.text()
+    assert m.tank_collector.text() is first  # same view: cached bytes
+    m.set_view(view())
+    assert m.tank_collector.text() is not first
+    assert m.tank_collector.text() == first
+
+
+def test_label_values_are_escaped() -> None:
+    odd = 'a"b\\c\nd'
+    assert escape_label(odd) == 'a\\"b\\\\c\\nd'
+    v = view()
+    text = render_tank_families(
+        FleetView(**{**v.__dict__, "ids": [odd, None, "C"]})  # type: ignore[arg-type]
+    )
+    served = _samples(text)
+    assert served[("tank_pressure_pascals", (("tank_id", odd),))] == pytest.approx(250500.0)
+
+
+def test_large_and_infinite_values_use_go_formatting() -> None:
+    v = view()
+    big = FleetView(
+        **{**v.__dict__, "actual": np.asarray([[5000.0, np.inf], [0, 0], [1.5, -np.inf]])}  # type: ignore[arg-type]
+    )
+    text = render_tank_families(big).decode()
+    assert 'tank_pressure_pascals{tank_id="A"} 5e+06\n' in text
+    assert 'tank_temperature_celsius{tank_id="A"} +Inf\n' in text
+    assert 'tank_temperature_celsius{tank_id="C"} -Inf\n' in text
+
+
+def test_exposition_without_per_tank_series() -> None:
+    _, m = metrics(per_tank=False)
+    text = m.exposition().decode()
+    assert "tankwatch_readings_consumed_total 0.0" in text
+    assert "tank_pressure_pascals" not in text
+
+
+@pytest.mark.prometheus
+def test_promtool_accepts_the_served_exposition() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (make sysdeps)")
+    _, m = metrics()
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=m.exposition(), capture_output=True
     )
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
