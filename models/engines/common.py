@@ -15,6 +15,26 @@ from models.engines.base import BoolArray, FloatArray, IndexArray, RowState
 from tankwatch.errors import InputError
 
 
+def network_shape(
+    weights: dict[str, FloatArray], residual: bool, change_input: bool
+) -> tuple[int, int, int]:
+    """(layers, units, features) of an artifact's weights; both engines build from it.
+
+    Raises InputError on an inconsistent network (no LSTM layer, or a change input
+    without the residual head the previous reading is derived from).
+    """
+    if change_input and not residual:
+        raise InputError("change_input needs a residual network (previous reading is derived)")
+    layers = 0
+    while f"lstm{layers}_kernel" in weights:
+        layers += 1
+    if layers == 0:
+        raise InputError("weights hold no LSTM layer (lstm0_kernel missing)")
+    units = int(weights["lstm0_recurrent"].shape[0])
+    n_features = int(weights["dense_kernel"].shape[1])
+    return layers, units, n_features
+
+
 def check_step_inputs(
     x: NDArray[Any], mask: NDArray[Any], n_rows: int, n_features: int
 ) -> tuple[FloatArray, BoolArray]:

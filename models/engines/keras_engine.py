@@ -20,7 +20,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.engines.base import BoolArray, FloatArray, IndexArray, RowState
-from models.engines.common import check_horizon, check_row_state, check_rows, check_step_inputs
+from models.engines.common import (
+    check_horizon,
+    check_row_state,
+    check_rows,
+    check_step_inputs,
+    network_shape,
+)
 from models.network import arrays_to_weights, build_model, lstm_layers
 from models.scaler import Scaler
 from tankwatch.errors import InputError
@@ -44,19 +50,13 @@ class KerasEngine:
         residual: bool = False,
         change_input: bool = False,
     ) -> None:
-        if change_input and not residual:
-            raise InputError("change_input needs a residual network (previous reading is derived)")
         self._residual = bool(residual)
         self._change_input = bool(change_input)
-        layers = 0
-        while f"lstm{layers}_kernel" in weights:
-            layers += 1
-        if layers == 0:
-            raise InputError("weights hold no LSTM layer (lstm0_kernel missing)")
+        layers, units, n_features = network_shape(weights, residual, change_input)
         self._weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         self._layers = layers
-        self._units = int(weights["lstm0_recurrent"].shape[0])
-        self._nf = int(weights["dense_kernel"].shape[1])
+        self._units = units
+        self._nf = n_features
         self._scaler = scaler
         self._n = 0
         self._model: Any = None
