@@ -11,7 +11,7 @@ Python work and frequent scrapes cost little. ``/metrics`` serves
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,29 +21,24 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
-from prometheus_client.core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
 
 from pipeline.assembler import RESET_REASONS
 from pipeline.sinks.exposition import KPA_TO_PA, render_tank_families
 from pipeline.sinks.view import FleetView
 
-__all__ = ["KPA_TO_PA", "PipelineMetrics", "TankCollector"]
+__all__ = ["KPA_TO_PA", "PipelineMetrics", "TankSeries"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-class TankCollector(Collector):
-    """Per-tank gauges of the latest fleet view (label ``tank_id``).
+class TankSeries:
+    """Per-tank gauges of the latest fleet view (label ``tank_id``), as text.
 
-    The text is rendered by :func:`~pipeline.sinks.exposition.render_tank_families`
-    once per published view (cached: many scrapes of one view cost one render).
-    ``/metrics`` appends that text to the rest of the registry
-    (:meth:`PipelineMetrics.exposition`); :meth:`collect` parses the same text back
-    into metric families, so the registry API (``get_sample_value``, a plain
-    ``generate_latest``) shows exactly what ``/metrics`` serves.
+    Rendered by :func:`~pipeline.sinks.exposition.render_tank_families` once per
+    published view (cached: many scrapes of one view cost one render) and appended to
+    the registry's text by :meth:`PipelineMetrics.exposition`. Deliberately not a
+    registry collector: building per-series objects is what this avoids.
     """
 
     def __init__(self) -> None:
@@ -52,9 +47,6 @@ class TankCollector(Collector):
         self._lock = threading.Lock()
         self._rendered_for: FleetView | None = None
         self._rendered = b""
-        # Set by PipelineMetrics.exposition for its own thread: the rest of the
-        # registry is generated without this collector, whose text is appended.
-        self._skip = threading.local()
 
     def text(self) -> bytes:
         """The per-tank families of the current view, Prometheus text (UTF-8)."""
@@ -66,13 +58,6 @@ class TankCollector(Collector):
                 self._rendered = render_tank_families(view)
                 self._rendered_for = view
             return self._rendered
-
-    def collect(self) -> Iterator[Metric]:
-        if getattr(self._skip, "active", False):
-            return
-        text = self.text()
-        if text:
-            yield from text_string_to_metric_families(text.decode())
 
 
 class PipelineMetrics:
@@ -173,21 +158,14 @@ class PipelineMetrics:
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
         )
-        self.tank_collector = TankCollector()
-        self.tank_collector.enabled = per_tank
-        r.register(self.tank_collector)
+        self.tank_series = TankSeries()
+        self.tank_series.enabled = per_tank
 
     def set_view(self, view: FleetView) -> None:
         """Publish the latest fleet view to the per-tank collector."""
-        self.tank_collector.view = view
+        self.tank_series.view = view
 
     def exposition(self) -> bytes:
-        """The ``/metrics`` body: the registry in text format, the per-tank families
-        appended from the collector's cached text (no per-series objects)."""
-        skip = self.tank_collector._skip
-        skip.active = True
-        try:
-            head = generate_latest(self.registry)
-        finally:
-            skip.active = False
-        return head + self.tank_collector.text()
+        """The ``/metrics`` body: the registry in text format, then the per-tank
+        families from the cached text (no per-series objects)."""
+        return generate_latest(self.registry) + self.tank_series.text()

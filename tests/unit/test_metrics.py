@@ -42,10 +42,16 @@ def metrics(per_tank: bool = True) -> tuple[CollectorRegistry, PipelineMetrics]:
     return reg, m
 
 
+def served_value(m: PipelineMetrics):
+    """Look up a sample in what ``/metrics`` serves (name, labels) -> value or None."""
+    served = _samples(m.exposition())
+    return lambda name, labels=None: served.get((name, tuple(sorted((labels or {}).items()))))
+
+
 def test_per_tank_series_in_base_units() -> None:
-    reg, _ = metrics()
+    _, m = metrics()
     v = view()
-    get = reg.get_sample_value
+    get = served_value(m)
     assert get("tank_pressure_pascals", {"tank_id": "A"}) == pytest.approx(250500.0)
     assert get("tank_temperature_celsius", {"tank_id": "C"}) == -3.5
     for h in (1, 5, 15, 30):
@@ -83,8 +89,8 @@ def test_pipeline_series_exist_from_the_start() -> None:
 
 
 def test_per_tank_series_can_be_turned_off() -> None:
-    reg, _ = metrics(per_tank=False)
-    assert reg.get_sample_value("tank_pressure_pascals", {"tank_id": "A"}) is None
+    reg, m = metrics(per_tank=False)
+    assert served_value(m)("tank_pressure_pascals", {"tank_id": "A"}) is None
     assert reg.get_sample_value("tankwatch_readings_consumed_total") == 0.0
 
 
@@ -93,9 +99,9 @@ def test_promtool_accepts_the_exposition() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (make sysdeps)")
-    reg, _ = metrics()
+    _, m = metrics()
     check = subprocess.run(
-        [promtool, "check", "metrics"], input=generate_latest(reg), capture_output=True
+        [promtool, "check", "metrics"], input=m.exposition(), capture_output=True
     )
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
 
@@ -112,7 +118,7 @@ def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 def test_exposition_serves_what_the_registry_holds() -> None:
     reg, m = metrics()
     served = _samples(m.exposition())
-    assert served == _samples(generate_latest(reg))
+    assert served == _samples(generate_latest(reg)) | _samples(render_tank_families(view()))
     key = ("tank_forecast_pressure_pascals", (("horizon_ticks", "5"), ("tank_id", "C")))
     assert served[key] == pytest.approx(float(view().horizons[2, 4, 0]) * 1000)
     assert ("tank_residual_temperature_celsius", (("tank_id", "A"),)) not in served  # NaN
@@ -122,11 +128,11 @@ def test_exposition_serves_what_the_registry_holds() -> None:
 
 def test_exposition_renders_a_view_once() -> None:
     _, m = metrics()
-    first = m.tank_collector.text()
-    assert m.tank_collector.text() is first  # same view: cached bytes
+    first = m.tank_series.text()
+    assert m.tank_series.text() is first  # same view: cached bytes
     m.set_view(view())
-    assert m.tank_collector.text() is not first
-    assert m.tank_collector.text() == first
+    assert m.tank_series.text() is not first
+    assert m.tank_series.text() == first
 
 
 def test_label_values_are_escaped() -> None:
