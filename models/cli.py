@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from producers.replay_cli import add_csv_format_args, csv_options_from_args
 from tankwatch.cli import positive_float, positive_int
 from tankwatch.errors import ConfigError
 
@@ -33,47 +34,11 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_csv_args(p: argparse.ArgumentParser) -> None:
-    """The replay-style options for CSVs that are not in the bundled format."""
-    g = p.add_argument_group("CSV format (defaults read the bundled history format)")
-    g.add_argument("--sep", default=",", help="field separator (default ',')")
-    g.add_argument("--time-col", default="ts", help="time column (default ts)")
-    g.add_argument("--tank-col", default="tank_id", help="tank id column (default tank_id)")
-    g.add_argument("--pressure-col", default="pressure_kpa", help="pressure column")
-    g.add_argument("--temperature-col", default="temperature_c", help="temperature column")
-    g.add_argument("--event-col", default="event", help="event column ('' = none)")
-    g.add_argument(
-        "--time-format",
-        default=None,
-        help="epoch | epoch_ms | a strftime pattern (default: RFC 3339 or epoch)",
-    )
-    g.add_argument("--timezone", default="UTC", help="zone of naive times (default UTC)")
-    g.add_argument("--pressure-unit", default="kPa", help="kPa, Pa, MPa, bar, mbar or psi")
-    g.add_argument("--temperature-unit", default="C", help="C, F or K")
-    g.add_argument(
-        "--tank-from-filename",
-        action="store_true",
-        help="one file per tank; the tank id is the file name",
-    )
-
-
 def _csv_options(args: argparse.Namespace) -> Any:
     """A CsvOptions, or None when every option is at its default (bundled format)."""
     from producers.csv_source import CsvOptions
 
-    options = CsvOptions(
-        sep=args.sep,
-        time_col=args.time_col,
-        tank_col=args.tank_col,
-        pressure_col=args.pressure_col,
-        temperature_col=args.temperature_col,
-        event_col=args.event_col or None,
-        time_format=args.time_format,
-        timezone=args.timezone,
-        tank_from_filename=args.tank_from_filename,
-        pressure_unit=args.pressure_unit,
-        temperature_unit=args.temperature_unit,
-    )
+    options = csv_options_from_args(args)
     return None if options == CsvOptions() else options
 
 
@@ -233,7 +198,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     t.add_argument("--no-evaluate", action="store_true", help="skip the holdout evaluation")
     t.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    _add_csv_args(t)
+    add_csv_format_args(t)
     t.set_defaults(func=_train)
 
     e = sub.add_parser(
@@ -277,5 +242,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     e.add_argument("--plot-tanks", type=positive_int, default=3, help="tanks to plot")
     e.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    _add_csv_args(e)
+    add_csv_format_args(e)
     e.set_defaults(func=_evaluate)

@@ -50,57 +50,13 @@ def _sep_arg(text: str) -> str:
     return text
 
 
-def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "replay",
-        help="replay CSV readings into Kafka, paced by event time",
-        description="Replay readings from CSV files into the readings topic, keyed by "
-        "tank_id, in event-time order. Bad rows are counted, the first few reported "
-        "with file and line, and skipped.",
-    )
-    p.add_argument("files", nargs="+", metavar="FILE", help="CSV files (.csv or .csv.gz)")
-    add_bootstrap_arg(p)
-    p.add_argument(
-        "--topic",
-        default=_env("TANKWATCH_TOPIC_READINGS", "tank.readings"),
-        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)",
-    )
-    pace = p.add_mutually_exclusive_group()
-    speed_env = _env("TANKWATCH_REPLAY_SPEED")
-    pace.add_argument(
-        "--speed",
-        type=positive_float,
-        default=speed_env,  # argparse applies type= to string defaults
-        help="event seconds per wall-clock second, e.g. 60 = one minute per "
-        "second (env TANKWATCH_REPLAY_SPEED; default: as fast as possible)",
-    )
-    pace.add_argument(
-        "--as-fast-as-possible",
-        action="store_true",
-        help="no pacing (the default unless --speed is given)",
-    )
-    p.add_argument(
-        "--loop",
-        action="store_true",
-        default=_env_flag("TANKWATCH_REPLAY_LOOP"),
-        help="replay forever, shifting event time by the span each pass "
-        "(env TANKWATCH_REPLAY_LOOP)",
-    )
-    p.add_argument("--max-loops", type=int, default=None, help="with --loop: stop after N passes")
-    p.add_argument(
-        "--start",
-        type=_time_arg,
-        default=None,
-        help="skip readings before this time (RFC 3339 or epoch s)",
-    )
-    p.add_argument(
-        "--end",
-        type=_time_arg,
-        default=None,
-        help="skip readings at or after this time (RFC 3339 or epoch s)",
-    )
+def add_csv_format_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The CSV format options (separator, columns, time format, units) shared by
+    ``replay``, ``train`` and ``evaluate``; read back with :func:`csv_options_from_args`.
+    Their defaults read the bundled history format. Returns the group for more options.
+    """
     d = CsvOptions()
-    fmt = p.add_argument_group("CSV format")
+    fmt = p.add_argument_group("CSV format (defaults read the bundled history format)")
     fmt.add_argument(
         "--sep",
         type=_sep_arg,
@@ -164,6 +120,59 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="unit of the temperature column (env TANKWATCH_CSV_TEMPERATURE_UNIT; "
         "default %(default)s)",
     )
+    return fmt
+
+
+def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="replay CSV readings into Kafka, paced by event time",
+        description="Replay readings from CSV files into the readings topic, keyed by "
+        "tank_id, in event-time order. Bad rows are counted, the first few reported "
+        "with file and line, and skipped.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="CSV files (.csv or .csv.gz)")
+    add_bootstrap_arg(p)
+    p.add_argument(
+        "--topic",
+        default=_env("TANKWATCH_TOPIC_READINGS", "tank.readings"),
+        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)",
+    )
+    pace = p.add_mutually_exclusive_group()
+    speed_env = _env("TANKWATCH_REPLAY_SPEED")
+    pace.add_argument(
+        "--speed",
+        type=positive_float,
+        default=speed_env,  # argparse applies type= to string defaults
+        help="event seconds per wall-clock second, e.g. 60 = one minute per "
+        "second (env TANKWATCH_REPLAY_SPEED; default: as fast as possible)",
+    )
+    pace.add_argument(
+        "--as-fast-as-possible",
+        action="store_true",
+        help="no pacing (the default unless --speed is given)",
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        default=_env_flag("TANKWATCH_REPLAY_LOOP"),
+        help="replay forever, shifting event time by the span each pass "
+        "(env TANKWATCH_REPLAY_LOOP)",
+    )
+    p.add_argument("--max-loops", type=int, default=None, help="with --loop: stop after N passes")
+    p.add_argument(
+        "--start",
+        type=_time_arg,
+        default=None,
+        help="skip readings before this time (RFC 3339 or epoch s)",
+    )
+    p.add_argument(
+        "--end",
+        type=_time_arg,
+        default=None,
+        help="skip readings at or after this time (RFC 3339 or epoch s)",
+    )
+    fmt = add_csv_format_args(p)
     fmt.add_argument(
         "--strict",
         action="store_true",
