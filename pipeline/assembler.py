@@ -30,7 +30,7 @@ held readings and judges lateness exactly as the uninterrupted run did.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -44,6 +44,7 @@ __all__ = [
     "NO_TICK",
     "RESET_REASONS",
     "ClosedTick",
+    "Columns",
     "CommitPoint",
     "Polled",
     "TickAssembler",
@@ -68,6 +69,42 @@ class Polled(NamedTuple):
     partition: int
     offset: int
     kafka_ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Decoded readings of one partition, in offset order -- one poll's worth, as
+    columns: the hot path builds no object per reading.
+
+    ``tank_ids`` (n,) str; ``ts`` (n,) float64 epoch seconds; ``values`` (n, 2)
+    float64 pressure kPa and temperature C; ``event`` (n,) bool (a sequence-boundary
+    event); ``offsets`` (n,) int64, increasing; ``kafka_ts`` (n,) float64 epoch seconds.
+    """
+
+    tank_ids: Sequence[str]
+    ts: NDArray[np.float64]
+    values: NDArray[np.float64]
+    event: NDArray[np.bool_]
+    offsets: I64
+    kafka_ts: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.tank_ids)
+
+    @classmethod
+    def of(cls, records: Sequence[Polled]) -> Columns:
+        """Columns of ``Polled`` records (all of one partition, in offset order)."""
+        rs = [rec.reading for rec in records]
+        return cls(
+            tank_ids=[r.tank_id for r in rs],
+            ts=np.asarray([r.ts for r in rs], np.float64),
+            values=np.asarray([(r.pressure_kpa, r.temperature_c) for r in rs], np.float64).reshape(
+                -1, 2
+            ),
+            event=np.asarray([r.event is not None for r in rs], bool),
+            offsets=np.asarray([rec.offset for rec in records], np.int64),
+            kafka_ts=np.asarray([rec.kafka_ts for rec in records], np.float64),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +147,41 @@ class _Partition:
     next_offset: int = 0
 
 
+@dataclass(slots=True)
+class _Chunk:
+    """Readings of one open tick from one partition, in offset order (so ``offsets[0]``
+    is the smallest and ``before[0]`` the partition's max event ts before it)."""
+
+    partition: int
+    rows: NDArray[np.intp]
+    values: NDArray[np.float64]
+    event: NDArray[np.bool_]
+    ts: NDArray[np.float64]
+    offsets: I64
+    kafka_ts: NDArray[np.float64]
+    before: NDArray[np.float64]
+
+
 @dataclass
 class _OpenTick:
-    rows: list[int] = field(default_factory=list)
-    values: list[tuple[float, float]] = field(default_factory=list)
-    event: list[bool] = field(default_factory=list)
-    ts: list[float] = field(default_factory=list)
-    partition: list[int] = field(default_factory=list)
-    offset: list[int] = field(default_factory=list)
-    kafka_ts: list[float] = field(default_factory=list)
-    max_ts_before: list[float] = field(default_factory=list)
+    chunks: list[_Chunk] = field(default_factory=list)
+    n: int = 0
+    _rows: NDArray[np.intp] | None = None  # concatenated rows, cached between appends
+
+    def append(self, chunk: _Chunk) -> None:
+        self.chunks.append(chunk)
+        self.n += len(chunk.rows)
+        self._rows = None
+
+    def rows(self) -> NDArray[np.intp]:
+        if self._rows is None:
+            self._rows = np.concatenate([c.rows for c in self.chunks])
+        return self._rows
+
+
+#: A reading waiting for a catch-up step: (tick, row, prev_tick, partition, offset,
+#: pressure, temperature, event, ts, kafka_ts).
+_Catchup = tuple[int, int, int, int, int, float, float, bool, float, float]
 
 
 class TickAssembler:
@@ -141,7 +203,7 @@ class TickAssembler:
         self._row_partition: NDArray[np.int32] = np.full(0, -1, np.int32)
         self._parts: dict[int, _Partition] = {}
         self._open: dict[int, _OpenTick] = {}
-        self._catchup: list[tuple[int, int, int, Polled]] = []  # (tick, row, prev, rec)
+        self._catchup: list[_Catchup] = []
         self.closed_upto: int | None = None
         self.dropped: dict[str, int] = {"late": 0, "duplicate": 0}
 
@@ -199,19 +261,19 @@ class TickAssembler:
         gone = set(partitions)
         for tick in list(self._open):
             ot = self._open[tick]
-            keep = [i for i, p in enumerate(ot.partition) if p not in gone]
-            if len(keep) == len(ot.rows):
+            if not any(c.partition in gone for c in ot.chunks):
                 continue
             new = _OpenTick()
-            for i in keep:
-                _append(new, ot, i)
-            if new.rows:
+            for c in ot.chunks:
+                if c.partition not in gone:
+                    new.append(c)
+            if new.n:
                 self._open[tick] = new
             else:
                 del self._open[tick]
         for p in gone:
             self._parts.pop(p, None)
-        self._catchup = [c for c in self._catchup if c[3].partition not in gone]
+        self._catchup = [c for c in self._catchup if c[3] not in gone]
         released = []
         for tank_id, row in self.registry.items():
             if int(self._row_partition[row]) in gone:
@@ -252,59 +314,161 @@ class TickAssembler:
 
     # --------------------------------------------------------------- intake
     def add(self, records: Iterable[Polled]) -> None:
-        """Take decoded readings in partition order (late/duplicates are counted)."""
-        # Runs once per reading: attribute lookups are hoisted into locals (the arrays
-        # are re-read only when a new tank may have grown them).
-        interval, lateness = self.interval, self.lateness
-        parts, open_ticks = self._parts, self._open
+        """Take decoded readings in partition order (late/duplicates are counted).
+
+        Convenience form of :meth:`add_columns` (tests, small inputs): each run of
+        consecutive records from one partition becomes one :class:`Columns`.
+        """
+        run: list[Polled] = []
+        for rec in records:
+            if run and rec.partition != run[-1].partition:
+                self.add_columns(run[-1].partition, Columns.of(run))
+                run = []
+            run.append(rec)
+        if run:
+            self.add_columns(run[-1].partition, Columns.of(run))
+
+    def add_columns(self, partition: int, cols: Columns) -> None:
+        """Take one partition's decoded readings, in offset order.
+
+        The rules are decided per reading in order (module doc). The common case --
+        nothing late, every tank's ticks newer than its last one, no catch-up -- is
+        decided for the whole poll with array operations; anything else takes the
+        per-reading loop (:meth:`_decide`), which is the reference.
+        """
+        n = len(cols)
+        if n == 0:
+            return
+        p = self._parts.get(partition)
+        if p is None:
+            p = self._parts[partition] = _Partition()
+        ts = cols.ts
+        tick = np.floor(ts / self.interval).astype(np.int64)
+        # The partition's max event ts before each reading (a late reading is older
+        # than that max, so counting it in the running max changes nothing).
+        running = np.maximum.accumulate(ts)
+        before = np.empty(n, np.float64)
+        before[0] = p.max_ts
+        np.maximum(running[:-1], p.max_ts, out=before[1:])
+        late = (tick + 1) * self.interval <= before - self.lateness
+        rows = self._rows_of(cols.tank_ids, partition, late)
+        if self._all_accepted(rows, tick, late):
+            np.maximum.at(self._last_seen, rows, tick)
+            keep: NDArray[np.intp] | None = None
+        else:
+            keep = self._decide(partition, cols, rows, tick, late)
+        p.max_ts = max(p.max_ts, float(running[-1]))
+        self._hold(partition, cols, rows, tick, before, keep)
+
+    def _rows_of(
+        self, ids: Sequence[str], partition: int, late: NDArray[np.bool_]
+    ) -> NDArray[np.intp]:
+        """Row per reading; new tanks get rows in order of first (not late) appearance.
+        A late reading of an unknown tank gets no row (-1)."""
+        get = self.registry.get
+        found = [get(t) for t in ids]
+        if None in found:
+            is_late = late.tolist()
+            for i, row in enumerate(found):
+                if row is None and not is_late[i]:
+                    found[i] = self._row(ids[i], partition)
+            return np.asarray([-1 if r is None else r for r in found], np.intp)
+        return np.asarray(found, np.intp)
+
+    def _all_accepted(self, rows: NDArray[np.intp], tick: I64, late: NDArray[np.bool_]) -> bool:
+        """No reading late, none a catch-up, and every tank's ticks strictly increase
+        from its last seen tick (so every reading is held in an open tick)."""
+        if late.any():
+            return False
+        if self.closed_upto is not None and int(tick.min()) <= self.closed_upto:
+            return False
+        if not (tick > self._last_seen[rows]).all():
+            return False
+        if len(rows) > 1:
+            order = np.argsort(rows, kind="stable")
+            r, k = rows[order], tick[order]
+            same = r[1:] == r[:-1]
+            if same.any() and not (k[1:][same] > k[:-1][same]).all():
+                return False
+        return True
+
+    def _decide(
+        self,
+        partition: int,
+        cols: Columns,
+        rows: NDArray[np.intp],
+        tick: I64,
+        late: NDArray[np.bool_],
+    ) -> NDArray[np.intp]:
+        """The rules one reading at a time; returns the indices to hold in open ticks
+        (late and duplicate readings are counted, catch-ups queued)."""
         last_applied, last_seen = self._last_applied, self._last_seen
         closed_upto = self.closed_upto
-        registry_get = self.registry.get
         dropped = self.dropped
-        floor = math.floor
-        for rec in records:
-            r, partition, offset, kafka_ts = rec
-            p = parts.get(partition)
-            if p is None:
-                p = parts[partition] = _Partition()
-            ts = r.ts
-            tick = floor(ts / interval)
-            before = p.max_ts
-            if (tick + 1) * interval <= before - lateness:
+        keep: list[int] = []
+        values = cols.values
+        for i, (is_late, row, tk) in enumerate(
+            zip(late.tolist(), rows.tolist(), tick.tolist(), strict=True)
+        ):
+            if is_late:
                 dropped["late"] += 1
                 continue
-            if ts > before:
-                p.max_ts = ts
-            row = registry_get(r.tank_id)
-            if row is None:
-                row = self._row(r.tank_id, partition)
-                last_applied, last_seen = self._last_applied, self._last_seen  # may grow
             seen = int(last_seen[row])
-            if tick <= seen:
+            if tk <= seen:
                 # Already applied, or a second reading for the tank's newest tick (first
                 # wins), or older than a reading of the same tank already accepted: a
                 # tank's readings are taken in partition order only, which keeps the
                 # decision independent of when ticks happened to close.
                 prev = int(last_applied[row])
-                dropped["duplicate" if tick <= prev or tick == seen else "late"] += 1
+                dropped["duplicate" if tk <= prev or tk == seen else "late"] += 1
                 continue
-            last_seen[row] = tick
-            if closed_upto is not None and tick <= closed_upto:
+            last_seen[row] = tk
+            if closed_upto is not None and tk <= closed_upto:
                 prev = int(last_applied[row])
-                last_applied[row] = tick
-                self._catchup.append((tick, row, prev, rec))
+                last_applied[row] = tk
+                self._catchup.append(
+                    (tk, row, prev, partition, int(cols.offsets[i]), float(values[i, 0]),
+                     float(values[i, 1]), bool(cols.event[i]), float(cols.ts[i]),
+                     float(cols.kafka_ts[i]))
+                )  # fmt: skip
                 continue
-            ot = open_ticks.get(tick)
+            keep.append(i)
+        return np.asarray(keep, np.intp)
+
+    def _hold(
+        self,
+        partition: int,
+        cols: Columns,
+        rows: NDArray[np.intp],
+        tick: I64,
+        before: NDArray[np.float64],
+        keep: NDArray[np.intp] | None,
+    ) -> None:
+        """Append the kept readings (all if ``keep`` is None) to their open ticks."""
+        values, event, ts, offsets, kafka_ts = (
+            cols.values, cols.event, cols.ts, cols.offsets, cols.kafka_ts
+        )  # fmt: skip
+        if keep is not None:
+            if not len(keep):
+                return
+            rows, tick, before = rows[keep], tick[keep], before[keep]
+            values, event, ts = values[keep], event[keep], ts[keep]
+            offsets, kafka_ts = offsets[keep], kafka_ts[keep]
+        if tick[0] == tick[-1] and (tick == tick[0]).all():
+            groups: list[tuple[int, slice | NDArray[np.intp]]] = [(int(tick[0]), slice(None))]
+        else:  # stable: each group stays in offset order
+            order = np.argsort(tick, kind="stable")
+            ks = tick[order]
+            cuts = np.flatnonzero(ks[1:] != ks[:-1]) + 1
+            groups = [(int(tick[g[0]]), g) for g in np.split(order, cuts)]
+        for k, g in groups:
+            ot = self._open.get(k)
             if ot is None:
-                ot = open_ticks[tick] = _OpenTick()
-            ot.rows.append(row)
-            ot.values.append((r.pressure_kpa, r.temperature_c))
-            ot.event.append(r.event is not None)
-            ot.ts.append(ts)
-            ot.partition.append(partition)
-            ot.offset.append(offset)
-            ot.kafka_ts.append(kafka_ts)
-            ot.max_ts_before.append(before)
+                ot = self._open[k] = _OpenTick()
+            ot.append(
+                _Chunk(partition, rows[g], values[g], event[g], ts[g], offsets[g], kafka_ts[g],
+                       before[g])
+            )  # fmt: skip
 
     # -------------------------------------------------------------- closing
     def close(self, lagging: Collection[int] = ()) -> list[ClosedTick]:
@@ -350,12 +514,14 @@ class TickAssembler:
         already sent a later tick is not expected (per-tank order: it never will)."""
         seen = self._last_seen[: self.capacity]
         expected = np.count_nonzero((seen >= tick - self.max_gap) & (seen <= tick))
-        present = np.count_nonzero(seen[np.asarray(ot.rows, np.intp)] == tick)
+        present = np.count_nonzero(seen[ot.rows()] == tick)
         return bool(present >= expected)
 
     def _closed(self, tick: int, trigger: str, ot: _OpenTick) -> ClosedTick:
-        order = np.argsort(np.asarray(ot.rows, np.intp), kind="stable")
-        rows = np.asarray(ot.rows, np.intp)[order]
+        cs = ot.chunks
+        rows = ot.rows()
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
         prev = self._last_applied[rows].copy()
         self._last_applied[rows] = tick
         return self._build(
@@ -363,27 +529,26 @@ class TickAssembler:
             trigger,
             rows,
             prev,
-            np.asarray(ot.values, np.float32).reshape(-1, 2)[order],
-            np.asarray(ot.event, bool)[order],
-            np.asarray(ot.ts, np.float64)[order],
-            np.asarray(ot.partition, np.int32)[order],
-            np.asarray(ot.offset, np.int64)[order],
-            np.asarray(ot.kafka_ts, np.float64)[order],
+            np.concatenate([c.values for c in cs])[order].astype(np.float32),
+            np.concatenate([c.event for c in cs])[order],
+            np.concatenate([c.ts for c in cs])[order],
+            np.concatenate([np.full(len(c.rows), c.partition, np.int32) for c in cs])[order],
+            np.concatenate([c.offsets for c in cs])[order],
+            np.concatenate([c.kafka_ts for c in cs])[order],
         )
 
-    def _catchup_tick(self, entries: list[tuple[int, int, int, Polled]]) -> ClosedTick:
-        rs = [e[3].reading for e in entries]
+    def _catchup_tick(self, entries: list[_Catchup]) -> ClosedTick:
         return self._build(
             entries[0][0],
             "catchup",
             np.asarray([e[1] for e in entries], np.intp),
             np.asarray([e[2] for e in entries], np.int64),
-            np.asarray([(r.pressure_kpa, r.temperature_c) for r in rs], np.float32),
-            np.asarray([r.event is not None for r in rs], bool),
-            np.asarray([r.ts for r in rs], np.float64),
-            np.asarray([e[3].partition for e in entries], np.int32),
-            np.asarray([e[3].offset for e in entries], np.int64),
-            np.asarray([e[3].kafka_ts for e in entries], np.float64),
+            np.asarray([(e[5], e[6]) for e in entries], np.float32),
+            np.asarray([e[7] for e in entries], bool),
+            np.asarray([e[8] for e in entries], np.float64),
+            np.asarray([e[3] for e in entries], np.int32),
+            np.asarray([e[4] for e in entries], np.int64),
+            np.asarray([e[9] for e in entries], np.float64),
         )
 
     def _build(
@@ -429,10 +594,11 @@ class TickAssembler:
             if p is not None:
                 out[pid] = CommitPoint(p.next_offset, p.max_ts)
         for ot in self._open.values():
-            for part, off, before in zip(ot.partition, ot.offset, ot.max_ts_before, strict=True):
-                cp = out.get(part)
+            for c in ot.chunks:
+                cp = out.get(c.partition)
+                off = int(c.offsets[0])
                 if cp is not None and off < cp.offset:
-                    out[part] = CommitPoint(off, before)
+                    out[c.partition] = CommitPoint(off, float(c.before[0]))
         return out
 
     @property
@@ -446,21 +612,10 @@ class TickAssembler:
 
     def held(self) -> int:
         """Readings held in open ticks."""
-        return sum(len(ot.rows) for ot in self._open.values())
+        return sum(ot.n for ot in self._open.values())
 
 
 def _grow(a: NDArray[Any], size: int, fill: int) -> NDArray[Any]:
     out = np.full(size, fill, a.dtype)
     out[: a.shape[0]] = a
     return out
-
-
-def _append(dst: _OpenTick, src: _OpenTick, i: int) -> None:
-    dst.rows.append(src.rows[i])
-    dst.values.append(src.values[i])
-    dst.event.append(src.event[i])
-    dst.ts.append(src.ts[i])
-    dst.partition.append(src.partition[i])
-    dst.offset.append(src.offset[i])
-    dst.kafka_ts.append(src.kafka_ts[i])
-    dst.max_ts_before.append(src.max_ts_before[i])

@@ -328,3 +328,52 @@ def test_tick_rows_are_sorted_and_arrays_align() -> None:
     (ct,) = a.close()
     assert np.all(np.diff(ct.rows) > 0)
     assert ct.x.shape == (4, 2) and ct.offsets.shape == ct.partitions.shape == (4,)
+
+
+def _trace(parts: list[list[Polled]], chunks: list[int], per_reading: bool) -> list[object]:
+    """Everything observable after each batch: closed ticks (every field), drop counts,
+    commit points, held readings. ``per_reading`` forces the reference loop."""
+    a = asm()
+    if per_reading:
+        a._all_accepted = lambda *args: False  # type: ignore[method-assign]
+    out: list[object] = []
+    pos = [0] * len(parts)
+    i = 0
+    while any(pos[p] < len(parts[p]) for p in range(len(parts))):
+        for p in range(len(parts)):
+            n = chunks[i % len(chunks)]
+            i += 1
+            batch = parts[p][pos[p] : pos[p] + n]
+            pos[p] += len(batch)
+            a.add(batch)
+            lagging = {q for q in range(len(parts)) if pos[q] < len(parts[q])}
+            for ct in a.close(lagging):
+                out.append((ct.tick, ct.trigger, ct.rows.tolist(), ct.x.tolist(),
+                            ct.ts.tolist(), ct.prev_tick.tolist(), ct.reset_reason.tolist(),
+                            ct.partitions.tolist(), ct.offsets.tolist()))  # fmt: skip
+            out.append((dict(a.dropped), a.commit_points(), a.held(), a.open_ticks))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams(), st.lists(st.integers(1, 40), min_size=1, max_size=5))
+def test_whole_poll_fast_path_equals_the_per_reading_rules(
+    parts: list[list[Polled]], chunks: list[int]
+) -> None:
+    assert _trace(parts, chunks, per_reading=False) == _trace(parts, chunks, per_reading=True)
+
+
+def test_fast_path_is_taken_for_a_clean_poll() -> None:
+    a = asm()
+    seen: list[int] = []
+    real = a._decide
+
+    def spy(*args: object) -> object:
+        seen.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    a._decide = spy  # type: ignore[method-assign,assignment]
+    a.add([rd(f"T{k}", t, 10 * t + k) for t in range(3) for k in range(10)])
+    assert not seen  # every reading new and in order: decided for the whole poll
+    a.add([rd("T0", 2, 99)])  # a second reading for the tick: the per-reading rules
+    assert seen and a.dropped["duplicate"] == 1

@@ -18,6 +18,7 @@ from tankwatch.codec import (
     REJECT_REASONS,
     TEMPERATURE_RANGE_C,
     Reading,
+    decode_batch,
     decode_reading,
     encode_reading,
     schema,
@@ -259,3 +260,64 @@ def test_nan_is_not_finite_even_though_json_allows_it() -> None:
     with pytest.raises(DecodeError) as info:
         validate(obj)
     assert info.value.reason == "not_finite"
+
+
+# --- batch decode -------------------------------------------------------------------------
+
+_BAD = [(v, k) for cases in REASON_CASES.values() for v, k in cases]
+
+
+def _good(reading: Reading, keyed: bool) -> tuple[bytes, bytes | None]:
+    key, value = encode_reading(reading)
+    return value, key if keyed else None
+
+
+def _mutated(pair: tuple[bytes, bytes | None], cut: int, junk: bytes) -> tuple[bytes, bytes | None]:
+    """A good message with some bytes replaced: valid, or bad for any reason."""
+    value, key = pair
+    return value[:cut] + junk + value[cut + len(junk) :], key
+
+
+messages = st.one_of(
+    st.builds(_good, readings, st.booleans()),
+    st.sampled_from(_BAD),
+    st.builds(
+        _mutated,
+        st.builds(_good, readings, st.booleans()),
+        st.integers(0, 80),
+        st.binary(min_size=1, max_size=3),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(messages, max_size=20), st.integers(1, 3))
+def test_decode_batch_decides_every_message_as_decode_reading_does(
+    msgs: list[tuple[bytes, bytes | None]], repeat: int
+) -> None:
+    # Repeats: the second time round the tank ids and timestamps are cached, which is
+    # when the batch's shortcut applies.
+    msgs = msgs * repeat
+    got = decode_batch([v for v, _ in msgs], [k for _, k in msgs])
+    columns = zip(got.tank_ids, got.ts, got.pressure_kpa, got.temperature_c, got.event, strict=True)
+    accepted = dict(zip(got.index, columns, strict=True))
+    rejected = {i: exc.reason for i, exc in got.rejected}
+    assert len(accepted) + len(rejected) == len(msgs) and got.index == sorted(got.index)
+    for i, (value, key) in enumerate(msgs):
+        try:
+            r = decode_reading(value, key)
+        except DecodeError as exc:
+            assert rejected.get(i) == exc.reason, (value, key)
+            continue
+        assert accepted[i] == (
+            r.tank_id, r.ts, r.pressure_kpa, r.temperature_c, r.event is not None
+        )  # fmt: skip
+
+
+def test_deeply_nested_json_is_bad_json_not_a_crash() -> None:
+    value = b"[" * 2000 + b"]" * 2000  # within the size limit, past the parser's depth
+    assert len(value) <= MAX_MESSAGE_BYTES
+    with pytest.raises(DecodeError) as info:
+        decode_reading(value)
+    assert info.value.reason == "bad_json"
+    assert [exc.reason for _, exc in decode_batch([value], [None]).rejected] == ["bad_json"]
