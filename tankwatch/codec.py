@@ -221,11 +221,12 @@ def decode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None]) -
     """:func:`decode_reading` over many messages, into columns (no object per reading).
 
     Same decisions as :func:`decode_reading`, message by message: a value that is
-    plainly valid -- a JSON object whose tank id and timestamp string were validated
-    before (the caches), float readings in range, no event, the key matching -- is
-    taken directly; anything else goes through :func:`decode_reading`, which accepts
-    it or names the reason. ``loads(bytes.decode())``: strict UTF-8 as in
-    :func:`decode_reading` (``json.loads`` of bytes would also take UTF-16/32).
+    plainly valid -- a JSON object whose tank id was validated before (the cache), a
+    timestamp string validated before or float epoch seconds in range, float readings
+    in range, no event, the key matching -- is taken directly; anything else goes
+    through :func:`decode_reading`, which accepts it or names the reason.
+    ``loads(bytes.decode())``: strict UTF-8 as in :func:`decode_reading` (``json.loads``
+    of bytes would also take UTF-16/32).
     """
     out = DecodedBatch([], [], [], [], [], [], [])
     index, ids, tss, ps, ts_, evs = (
@@ -235,6 +236,7 @@ def decode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None]) -
     ids_ok, ts_ok = _VALID_IDS, _TS_CACHE
     plo, phi = PRESSURE_RANGE_KPA
     tlo, thi = TEMPERATURE_RANGE_C
+    ts_lo, ts_hi = TS_RANGE_S
     for i, value in enumerate(values):
         key = keys[i]
         if value is not None and len(value) <= MAX_MESSAGE_BYTES:
@@ -250,7 +252,6 @@ def decode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None]) -
                 temperature = get("temperature_c")
                 if (
                     type(tank_id) is str
-                    and type(ts_value) is str
                     and type(pressure) is float
                     and type(temperature) is float
                     and plo <= pressure <= phi
@@ -258,7 +259,12 @@ def decode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None]) -
                     and get("event") is None
                 ):
                     expected = ids_ok.get(tank_id)
-                    ts = ts_ok.get(ts_value)
+                    if type(ts_value) is str:
+                        ts = ts_ok.get(ts_value)
+                    elif type(ts_value) is float and ts_lo <= ts_value <= ts_hi:
+                        ts = ts_value  # epoch seconds (NaN fails the comparison)
+                    else:
+                        ts = None
                     if expected is not None and ts is not None and (key is None or key == expected):
                         index.append(i)
                         ids.append(tank_id)

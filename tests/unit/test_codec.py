@@ -272,6 +272,13 @@ def _good(reading: Reading, keyed: bool) -> tuple[bytes, bytes | None]:
     return value, key if keyed else None
 
 
+def _epoch(reading: Reading, as_int: bool) -> tuple[bytes, bytes | None]:
+    """The reading with ``ts`` as JSON epoch seconds (float or integer)."""
+    obj = json.loads(encode_reading(reading)[1])
+    obj["ts"] = int(reading.ts) if as_int else reading.ts
+    return json.dumps(obj).encode(), None
+
+
 def _mutated(pair: tuple[bytes, bytes | None], cut: int, junk: bytes) -> tuple[bytes, bytes | None]:
     """A good message with some bytes replaced: valid, or bad for any reason."""
     value, key = pair
@@ -280,6 +287,7 @@ def _mutated(pair: tuple[bytes, bytes | None], cut: int, junk: bytes) -> tuple[b
 
 messages = st.one_of(
     st.builds(_good, readings, st.booleans()),
+    st.builds(_epoch, readings, st.booleans()),
     st.sampled_from(_BAD),
     st.builds(
         _mutated,
