@@ -426,26 +426,25 @@ def standard_reference(bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
 
 
 def assert_states_equal(a: dict[str, TankState], b: dict[str, TankState], tol: float) -> None:
-    """Same tanks, same last applied tick, h/c/held/anomaly equal to ``tol``.
+    """Same tanks, same last applied tick; h, c and the held forecast equal to ``tol``
+    (absolute and relative), the anomaly statistics to 1e-3.
 
-    h and c are compared with ``atol=tol`` plus ``rtol=tol``: float32 results may
-    differ in the last bit between batch compositions, and |c| reaches ~2, where one
-    float32 ulp is already ~2.4e-7 (pure atol would be tighter than the format).
+    Why relative as well as absolute: float32 results may differ in the last bits
+    between batch compositions (a row stepped alone in a catch-up vs in a full batch:
+    BLAS blocking), and ``c`` is not bounded (values of a few hundred occur, where one
+    ulp is ~3e-5), nor is the held forecast (physical units). The anomaly statistics
+    are EWMAs of a residual over a small sigma, which amplifies those last bits.
     """
-    assert a.keys() == b.keys()
+    assert a.keys() == b.keys(), f"tanks differ: {sorted(a.keys() ^ b.keys())[:5]}"
     for tank in a:
         x, y = a[tank], b[tank]
-        assert x.last_tick == y.last_tick, tank
-        np.testing.assert_allclose(x.h, y.h, rtol=tol, atol=tol, err_msg=tank)
-        np.testing.assert_allclose(x.c, y.c, rtol=tol, atol=tol, err_msg=tank)
-        np.testing.assert_allclose(x.held, y.held, rtol=tol, err_msg=tank)
+        assert x.last_tick == y.last_tick, f"{tank}: last tick {x.last_tick} != {y.last_tick}"
+        np.testing.assert_allclose(x.h, y.h, rtol=tol, atol=tol, err_msg=f"{tank} h")
+        np.testing.assert_allclose(x.c, y.c, rtol=tol, atol=tol, err_msg=f"{tank} c")
+        np.testing.assert_allclose(x.held, y.held, rtol=tol, atol=tol, err_msg=f"{tank} held")
         for key in x.anomaly:
             np.testing.assert_allclose(
-                x.anomaly[key],
-                y.anomaly[key],
-                rtol=1e-3,
-                atol=1e-3,
-                err_msg=f"{tank} anomaly {key}",
+                x.anomaly[key], y.anomaly[key], rtol=1e-3, atol=1e-3, err_msg=f"{tank} {key}"
             )
 
 

@@ -251,31 +251,6 @@ class Stopwatch:
         return time.monotonic() - self.t0
 
 
-def assert_states_close(a: dict[str, Any], b: dict[str, Any], tol: float = 1e-6) -> None:
-    """Same tanks, same last applied tick; h, c, held forecast equal to ``tol``.
-
-    Why ``c`` is compared relative as well as absolute: the cell state is float32 and
-    not bounded (values of a few hundred occur), where one ulp is ~3e-5; a row stepped
-    alone (catch-up after a restart) and in a full batch may differ in the last bits
-    (BLAS blocking), which a pure 1e-6 absolute test would call a failure. ``h`` is in
-    (-1, 1) and compared absolutely. The anomaly statistics (EWMA of a residual over a
-    small sigma) to 1e-3 relative, as the integration helpers do.
-    """
-    import numpy as np
-
-    assert a.keys() == b.keys(), f"tanks differ: {sorted(a.keys() ^ b.keys())[:5]}"
-    for tank in a:
-        x, y = a[tank], b[tank]
-        assert x.last_tick == y.last_tick, f"{tank}: last tick {x.last_tick} != {y.last_tick}"
-        np.testing.assert_allclose(x.h, y.h, rtol=0, atol=tol, err_msg=f"{tank} h")
-        np.testing.assert_allclose(x.c, y.c, rtol=tol, atol=tol, err_msg=f"{tank} c")
-        np.testing.assert_allclose(x.held, y.held, rtol=tol, atol=tol, err_msg=f"{tank} held")
-        for key in x.anomaly:
-            np.testing.assert_allclose(
-                x.anomaly[key], y.anomaly[key], rtol=1e-3, atol=1e-3, err_msg=f"{tank} {key}"
-            )
-
-
 def fleet_messages(
     n_tanks: int, n_ticks: int, interval_s: float, t0: float = 1_700_000_000.0, seed: int = 3
 ) -> Any:

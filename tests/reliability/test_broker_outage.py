@@ -18,6 +18,7 @@ import pytest
 from tankwatch.broker import EmbeddedBroker
 from tests.integration.helpers import (
     assert_forecasts_equal,
+    assert_states_equal,
     produce_readings,
     read_forecasts,
     read_state,
@@ -27,7 +28,6 @@ from tests.integration.helpers import (
 from tests.reliability.support import (
     PipelineProcess,
     Stopwatch,
-    assert_states_close,
     instance_env,
     wait_all_applied,
 )
@@ -101,7 +101,7 @@ def test_broker_freeze_is_visible_and_recovered_from(
     )
     got = read_forecasts(bootstrap, topics.forecasts)
     assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
-    assert_states_close(reliability_reference["state"], read_state(bootstrap, topics.state))
+    assert_states_equal(reliability_reference["state"], read_state(bootstrap, topics.state), 1e-6)
     assert all(s[1] is not None for s in during), "the HTTP endpoint stopped answering"
     red = [s for s in during if s[1] != 200 or s[2] == 0.0]
     assert red, (

@@ -21,6 +21,7 @@ import pytest
 from tankwatch.topics import Topics
 from tests.integration.helpers import (
     assert_forecasts_equal,
+    assert_states_equal,
     produce_readings,
     read_forecasts,
     read_state,
@@ -29,7 +30,6 @@ from tests.integration.helpers import (
 from tests.reliability.support import (
     PipelineProcess,
     Stopwatch,
-    assert_states_close,
     instance_env,
     wait_all_applied,
 )
@@ -111,4 +111,6 @@ def test_sigkill_loop_matches_an_uninterrupted_run(
     assert len(kills) == KILLS
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # asserts repeats identical
     assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
-    assert_states_close(reliability_reference["state"], read_state(kafka_bootstrap, topics.state))
+    assert_states_equal(
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+    )

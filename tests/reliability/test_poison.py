@@ -15,11 +15,16 @@ import pytest
 
 from tankwatch.codec import REJECT_REASONS, encode_reading
 from tankwatch.topics import Topics
-from tests.integration.helpers import assert_forecasts_equal, read_dlq, read_forecasts, read_state
+from tests.integration.helpers import (
+    assert_forecasts_equal,
+    assert_states_equal,
+    read_dlq,
+    read_forecasts,
+    read_state,
+)
 from tests.reliability.poison import poison_batch
 from tests.reliability.support import (
     PipelineProcess,
-    assert_states_close,
     instance_env,
     wait_all_applied,
 )
@@ -108,4 +113,6 @@ def test_poison_goes_to_the_dlq_and_good_tanks_are_untouched(
     assert_forecasts_equal(
         reliability_reference["forecasts"], read_forecasts(kafka_bootstrap, topics.forecasts), 1e-6
     )
-    assert_states_close(reliability_reference["state"], read_state(kafka_bootstrap, topics.state))
+    assert_states_equal(
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+    )

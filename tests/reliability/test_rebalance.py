@@ -16,6 +16,7 @@ import pytest
 from tankwatch.topics import Topics
 from tests.integration.helpers import (
     assert_forecasts_equal,
+    assert_states_equal,
     http_get,
     produce_readings,
     read_forecasts,
@@ -25,7 +26,6 @@ from tests.integration.helpers import (
 from tests.reliability.support import (
     PipelineProcess,
     Stopwatch,
-    assert_states_close,
     instance_env,
     wait_all_applied,
 )
@@ -123,4 +123,6 @@ def test_survivor_takes_over_and_output_matches_single_instance(
     assert sum(restored) >= b_tanks > 0, "the survivor did not restore b's tanks from tank.state"
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # repeats must be identical
     assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
-    assert_states_close(reliability_reference["state"], read_state(kafka_bootstrap, topics.state))
+    assert_states_equal(
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+    )
