@@ -133,6 +133,8 @@ class Service(PartitionOwnership):
         self._assigned_at: dict[int, int] = {}
         # Evaluated at scrape time: the loop may be blocked on the broker right then.
         metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
+        self._lag_confirmed = time.monotonic()  # last probe the broker answered
+        metrics.lag_age.set_function(lambda: time.monotonic() - self._lag_confirmed)
         self._http = HttpServer(self, settings.http_host, settings.http_port)
         self._http.start()
 
@@ -391,7 +393,10 @@ class Service(PartitionOwnership):
 
     def _probe(self) -> None:
         assert self._consumer is not None
-        self._set_broker(self._consumer.probe())
+        ok = self._consumer.probe()
+        self._set_broker(ok)
+        if ok:  # the high-water marks behind the lag are as fresh as this round trip
+            self._lag_confirmed = time.monotonic()
         for p, lag in self._consumer.lag().items():
             if lag is not None:
                 self.metrics.lag.labels(str(p)).set(lag)

@@ -127,6 +127,12 @@ class PipelineMetrics:
             ["partition"],
             registry=r,
         )
+        self.lag_age = Gauge(
+            "tankwatch_consumer_lag_age_seconds",
+            "Seconds since the lag was last confirmed by a broker round trip "
+            "(grows while the broker does not answer: the lag figures are stale).",
+            registry=r,
+        )
         self.tanks = Gauge("tankwatch_tanks", "Tanks assigned to this instance.", registry=r)
         self.open_ticks = Gauge(
             "tankwatch_open_ticks", "Ticks holding readings, not closed yet.", registry=r

@@ -8,6 +8,7 @@ every other test.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -37,12 +38,14 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 FREEZE_S = 20.0
 
 
-def sample(proc: PipelineProcess) -> tuple[int | None, float | None, float]:
-    """(``/healthz`` status, ``tankwatch_broker_up``, total consumer lag) right now."""
+def sample(proc: PipelineProcess) -> tuple[int | None, float | None, float, float]:
+    """(``/healthz`` status, ``tankwatch_broker_up``, total consumer lag, age of the lag
+    figures) right now."""
     m = proc.metrics()
     up = m.get("tankwatch_broker_up", {}).get((), None)
     lag = sum(m.get("tankwatch_consumer_lag_messages", {}).values())
-    return proc.health(), up, lag
+    age = m.get("tankwatch_consumer_lag_age_seconds", {}).get((), math.nan)
+    return proc.health(), up, lag, age
 
 
 def test_broker_freeze_is_visible_and_recovered_from(
@@ -64,8 +67,8 @@ def test_broker_freeze_is_visible_and_recovered_from(
         kwargs={"per_tick_sleep_s": 0.05},
         daemon=True,
     )
-    during: list[tuple[float, int | None, float | None, float]] = []
-    after: list[tuple[float, int | None, float | None, float]] = []
+    during: list[tuple[float, int | None, float | None, float, float]] = []
+    after: list[tuple[float, int | None, float | None, float, float]] = []
     try:
         proc.start().wait_healthy()
         producer.start()
@@ -92,12 +95,13 @@ def test_broker_freeze_is_visible_and_recovered_from(
         assert proc.stop() == 0, proc.log_tail()
     finally:
         proc.ensure_dead()
-    for t, status, up, lag in during[::4] + after[::3]:
-        print(f"t={t:5.1f} s  /healthz {status}  broker_up {up}  lag {lag:.0f}")
+    for t, status, up, lag, age in during[::4] + after[::3]:
+        print(f"t={t:5.1f} s  /healthz {status}  broker_up {up}  lag {lag:.0f}  age {age:.1f} s")
     print(
         f"frozen {thawed:.1f} s; healthy again {recovered - thawed:.1f} s after the thaw; "
         f"max lag during the freeze {max(s[3] for s in during):.0f}, in the 3 s after it "
-        f"{max(s[3] for s in after):.0f}"
+        f"{max(s[3] for s in after):.0f}; lag age max {max(s[4] for s in during):.1f} s "
+        f"during, {max(s[4] for s in after):.1f} s after"
     )
     got = read_forecasts(bootstrap, topics.forecasts)
     assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
@@ -108,3 +112,7 @@ def test_broker_freeze_is_visible_and_recovered_from(
         f"during a {FREEZE_S:.0f} s broker freeze /healthz stayed 200 and "
         f"tankwatch_broker_up stayed 1 in every one of {len(during)} samples"
     )
+    # The lag figures cannot be refreshed while the broker is frozen: their age says so,
+    # and drops back once probes succeed again.
+    assert max(s[4] for s in during) >= FREEZE_S / 2, "lag age did not grow during the freeze"
+    assert min(s[4] for s in after) < 3.0, "lag age did not drop after the thaw"
