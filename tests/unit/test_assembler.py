@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from hypothesis import given, settings
@@ -283,10 +284,13 @@ def streams(draw: st.DrawFn) -> list[list[Polled]]:
     return out
 
 
-def _run(parts: list[list[Polled]], chunks: list[int], lag_choices: list[bool]) -> dict:
-    a = asm()
+def _feed(
+    a: TickAssembler, parts: list[list[Polled]], chunks: list[int], lag_choices: list[bool]
+) -> Iterator[list[ClosedTick]]:
+    """Round-robin batches of ``chunks`` sizes from each partition into ``a``; yields the
+    ticks closed after each batch (``lag_choices``: whether a lagging partition is
+    reported as lagging -- sometimes the high water is not known yet)."""
     pos = [0] * len(parts)
-    ticks: list[ClosedTick] = []
     i = 0
     while any(pos[p] < len(parts[p]) for p in range(len(parts))):
         for p in range(len(parts)):
@@ -296,9 +300,13 @@ def _run(parts: list[list[Polled]], chunks: list[int], lag_choices: list[bool]) 
             pos[p] += len(batch)
             a.add(batch)
             lagging = {q for q in range(len(parts)) if pos[q] < len(parts[q])}
-            # Sometimes a lagging partition looks caught up (high water not yet known).
             lagging = {q for q in lagging if lag_choices[(i + q) % len(lag_choices)]}
-            ticks += a.close(lagging)
+            yield a.close(lagging)
+
+
+def _run(parts: list[list[Polled]], chunks: list[int], lag_choices: list[bool]) -> dict:
+    a = asm()
+    ticks = [ct for closed in _feed(a, parts, chunks, lag_choices) for ct in closed]
     ticks += a.close(set())
     return {k: v for k, v in applied(ticks, a).items()}
 
@@ -337,21 +345,12 @@ def _trace(parts: list[list[Polled]], chunks: list[int], per_reading: bool) -> l
     if per_reading:
         a._all_accepted = lambda *args: False  # type: ignore[method-assign]
     out: list[object] = []
-    pos = [0] * len(parts)
-    i = 0
-    while any(pos[p] < len(parts[p]) for p in range(len(parts))):
-        for p in range(len(parts)):
-            n = chunks[i % len(chunks)]
-            i += 1
-            batch = parts[p][pos[p] : pos[p] + n]
-            pos[p] += len(batch)
-            a.add(batch)
-            lagging = {q for q in range(len(parts)) if pos[q] < len(parts[q])}
-            for ct in a.close(lagging):
-                out.append((ct.tick, ct.trigger, ct.rows.tolist(), ct.x.tolist(),
-                            ct.ts.tolist(), ct.prev_tick.tolist(), ct.reset_reason.tolist(),
-                            ct.partitions.tolist(), ct.offsets.tolist()))  # fmt: skip
-            out.append((dict(a.dropped), a.commit_points(), a.held(), a.open_ticks))
+    for closed in _feed(a, parts, chunks, [True]):
+        for ct in closed:
+            out.append((ct.tick, ct.trigger, ct.rows.tolist(), ct.x.tolist(),
+                        ct.ts.tolist(), ct.prev_tick.tolist(), ct.reset_reason.tolist(),
+                        ct.partitions.tolist(), ct.offsets.tolist()))  # fmt: skip
+        out.append((dict(a.dropped), a.commit_points(), a.held(), a.open_ticks))
     return out
 
 
