@@ -84,7 +84,10 @@ def encode_state(s: TankState, group: str = "", model: str = "") -> bytes:
 
 def decode_state(value: bytes) -> TankState:
     """Inverse of :func:`encode_state` (ValueError/KeyError on a corrupt record)."""
-    o = json.loads(value)
+    return _state_of(json.loads(value))
+
+
+def _state_of(o: dict[str, Any]) -> TankState:
     if o.get("v") != FORMAT:
         raise ValueError(f"unsupported state format {o.get('v')!r}")
     shape = (int(o["layers"]), int(o["units"]))
@@ -115,26 +118,27 @@ def encode_point(partition: int, point: CommitPoint, group: str = "") -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def record_model(value: bytes) -> str:
-    """The model version a state record was written by ("" if unknown or corrupt)."""
-    try:
-        model = json.loads(value).get("model", "")
-    except (ValueError, AttributeError):
-        return ""
-    return model if isinstance(model, str) else ""
+def _text_field(o: dict[str, Any], name: str) -> str:
+    """A string field of a parsed state record ("" if absent or not a string): the
+    writer's ``group`` or ``model``."""
+    v = o.get(name, "")
+    return v if isinstance(v, str) else ""
 
 
-def record_group(value: bytes) -> str:
-    """The consumer group that wrote a state record ("" if unknown or corrupt)."""
+def _parse(value: bytes) -> dict[str, Any] | None:
+    """A ``tank.state`` value parsed once (None if it is not a JSON object)."""
     try:
-        group = json.loads(value).get("group", "")
-    except (ValueError, AttributeError):
-        return ""
-    return group if isinstance(group, str) else ""
+        o = json.loads(value)
+    except ValueError:
+        return None
+    return o if isinstance(o, dict) else None
 
 
 def decode_point(value: bytes) -> tuple[int, CommitPoint]:
-    o = json.loads(value)
+    return _point_of(json.loads(value))
+
+
+def _point_of(o: dict[str, Any]) -> tuple[int, CommitPoint]:
     max_ts = -math.inf if o["max_ts"] is None else float(o["max_ts"])
     return int(o["partition"]), CommitPoint(int(o["offset"]), max_ts)
 
@@ -273,27 +277,32 @@ class Checkpointer:
         tanks: dict[str, TankState] = {}
         points: dict[int, CommitPoint] = {}
         for text in self._file_tanks.values():
-            self._merge_tank(tanks, text.encode(), wanted)
+            self._merge_tank(tanks, _parse(text.encode()), wanted)
         for obj in self._file_points.values():
-            self._merge_point(points, json.dumps(obj).encode(), wanted)
+            self._merge_point(points, obj, wanted)
         for key, value in self._read_topic(wanted):
+            o = _parse(value)
             # One state topic may be shared by mistake: never take another group's state.
-            if record_group(value) != self.group:
+            if o is None or _text_field(o, "group") != self.group:
                 continue
             if key == PARTITION_KEY:
-                self._merge_point(points, value, wanted)
+                self._merge_point(points, o, wanted)
             else:
-                self._merge_tank(tanks, value, wanted)
+                self._merge_tank(tanks, o, wanted)
         return tanks, points
 
-    def _merge_tank(self, tanks: dict[str, TankState], value: bytes, wanted: set[int]) -> None:
+    def _merge_tank(
+        self, tanks: dict[str, TankState], o: dict[str, Any] | None, wanted: set[int]
+    ) -> None:
         # Another model's h/c mean nothing to this one (a switched artifact): such a
         # tank starts from a fresh state, counted as a new tank, at the commit point.
-        if self.model_version and record_model(value) != self.model_version:
+        if self.model_version and (o is None or _text_field(o, "model") != self.model_version):
             self.foreign_model_records += 1
             return
         try:
-            s = decode_state(value)
+            if o is None:
+                raise ValueError("not a JSON object")
+            s = _state_of(o)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("skipping corrupt state record", extra={"error": str(exc)})
             return
@@ -304,9 +313,9 @@ class Checkpointer:
             tanks[s.tank_id] = s
 
     @staticmethod
-    def _merge_point(points: dict[int, CommitPoint], value: bytes, wanted: set[int]) -> None:
+    def _merge_point(points: dict[int, CommitPoint], o: dict[str, Any], wanted: set[int]) -> None:
         try:
-            p, pt = decode_point(value)
+            p, pt = _point_of(o)
         except (ValueError, KeyError, TypeError):
             return
         if p in wanted and (p not in points or pt.offset >= points[p].offset):

@@ -36,26 +36,17 @@ def add_bootstrap_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_topic_args(parser: argparse.ArgumentParser) -> None:
     t = Topics.from_env()
-    parser.add_argument(
-        "--topic-readings",
-        default=t.readings,
-        help="readings topic (env TANKWATCH_TOPIC_READINGS; default %(default)s)",
-    )
-    parser.add_argument(
-        "--topic-dlq",
-        default=t.dlq,
-        help="dead-letter topic (env TANKWATCH_TOPIC_DLQ; default %(default)s)",
-    )
-    parser.add_argument(
-        "--topic-forecasts",
-        default=t.forecasts,
-        help="forecasts topic (env TANKWATCH_TOPIC_FORECASTS; default %(default)s)",
-    )
-    parser.add_argument(
-        "--topic-state",
-        default=t.state,
-        help="state changelog topic (env TANKWATCH_TOPIC_STATE; default %(default)s)",
-    )
+    for name, what in (
+        ("readings", "readings topic"),
+        ("dlq", "dead-letter topic"),
+        ("forecasts", "forecasts topic"),
+        ("state", "state changelog topic"),
+    ):
+        parser.add_argument(
+            f"--topic-{name}",
+            default=getattr(t, name),
+            help=f"{what} (env TANKWATCH_TOPIC_{name.upper()}; default %(default)s)",
+        )
 
 
 def topics_from_args(args: argparse.Namespace) -> Topics:

@@ -98,10 +98,12 @@ def synthetic_history(
     return out
 
 
-def _producer(bootstrap: str) -> Any:
+def _producer(bootstrap: str, **config: Any) -> Any:
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    return KafkaProducer(
+        **{"bootstrap_servers": bootstrap, "acks": "all", "linger_ms": 5, **config}
+    )
 
 
 def produce_readings(
@@ -131,10 +133,14 @@ def produce_readings(
 
 
 def produce_raw(
-    bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
+    bootstrap: str,
+    topic: str,
+    items: Iterable[tuple[bytes | None, bytes | None]],
+    **producer_config: Any,
 ) -> None:
-    """Produce raw (key, value) pairs as given (for malformed input)."""
-    producer = _producer(bootstrap)
+    """Produce raw (key, value) pairs as given (malformed input, large fleets);
+    ``producer_config`` overrides the KafkaProducer settings."""
+    producer = _producer(bootstrap, **producer_config)
     try:
         for key, value in items:
             producer.send(topic, key=key, value=value)

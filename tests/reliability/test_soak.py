@@ -22,12 +22,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tankwatch.broker import EmbeddedBroker
-from tests.integration.helpers import model_interval_s, unique_topics, wait_until
+from tests.integration.helpers import model_interval_s, produce_raw, unique_topics, wait_until
 from tests.reliability.support import PipelineProcess, Stopwatch, fleet_messages, instance_env
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
@@ -36,20 +35,6 @@ N_TANKS = 10_000
 N_TICKS = 200
 PARTITIONS = 4  # unique_topics' default
 FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # pipeline.consumer: max_partition_fetch_bytes
-
-
-def produce_fleet(bootstrap: str, topic: str, items: Any) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
-    )
-    try:
-        for key, value in items:
-            producer.send(topic, key=key, value=value)
-        producer.flush()
-    finally:
-        producer.close()
 
 
 def test_memory_stays_bounded_over_a_10k_tank_run(
@@ -74,7 +59,10 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
     total = N_TANKS * N_TICKS
     items = fleet_messages(N_TANKS, N_TICKS, model_interval_s())
     producer = threading.Thread(
-        target=produce_fleet, args=(bootstrap, topics.readings, items), daemon=True
+        target=produce_raw,
+        args=(bootstrap, topics.readings, items),
+        kwargs={"linger_ms": 20, "batch_size": 512 * 1024},  # bulk: the soak's bottleneck
+        daemon=True,
     )
     # t, consumed, ticks, rss, lag, held
     samples: list[tuple[float, float, float, int, float, float]] = []
