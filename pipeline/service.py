@@ -17,13 +17,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from pipeline.api import fleet_json, tank_json
+from pipeline.api import Dashboard, FleetQuery, model_json
 from pipeline.assembler import RESET_REASONS, Columns, TickAssembler
 from pipeline.checkpoint import Checkpointer
 from pipeline.config import Settings
@@ -31,6 +30,7 @@ from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.http import HttpServer
 from pipeline.ownership import PartitionOwnership
+from pipeline.ports import ConsumerFactory, ConsumerLike, ModelInfo
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
@@ -46,38 +46,6 @@ PROBE_INTERVAL_S = 2.0
 #: A flush or commit blocked this long means the broker is not answering: health goes
 #: red while the loop is still waiting (it cannot run a probe then).
 BROKER_WAIT_S = 3.0
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    model_version: str
-    engine: str
-    tick_interval_s: float
-    max_gap_ticks: int
-    path: str
-
-
-class ConsumerLike(Protocol):
-    def poll(self, timeout_ms: int) -> dict[int, list[Any]]: ...
-    def assigned(self) -> list[int]: ...
-    def seek(self, partition: int, offset: int) -> None: ...
-    def lag(self) -> dict[int, int | None]: ...
-    def lagging(self) -> set[int]: ...
-    def probe(self, timeout_ms: int = ...) -> bool: ...
-    def commit(self, offsets: dict[int, int]) -> None: ...
-    def close(self) -> None: ...
-
-
-#: make_consumer(on_revoked, on_assigned, on_lost) -> consumer; on_revoked returns the
-#: offsets to commit (the consumer commits them on its IO thread).
-ConsumerFactory = Callable[
-    [
-        Callable[[list[int]], dict[int, int]],
-        Callable[[list[int]], None],
-        Callable[[list[int]], None],
-    ],
-    ConsumerLike,
-]
 
 
 class Service(PartitionOwnership):
@@ -135,6 +103,20 @@ class Service(PartitionOwnership):
         metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
         self._lag_confirmed = time.monotonic()  # last probe the broker answered
         metrics.lag_age.set_function(lambda: time.monotonic() - self._lag_confirmed)
+        self.dashboard = Dashboard(
+            lambda: self._view,
+            history,
+            self._lock,
+            model_json(
+                model.model_version,
+                model.engine,
+                model.tick_interval_s,
+                model.max_gap_ticks,
+                settings.horizons_reported,
+                settings.horizon,
+            ),
+            model.tick_interval_s,
+        )
         self._http = HttpServer(self, settings.http_host, settings.http_port)
         self._http.start()
 
@@ -419,17 +401,8 @@ class Service(PartitionOwnership):
             "model_version": self.model.model_version,
         }
 
-    def fleet_json(self) -> dict[str, Any]:
-        return fleet_json(self._view, self.model, self.settings)
+    def fleet_json(self, query: FleetQuery | None = None) -> dict[str, Any]:
+        return self.dashboard.fleet_json(query)
 
     def tank_json(self, tank_id: str) -> dict[str, Any] | None:
-        view = self._view
-        row = view.row_of(tank_id)
-        if row is None:
-            return None
-        with self._lock:
-            if row >= self.history.capacity:
-                ts, values = np.zeros(0), np.zeros((0, 6), np.float32)
-            else:
-                ts, values = self.history.series(row)
-        return tank_json(view, row, ts, values, self.model.tick_interval_s)
+        return self.dashboard.tank_json(tank_id)

@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -34,21 +33,11 @@ import pytest
 
 from tankwatch.broker import free_port
 from tests.conftest import REPO
+from tests.integration.browser import ChromeDriver, chrome, require_chromium
 
 ARTIFACTS = REPO / "test-artifacts"
 #: Safety net only: the test stops the demo with SIGINT long before this.
 DEMO_DURATION_S = 150
-CHROME_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1600,1250",
-]
 
 pytestmark = pytest.mark.integration
 
@@ -244,89 +233,11 @@ def test_page_is_served(demo: Demo) -> None:
 # ---------------------------------------------------------------- the page in Chromium
 
 
-class ChromeDriver:
-    """Just enough of the W3C WebDriver protocol, over urllib."""
-
-    def __init__(self, user_data_dir: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["chromedriver", f"--port={self.port}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
-        self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.proc.kill()
-                    raise
-                time.sleep(0.1)
-        chrome = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
-        caps = {
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {
-                        "binary": chrome,
-                        "args": [*CHROME_FLAGS, f"--user-data-dir={user_data_dir}"],
-                    },
-                }
-            }
-        }
-        self.session = self.call("POST", "/session", caps)["sessionId"]
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return json.loads(resp.read())["value"]
-
-    def s(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self.call(method, f"/session/{self.session}{path}", body)
-
-    def js(self, script: str) -> Any:
-        return self.s("POST", "/execute/sync", {"script": script, "args": []})
-
-    def wait_js(self, script: str, timeout_s: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout_s
-        value = None
-        while time.monotonic() < deadline:
-            value = self.js(script)
-            if value:
-                return value
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for: {script} (last {value!r})")
-
-    def close(self) -> None:
-        try:
-            self.s("DELETE", "")
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[ChromeDriver]:
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.environ.get("CI"):
-            pytest.fail("chromium/chromedriver missing under CI (run make sysdeps)")
-        pytest.skip("chromium/chromedriver not installed (make sysdeps)")
-    with tempfile.TemporaryDirectory(prefix="tankwatch-chrome-") as profile:
-        driver = ChromeDriver(Path(profile))
-        try:
-            yield driver
-        finally:
-            driver.close()
+    require_chromium()
+    with chrome() as driver:
+        yield driver
 
 
 ROW_STATE_JS = """
