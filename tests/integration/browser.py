@@ -21,6 +21,11 @@ import pytest
 
 from tankwatch.broker import free_port
 
+#: Screenshots land here (gitignored) for a human to look at; the paths written in a
+#: session are listed at the end of pytest's output (tests/conftest.py).
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+WRITTEN: list[Path] = []
+
 CHROME_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -110,6 +115,7 @@ class ChromeDriver:
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
+        WRITTEN.append(path)
         return path
 
     def close(self) -> None:
