@@ -88,6 +88,7 @@ class Service(PartitionOwnership):
         self._dirty = np.zeros(0, bool)
         self._view = FleetView(horizons_reported=settings.horizons_reported)
         self._broker_up = False
+        self._broker_lost = False  # lost at least once since start (see _set_broker)
         self._blocked_since: float | None = None  # monotonic start of a broker wait
         self._last_loop = 0.0
         self._running = False
@@ -353,8 +354,17 @@ class Service(PartitionOwnership):
 
     # -------------------------------------------------------- broker health
     def _set_broker(self, up: bool, exc: BaseException | None = None) -> None:
-        if up != self._broker_up:
-            log.warning("broker up" if up else "broker unreachable", extra={"error": str(exc)})
+        # Reaching the broker is news only after it was lost (info on start-up: the
+        # first probe always flips the initial False); losing it is a warning, with
+        # the error only when there is one.
+        if up and not self._broker_up:
+            if self._broker_lost:
+                log.warning("broker reachable again")
+            else:
+                log.info("broker up")
+        elif not up and self._broker_up:
+            self._broker_lost = True
+            log.warning("broker unreachable", extra={"error": str(exc)} if exc else {})
         self._broker_up = up
 
     def broker_up_now(self) -> bool:
