@@ -174,6 +174,9 @@ def test_fleet_lists_every_bundled_tank(demo: Demo) -> None:
     for tank in tanks.values():
         assert keys <= set(tank), sorted(keys - set(tank))
         assert 0 < tank["pressure_kpa"] < 10_000  # kPa, not Pa
+        for key in ("pressure_kpa", "temperature_c", "forecast_pressure_kpa", "anomaly_score"):
+            value = tank[key]  # the sensors' precision, no float32 noise
+            assert value is None or round(value, 3) == value, (key, value)
 
 
 def test_tank_history_and_horizon(demo: Demo) -> None:
