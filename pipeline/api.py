@@ -2,7 +2,8 @@
 
 Shapes are fixed by docs/architecture.md ("HTTP"). Physical units (kPa, degC), rounded
 to the sensors' precision (:data:`DECIMALS`) so float32 arithmetic never shows up as
-``100.74600219726562``; missing values are ``null``. ``now_ts`` is the pipeline's
+``100.74600219726562``; event times (float64 epoch seconds, as the readings gave them)
+are passed through exactly; missing values are ``null``. ``now_ts`` is the pipeline's
 event-time clock (the newest applied reading), so staleness means the same in a live
 run and a fast replay.
 
@@ -70,6 +71,15 @@ def _r(x: float) -> float | None:
 def _list(a: NDArray[Any]) -> list[float | None]:
     vals = np.round(np.asarray(a, np.float64), DECIMALS).tolist()
     return [v if math.isfinite(v) else None for v in vals]
+
+
+def _f(x: float) -> float | None:
+    """Event times: float64 epoch seconds as parsed from the readings, kept exact."""
+    return x if math.isfinite(x) else None
+
+
+def _times(a: NDArray[Any]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in np.asarray(a, np.float64).tolist()]
 
 
 @dataclass(frozen=True)
@@ -265,7 +275,7 @@ class Dashboard:
             status = "anomaly" if flag[k] else "stale" if stale[k] else "ok"
             tank: dict[str, Any] = {
                 "tank_id": view.ids[i_row],
-                "ts": _r(ts),
+                "ts": _f(ts),
                 "pressure_kpa": _r(float(view.actual[i_row, 0])),
                 "temperature_c": _r(float(view.actual[i_row, 1])),
                 "forecast_pressure_kpa": _r(float(view.forecast[i_row, 0])),
@@ -306,7 +316,7 @@ class Dashboard:
         return {
             "model": self._model,
             "interval_s": self._interval,
-            "now_ts": None if now is None else _r(now),
+            "now_ts": now,
             "stale_after_s": STALE_TICKS * self._interval,
             "summary": summary,
             "query": q.echo(),
@@ -336,7 +346,7 @@ class Dashboard:
             "tank_id": view.ids[row],
             "anomaly_flag": bool(view.flag[row]) if row < view.flag.shape[0] else False,
             "history": {
-                "ts": _list(ts),
+                "ts": _times(ts),
                 "pressure_kpa": _list(col["pressure_kpa"]),
                 "temperature_c": _list(col["temperature_c"]),
                 "forecast_pressure_kpa": _list(col["forecast_pressure_kpa"]),
@@ -345,7 +355,7 @@ class Dashboard:
                 "anomaly_flag": [bool(v == 1.0) for v in col["anomaly_flag"].tolist()],
             },
             "horizon": {
-                "ts": _list(last + steps * self._interval) if math.isfinite(last) else [],
+                "ts": _times(last + steps * self._interval) if math.isfinite(last) else [],
                 "pressure_kpa": _list(h[:, 0]) if math.isfinite(last) else [],
                 "temperature_c": _list(h[:, 1]) if math.isfinite(last) else [],
             },
