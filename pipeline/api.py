@@ -150,8 +150,17 @@ class FleetQuery:
 
 
 def _mark(view: FleetView, name: str, n: int) -> NDArray[np.bool_] | None:
-    """Per-row boolean of an optional view attribute (any feature set), or None."""
+    """Per-row boolean of an optional view attribute, or None.
+
+    Booleans or counters (non-zero = set), per row or per row and feature (any set);
+    ``uncalibrated`` may also come as the negation of a ``calibrated`` attribute.
+    """
     arr = getattr(view, name, None)
+    if arr is None and name == "uncalibrated":
+        calibrated = getattr(view, "calibrated", None)
+        if calibrated is not None and np.asarray(calibrated).shape[:1] == (n,) and n:
+            return np.asarray(~np.asarray(calibrated, bool).reshape(n, -1).all(axis=1), np.bool_)
+        return None
     if arr is None:
         return None
     a = np.asarray(arr)

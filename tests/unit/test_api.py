@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -172,3 +173,25 @@ def test_server_serves_page_and_api() -> None:
         assert len(data["tanks"]) == 7 and data["query"]["sort"] == "residual"
         with urllib.request.urlopen(url + "api/tank/T00003", timeout=10) as r:
             assert json.loads(r.read())["tank_id"] == "T00003"
+
+
+def test_counters_and_calibrated_flags_become_marks() -> None:
+    view, hist = build_fleet(20, points=5)
+    counts = np.zeros(20, np.int64)
+    counts[4] = 3  # readings outside the trained range, as a counter
+    calibrated = np.ones(20, bool)
+    calibrated[9] = False
+
+    @dataclasses.dataclass(frozen=True)
+    class CountingView(FleetView):
+        out_of_range: object = None
+        calibrated: object = None
+
+    fields = {f.name: getattr(view, f.name) for f in dataclasses.fields(FleetView)}
+    dash = StaticSource(
+        CountingView(**fields, out_of_range=counts, calibrated=calibrated), hist
+    ).dashboard
+    data = dash.fleet_json(_q("status=marked"))
+    assert [t["tank_id"] for t in data["tanks"]] == ["T00004", "T00009"]
+    assert data["tanks"][0]["out_of_range"] is True and data["tanks"][1]["uncalibrated"] is True
+    assert data["summary"]["out_of_range"] == 1 and data["summary"]["uncalibrated"] == 1
