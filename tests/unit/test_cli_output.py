@@ -188,3 +188,9 @@ def test_library_loggers_are_quiet_unless_asked() -> None:
         root.setLevel(before[0])
         root.handlers[:] = before[1]
         logging.getLogger("kafka").setLevel(before[2])
+
+
+def test_simulate_help_gives_the_simulation_defaults() -> None:
+    text = " ".join(_subparsers(build_parser())["simulate"].format_help().split())
+    for needle in ("default 24", "default 14", "default 60", "default 20240301"):
+        assert needle in text, needle
