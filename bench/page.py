@@ -92,6 +92,7 @@ def _get(url: str) -> tuple[int, float]:
 
 def measure(n: int, soak_s: float, ref: str | None = None) -> list[object]:
     with page_version(ref), serve_fleet(n, marks=True) as (url, _), chrome() as browser:
+        browser.viewport(1400, 1000)
         browser.cdp("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER})
         poll = POLL if ref is None else "api/fleet"  # the baseline polls the whole fleet
         poll_bytes, _ = _get(url + poll)

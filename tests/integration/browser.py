@@ -103,6 +103,14 @@ class ChromeDriver:
         """A Chrome DevTools Protocol command (ChromeDriver's ``goog/cdp/execute``)."""
         return self.s("POST", "/goog/cdp/execute", {"cmd": cmd, "params": params or {}})
 
+    def viewport(self, width: int, height: int) -> None:
+        """Make the page's viewport exactly width x height CSS pixels (the window size
+        flag counts the browser's own frame too)."""
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
     def js_heap_bytes(self) -> int:
         """Used JS heap of the page (CDP Performance.getMetrics ``JSHeapUsedSize``)."""
         self.cdp("HeapProfiler.collectGarbage")

@@ -238,6 +238,7 @@ def test_page_is_served(demo: Demo) -> None:
 def browser() -> Iterator[ChromeDriver]:
     require_chromium()
     with chrome() as driver:
+        driver.viewport(1400, 1000)  # the size issue 13 checks the layout at
         yield driver
 
 

@@ -44,6 +44,7 @@ def fleet() -> Iterator[tuple[str, StaticSource]]:
 def browser() -> Iterator[ChromeDriver]:
     require_chromium()
     with chrome() as driver:
+        driver.viewport(1400, 1000)  # the size issue 13 checks the layout at
         yield driver
 
 
