@@ -68,13 +68,17 @@ function statusOf(t) {
 }
 
 // ---- SVG path of points (x, y) with gaps where y is null/NaN -------------------
-function pathData(xs, ys, sx, sy) {
-  let d = "", pen = false;
+// maxGap (x units): a longer step between points lifts the pen, so a tank that was
+// silent for hours is not drawn as a straight line across the silence.
+function pathData(xs, ys, sx, sy, maxGap) {
+  let d = "", pen = false, lastX = NaN;
   for (let i = 0; i < xs.length; i++) {
     const y = ys[i];
     if (y === null || y === undefined || !Number.isFinite(y) || !Number.isFinite(xs[i])) { pen = false; continue; }
+    if (maxGap && xs[i] - lastX > maxGap) pen = false;
     d += (pen ? "L" : "M") + sx(xs[i]).toFixed(1) + "," + sy(y).toFixed(1);
     pen = true;
+    lastX = xs[i];
   }
   return d;
 }
@@ -139,7 +143,7 @@ function drawChart(svg, series, opts) {
   if (opts.zero && yr[0] < 0 && yr[1] > 0) el("line", { class: "zero", x1: m.l, x2: w - m.r, y1: sy(0), y2: sy(0) }, svg);
   if (opts.now !== undefined && opts.now <= x1) el("line", { class: "now", x1: sx(opts.now), x2: sx(opts.now), y1: m.t, y2: h - m.b }, svg);
   for (const s of series) {
-    const d = pathData(s.xs, s.ys, sx, sy);
+    const d = pathData(s.xs, s.ys, sx, sy, s.cls === "horizon" ? 0 : 3 * state.interval);
     if (d) el("path", { class: s.cls, d }, svg);
   }
   for (const mk of opts.markers || []) {
@@ -240,7 +244,7 @@ function renderFleet(data) {
   const offset = (state.page - 1) * PAGE_SIZE;
   $("page-info").textContent = matched
     ? `${(offset + 1).toLocaleString("en-US")}–${(offset + tanks.length).toLocaleString("en-US")} of ${matched.toLocaleString("en-US")}` +
-      (matched < total ? ` (of ${total.toLocaleString("en-US")})` : "")
+      (matched < total ? " matching" : "")
     : "none";
   $("prev").disabled = state.page <= 1;
   $("next").disabled = state.page >= pages;

@@ -304,6 +304,30 @@ def test_dashboard_shows_every_tank_with_plotted_data(demo: Demo, browser: Chrom
     browser.screenshot(ARTIFACTS / "demo-dashboard.png")
 
 
+@pytest.mark.browser
+def test_live_page_deep_link_and_sorted_view(demo: Demo, browser: ChromeDriver) -> None:
+    """A bookmarked view of the live demo: one tank, the fleet sorted by anomaly score."""
+    tanks = _bundled_tanks()
+    tank = tanks[-1]
+    browser.s("POST", "/url", {"url": "about:blank"})
+    browser.s("POST", "/url", {"url": f"{demo.url}#tank={tank}&sort=anomaly"})
+    browser.wait_js(
+        f"return document.getElementById('tank-id').textContent === '{tank}'"
+        " && document.querySelectorAll('#chart-pressure path.actual').length === 1"
+        f" && document.querySelectorAll('#fleet-rows tr[data-tank]').length === {len(tanks)}"
+    )
+    assert browser.js("return document.getElementById('sort').value") == "anomaly"
+    scores = browser.js(
+        "return [...document.querySelectorAll('#fleet-rows tr[data-tank]')]"
+        ".map(r => parseFloat(r.children[7].textContent))"
+    )
+    finite = [x for x in scores if x == x]
+    assert finite == sorted(finite, reverse=True)
+    selected = browser.js("return document.querySelector('#fleet-rows tr.selected').dataset.tank")
+    assert selected == tank
+    browser.screenshot(ARTIFACTS / "demo-deep-link-sorted.png")
+
+
 # ---------------------------------------------------------------- clean shutdown
 
 
