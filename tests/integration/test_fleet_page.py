@@ -154,8 +154,14 @@ def test_sort_and_filter_live_in_the_url(
     assert browser.js("return document.getElementById('status').value") == "stale"
     browser.screenshot(ARTIFACTS / "page-sort-filter.png")
 
-    # Marked tanks carry their marks in the list.
-    _open(browser, f"{url}#status=marked")
+    # Marked tanks carry their marks in the list (a hash-only change: the same page
+    # follows the new URL without a reload).
+    browser.s("POST", "/url", {"url": f"{url}#status=marked"})
+    browser.wait_js(
+        "const r = [...document.querySelectorAll('#fleet-rows tr[data-tank]')];"
+        " return r.length > 0 && r.every(t => t.querySelector('.mark'))"
+    )
+    assert browser.js("return document.getElementById('status').value") == "marked"
     rows = _rows(browser)
     assert rows and all(r["marks"] for r in rows)
     assert {m for r in rows for m in r["marks"]} == {"OOR", "MODEL"}
