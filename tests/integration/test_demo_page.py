@@ -419,3 +419,33 @@ def test_missing_history_file_is_a_one_line_error(tmp_path: Path) -> None:
         result.stderr.strip()
         == f"tankwatch: error: history file not found: {tmp_path / 'nope.csv'}"
     )
+
+
+def test_tanks_file_takes_replays_csv_format_options(tmp_path: Path) -> None:
+    plant = tmp_path / "plant.csv"
+    rows = ["when;id;kpa;degc"]
+    for k in range(30):
+        for tank in ("A1", "B2"):
+            rows.append(
+                f"2024-05-01 00:{k:02d}:00;{tank};{101.3 + k * 0.01:.3f};{20 + k * 0.1:.2f}"
+            )
+    plant.write_text("\n".join(rows) + "\n")
+    fmt = ["--sep", ";", "--time-col", "when", "--tank-col", "id", "--pressure-col", "kpa"]
+    fmt += [
+        "--temperature-col",
+        "degc",
+        "--event-col",
+        "none",
+        "--time-format",
+        "%Y-%m-%d %H:%M:%S",
+    ]
+    # Without the format options the file is refused before anything is announced.
+    refused = _run_demo(tmp_path, "--tanks-file", str(plant), "--http-port", "0")
+    assert refused.returncode == 2 and "running" not in refused.stdout
+    assert refused.stderr.strip().startswith("tankwatch: error: ")
+    assert _brokers_started_in(tmp_path) == []  # nothing was started either
+    result = _run_demo(
+        tmp_path, "--tanks-file", str(plant), *fmt, "--duration", "3", "--http-port", "0"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replaying" in result.stdout and "plant.csv" in result.stdout
