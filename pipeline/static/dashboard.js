@@ -200,6 +200,12 @@ function syncControls() {
   $("status").value = state.status;
   if (document.activeElement !== $("q")) $("q").value = state.q;
   $("order").textContent = isDesc() ? "↓" : "↑";
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    const on = th.dataset.sort === state.sort;
+    th.classList.toggle("sorted", on);
+    th.setAttribute("aria-sort", on ? (isDesc() ? "descending" : "ascending") : "none");
+    th.title = on ? "sorted; click to reverse" : "click to sort";
+  }
   $("order").title = isDesc() ? "descending (worst first); click for ascending" : "ascending; click for descending";
 }
 function fleetUrl() {
@@ -395,6 +401,15 @@ $("q").addEventListener("input", (e) => {
   clearTimeout(qTimer);
   qTimer = setTimeout(() => { state.q = e.target.value.trim(); state.page = 1; viewChanged(); }, 250);
 });
+// Column headers sort too; a second click on the sorted column reverses it.
+for (const th of document.querySelectorAll("th[data-sort]")) {
+  th.addEventListener("click", () => {
+    if (state.sort === th.dataset.sort) state.desc = !isDesc();
+    else { state.sort = th.dataset.sort; state.desc = null; }
+    state.page = 1;
+    viewChanged();
+  });
+}
 $("prev").addEventListener("click", () => { if (state.page > 1) { state.page--; viewChanged(); } });
 $("next").addEventListener("click", () => { state.page++; viewChanged(); });
 $("fleet-rows").addEventListener("click", (e) => {

@@ -214,3 +214,31 @@ def test_five_thousand_tanks_page_by_page(
     assert first_ms is not None  # figures: bench/page.py, docs/performance.md
     print(f"5,000 tanks: first render {first_ms:.0f} ms, poll {page_bytes} B, full {len(full)} B")
     browser.screenshot(ARTIFACTS / "page-5000-tanks.png")
+
+
+def test_column_headers_sort_and_reverse(
+    fleet: tuple[str, StaticSource], browser: ChromeDriver
+) -> None:
+    url, _ = fleet
+    _open(browser, url)
+    residuals = (
+        "return [...document.querySelectorAll('#fleet-rows tr[data-tank]')]"
+        ".map(r => Math.abs(parseFloat(r.children[5].textContent)))"
+    )
+    browser.js("document.querySelector('th[data-sort=residual]').click()")
+    browser.wait_js(
+        "return location.hash.includes('sort=residual')"
+        " && document.querySelector('th[data-sort=residual]').getAttribute('aria-sort')"
+        " === 'descending'"
+    )
+    browser.wait_js(
+        "const v = " + residuals[len("return ") :] + ";"
+        " return v.length === 50 && v.every((x, i) => i === 0 || v[i - 1] >= x)"
+    )
+    browser.js("document.querySelector('th[data-sort=residual]').click()")
+    browser.wait_js("return location.hash.includes('order=asc')")
+    browser.wait_js(
+        "const v = " + residuals[len("return ") :] + ";"
+        " return v.length === 50 && v.every((x, i) => i === 0 || v[i - 1] <= x)"
+    )
+    assert browser.js("return document.getElementById('order').textContent") == "↑"
