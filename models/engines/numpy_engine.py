@@ -53,6 +53,8 @@ FORECAST_CHUNK = 1024
 #: both cores of a 2-core machine by default (TANKWATCH_HORIZON_THREADS overrides).
 #: Unlike OpenBLAS's own threads these do not spin while waiting for work.
 HORIZON_THREADS = int(os.environ.get("TANKWATCH_HORIZON_THREADS", min(2, os.cpu_count() or 1)))
+#: The horizon's matrices have a multiple of this many columns (see _horizon_fused).
+PAD_ROWS = 16
 #: Fewer rows than twice this run in the calling thread (a hand-off costs ~0.1 ms).
 MIN_THREAD_ROWS = 256
 
@@ -209,14 +211,24 @@ class NumpyEngine:
         out += self._head_b
         return out
 
-    def _with_change(self, xs: FloatArray, last: FloatArray, h_top: FloatArray) -> FloatArray:
+    def _with_change(
+        self,
+        xs: FloatArray,
+        last: FloatArray,
+        h_top: FloatArray | None,
+        head: FloatArray | None = None,
+    ) -> FloatArray:
         """[xs, dx] (n, 2F): dx = xs - previous reading, 0 where the row has none.
 
         The previous reading (scaled) is ``held forecast - head(h_top)``: the residual
         network's own identity, so RowState (h, c, last_forecast) is all it needs.
+        ``head``: ``head(h_top)`` when the caller has it already.
         """
         prev = (last - self._mean) / self._std
-        prev -= self._head(h_top)
+        if head is None:
+            assert h_top is not None
+            head = self._head(h_top)
+        prev -= head
         dx = xs - prev
         dx[~np.isfinite(dx).all(axis=1)] = 0.0  # never stepped / just reset
         return np.concatenate([xs, dx], axis=1)
@@ -336,8 +348,17 @@ class NumpyEngine:
             rows_ = idx[lo:hi]
             block = out[:, lo:hi]
             scaled = (block[0] - self._mean) / self._std
-            h = self._h[0, rows_]  # fancy indexing copies: the live state stays as it is
-            inp0 = self._with_change(scaled, block[0], h) if self._change_input else scaled
+            m = hi - lo
+            # h padded like the horizon's matrices (see _horizon_fused), so the head
+            # inside _with_change sums each row the same way whatever m is.
+            hp = np.zeros((-(-m // PAD_ROWS) * PAD_ROWS, self._units), np.float32)
+            hp[:m] = self._h[0, rows_]
+            h = hp[:m]
+            inp0 = (
+                self._with_change(scaled, block[0], None, self._head(hp)[:m])
+                if self._change_input
+                else scaled
+            )
             self._horizon_fused(scaled, inp0, h, self._c[0, rows_], block)
 
         if threads == 1 or len(bounds) == 1:
@@ -361,20 +382,26 @@ class NumpyEngine:
         """
         first_t, fed_t = self._fused_t  # type: ignore[misc]
         m, u, nf = h.shape[0], self._units, self._nf
+        # Columns padded to a multiple of PAD_ROWS (zeros): OpenBLAS computes a
+        # column that sits in a partial block of the matrix (or in a small matrix) with
+        # another summation order, so without this a row's forecast would depend on
+        # how many rows were forecast with it (differences ~1e-6 after 29 steps).
+        mp = -(-m // PAD_ROWS) * PAD_ROWS
         g4 = 4 * u
-        a0 = np.empty((first_t.shape[1], m), np.float32)  # [1; inp0; h]
-        a0[0] = 1.0
-        a0[1 : 1 + inp0.shape[1]] = inp0.T
-        a0[1 + inp0.shape[1] :] = h.T
-        z = np.empty((fed_t.shape[0], m), np.float32)  # [gates; y]
+        a0 = np.zeros((first_t.shape[1], mp), np.float32)  # [1; inp0; h]
+        a0[0, :m] = 1.0
+        a0[1 : 1 + inp0.shape[1], :m] = inp0.T
+        a0[1 + inp0.shape[1] :, :m] = h.T
+        z = np.empty((fed_t.shape[0], mp), np.float32)  # [gates; y]
         zg = z[:g4]
         np.matmul(first_t, a0, out=zg)
-        a = np.empty((fed_t.shape[1], m), np.float32)  # [1; s; h], h written in place
-        a[0] = 1.0
-        a[1 : 1 + nf] = scaled.T
+        a = np.zeros((fed_t.shape[1], mp), np.float32)  # [1; s; h], h written in place
+        a[0, :m] = 1.0
+        a[1 : 1 + nf, :m] = scaled.T
         hs = a[1 + nf :]
-        ct = np.ascontiguousarray(c.T)
-        tmp = np.empty((u, m), np.float32)
+        ct = np.zeros((u, mp), np.float32)
+        ct[:, :m] = c.T
+        tmp = np.empty((u, mp), np.float32)
         i_g, f_g, o_g, g_g = zg[:u], zg[u : 2 * u], zg[2 * u : 3 * u], zg[3 * u :]
         gates = zg[: 3 * u]
         ys = block[1:]  # scaled outputs first, converted to physical units at the end
@@ -389,11 +416,11 @@ class NumpyEngine:
             np.tanh(ct, out=hs)
             hs *= o_g
             if k == last:  # only this step's output is needed
-                ys[k] = (fed_t[g4:] @ a).T
+                ys[k] = (fed_t[g4:] @ a)[:, :m].T
                 break
             np.matmul(fed_t, a, out=z)
             a[1 : 1 + nf] = z[g4:]
-            ys[k] = z[g4:].T
+            ys[k] = z[g4:, :m].T
         ys *= self._std
         ys += self._mean
 
