@@ -49,10 +49,12 @@ __all__ = ["NumpyEngine"]
 
 #: Rows per chunk in ``forecast``: a chunk's gates (rows x 4U float32) fit in L2.
 FORECAST_CHUNK = 1024
-#: Threads for the horizon of a single-layer network (``NumpyEngine.horizon_threads``):
-#: both cores of a 2-core machine by default (TANKWATCH_HORIZON_THREADS overrides).
-#: Unlike OpenBLAS's own threads these do not spin while waiting for work.
-HORIZON_THREADS = int(os.environ.get("TANKWATCH_HORIZON_THREADS", min(2, os.cpu_count() or 1)))
+#: Threads for the horizon of a single-layer network (``NumpyEngine.horizon_threads``,
+#: env TANKWATCH_HORIZON_THREADS). One by default: on the loaded 2-core machine of
+#: docs/performance.md two threads made the 10,000-row horizon slower in wall time
+#: (449-742 ms vs 146-639 ms; a tick waits for its slower half), for ~5 % more CPU.
+#: Two pay off only with a core to spare; unlike OpenBLAS's threads they never spin.
+HORIZON_THREADS = int(os.environ.get("TANKWATCH_HORIZON_THREADS", "1"))
 #: The horizon's matrices have a multiple of this many columns (see _horizon_fused).
 PAD_ROWS = 16
 #: Fewer rows than twice this run in the calling thread (a hand-off costs ~0.1 ms).
