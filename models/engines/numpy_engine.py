@@ -52,7 +52,8 @@ FORECAST_CHUNK = 1024
 #: Threads for the horizon of a single-layer network (``NumpyEngine.horizon_threads``,
 #: env TANKWATCH_HORIZON_THREADS). One by default: on the loaded 2-core machine of
 #: docs/performance.md two threads made the 10,000-row horizon slower in wall time
-#: (449-742 ms vs 146-639 ms; a tick waits for its slower half), for ~5 % more CPU.
+#: (three runs: 637, 742, 450 ms vs 639, 146, 153 ms; a tick waits for its slower
+#: half), for ~8 % more CPU.
 #: Two pay off only with a core to spare; unlike OpenBLAS's threads they never spin.
 HORIZON_THREADS = int(os.environ.get("TANKWATCH_HORIZON_THREADS", "1"))
 #: The horizon's matrices have a multiple of this many columns (see _horizon_fused).
