@@ -276,19 +276,6 @@ class PipelineChild:
             time.sleep(0.1)
         raise RuntimeError("pipeline not assigned in time")
 
-
-def wait_group(children: list[PipelineChild], partitions: int, timeout_s: float = 90.0) -> None:
-    """Until the instances of one consumer group own every partition exactly once, each
-    at least one (the group has settled)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        owned = [c.assigned() for c in children]
-        flat = sorted(p for ps in owned for p in ps)
-        if flat == list(range(partitions)) and all(owned):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("consumer group did not settle in time")
-
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -303,6 +290,19 @@ def wait_group(children: list[PipelineChild], partitions: int, timeout_s: float 
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+
+
+def wait_group(children: list[PipelineChild], partitions: int, timeout_s: float = 90.0) -> None:
+    """Until the instances of one consumer group own every partition exactly once, each
+    at least one (the group has settled)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        owned = [c.assigned() for c in children]
+        flat = sorted(p for ps in owned for p in ps)
+        if flat == list(range(partitions)) and all(owned):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("consumer group did not settle in time")
 
 
 _LAST_TICK = re.compile(rb"^tankwatch_last_tick_timestamp_seconds (\S+)$", re.M)
