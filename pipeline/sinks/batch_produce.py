@@ -239,13 +239,43 @@ class BatchProducer:
             producer._sender.wakeup()
         return sent + self._send_each(slow)
 
-    def _send_each(self, records: Sequence[tuple[bytes, bytes]]) -> int:
+    def send_to(self, partition: int, records: Sequence[tuple[bytes, bytes]]) -> int:
+        """Produce every (key, value) to one given partition (as ``send(...,
+        partition=)``), in order; returns how many were handed to the producer."""
+        if not records:
+            return 0
+        known = self.producer._metadata.partitions_for_topic(self.topic) if self.fast else None
+        limit = self._max_record - 100
+        if not known or partition not in known or any(len(k) + len(v) > limit for k, v in records):
+            return self._send_each(records, partition)
+        producer = self.producer
+        tp = TopicPartition(self.topic, partition)
+        tm = getattr(producer, "_transaction_manager", None)
+        if tm is not None and tm.is_transactional():
+            tm.maybe_add_partition_to_transaction(tp)
+        try:
+            batches = append_records(producer._accumulator, tp, records, int(time.time() * 1000))
+        except Exception as exc:  # a closed producer: as send() would raise
+            self.on_error(len(records), exc)
+            return 0
+        for batch in batches:
+            count = batch.record_count
+            batch.produce_future.add_errback(lambda exc, n=count: self.on_error(n, exc))
+        producer._sender.wakeup()
+        return len(records)
+
+    def _send_each(
+        self, records: Sequence[tuple[bytes, bytes]], partition: int | None = None
+    ) -> int:
         """The ordinary path, record by record; a record ``send`` refuses is reported
         to ``on_error`` and not counted."""
         sent = 0
         for key, value in records:
             try:
-                self.producer.send(self.topic, key=key, value=value)
+                if partition is None:
+                    self.producer.send(self.topic, key=key, value=value)
+                else:
+                    self.producer.send(self.topic, key=key, value=value, partition=partition)
                 sent += 1
             except Exception as exc:  # buffer full / broker gone: never stall the stream
                 self.on_error(1, exc)

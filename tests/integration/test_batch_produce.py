@@ -61,3 +61,31 @@ def test_batches_land_like_per_record_sends(
     expected = read_all(kafka_bootstrap, topics.dlq, 4, len(records) + 1)
     assert sum(len(v) for v in got.values()) == len(records) + 1
     assert got == expected  # offsets, keys and values per partition
+
+
+def test_records_for_a_given_partition_land_like_sends_to_it(
+    kafka_bootstrap: str, make_topics: Callable[..., Topics]
+) -> None:
+    topics = make_topics(4)
+    records = [(f"T{k:05d}".encode(), b'{"h":[%d]}' % k) for k in range(500)]
+    producer = make_producer(kafka_bootstrap)
+    try:
+        errors: list[int] = []
+        bulk = BatchProducer(producer, topics.state, lambda n, exc: errors.append(n))
+        producer.send(topics.state, key=b"warm-up", value=b"{}", partition=0)
+        producer.flush()
+        assert bulk.send_to(3, records[:300]) == 300
+        assert bulk.send_to(1, records[300:]) == 200
+        producer.send(topics.state, key=b"__partition__", value=b"{}", partition=3)  # after
+        producer.send(topics.dlq, key=b"warm-up", value=b"{}", partition=0)
+        for i, (key, value) in enumerate(records):
+            producer.send(topics.dlq, key=key, value=value, partition=3 if i < 300 else 1)
+        producer.send(topics.dlq, key=b"__partition__", value=b"{}", partition=3)
+        producer.flush()
+        assert errors == []
+    finally:
+        producer.close()
+    got = read_all(kafka_bootstrap, topics.state, 4, len(records) + 2)
+    expected = read_all(kafka_bootstrap, topics.dlq, 4, len(records) + 2)
+    assert got == expected
+    assert got[3][-1][1] == b"__partition__"  # order within the partition kept
