@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.assembler import TickAssembler
+from pipeline.assembler import INTAKE_REJECTS, TickAssembler
 from pipeline.checkpoint import Checkpointer
 from pipeline.config import Settings
 from pipeline.consumer import ReadingsConsumer
@@ -25,7 +25,7 @@ from pipeline.service import ConsumerLike, ModelInfo, Service
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
-from tankwatch.codec import REJECT_REASONS
+from tankwatch.codec import NO_KEY, REJECT_REASONS
 from tankwatch.errors import BrokerError, ConfigError
 
 __all__ = ["build_service", "limit_blas_threads", "make_producer"]
@@ -158,7 +158,13 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     step = ForecastStep(
         engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std
     )
-    assembler = TickAssembler(artifact.tick_interval_s, settings.allowed_lateness_s, max_gap)
+    assembler = TickAssembler(
+        artifact.tick_interval_s,
+        settings.allowed_lateness_s,
+        max_gap,
+        max_skew_s=settings.max_clock_skew_s,
+        max_tanks=settings.max_tanks,
+    )
     checkpointer = Checkpointer(
         producer,
         settings.bootstrap,
@@ -185,7 +191,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         artifact.model_version,
         settings.engine,
         artifact.tick_interval_s,
-        REJECT_REASONS,
+        (*REJECT_REASONS, NO_KEY, *INTAKE_REJECTS),
         per_tank=settings.metrics_enabled,
     )
 

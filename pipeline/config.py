@@ -20,7 +20,17 @@ from typing import Any
 from tankwatch.errors import ConfigError
 from tankwatch.topics import Topics
 
-__all__ = ["CLI_FIELDS", "FIELDS", "FieldSpec", "option_from_env", "option_value", "Range", "Settings", "default_model_dir", "parse_float"]
+__all__ = [
+    "CLI_FIELDS",
+    "FIELDS",
+    "FieldSpec",
+    "option_from_env",
+    "option_value",
+    "Range",
+    "Settings",
+    "default_model_dir",
+    "parse_float",
+]
 
 
 def default_model_dir() -> Path:

@@ -268,7 +268,7 @@ class Service(PartitionOwnership):
             if partition not in self._assigned:
                 continue
             n += len(msgs)
-            d = decode_batch([m.value for m in msgs], [m.key for m in msgs])
+            d = decode_batch([m.value for m in msgs], [m.key for m in msgs], require_key=True)
             for i, exc in d.rejected:
                 m = msgs[i]
                 self.dlq.send(m.key, m.value, exc.reason, topic, partition, m.offset)
@@ -284,7 +284,14 @@ class Service(PartitionOwnership):
                     kafka_ts=np.fromiter((m.timestamp for m in kept), np.float64, len(kept))
                     / 1000.0,
                 )
-                self.assembler.add_columns(partition, cols)
+                # Valid readings the assembler refuses (a clock far ahead, a tank beyond
+                # the limit) are dead letters too, with their own reasons.
+                for i, reason in self.assembler.add_columns(partition, cols):
+                    m = kept[i]
+                    self.dlq.send(m.key, m.value, reason, topic, partition, m.offset)
+                    self.metrics.rejected.labels(reason).inc()
+                    if reason == "clock_skew":
+                        self.metrics.count_clock_skew(d.tank_ids[i])
             self.assembler.advance(partition, msgs[-1].offset + 1)
         self.metrics.consumed.inc(n)
         for reason, count in self.assembler.dropped.items():

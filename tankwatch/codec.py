@@ -142,7 +142,9 @@ def _to_float(value: int | float, field: str) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise DecodeError("out_of_range", f"{field} is an integer of {_digits(value)} digits") from None
+        raise DecodeError(
+            "out_of_range", f"{field} is an integer of {_digits(value)} digits"
+        ) from None
 
 
 def _digits(value: int | float) -> int:

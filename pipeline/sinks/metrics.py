@@ -28,6 +28,8 @@ from pipeline.sinks.view import FleetView
 
 __all__ = ["KPA_TO_PA", "PipelineMetrics", "TankSeries"]
 
+#: Tanks that get their own ``tankwatch_clock_skew_readings_total`` series.
+CLOCK_SKEW_TANKS = 1000
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -164,8 +166,26 @@ class PipelineMetrics:
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
         )
+        self.clock_skew = Counter(
+            "tankwatch_clock_skew_readings",
+            "Readings dead-lettered because their clock ran too far ahead of the fleet, "
+            f'per tank (the first {CLOCK_SKEW_TANKS} tanks; others under tank_id="_other").',
+            ["tank_id"],
+            registry=r,
+        )
+        self._skew_tanks: set[str] = set()
         self.tank_series = TankSeries()
         self.tank_series.enabled = per_tank
+
+    def count_clock_skew(self, tank_id: str) -> None:
+        """One ``clock_skew`` rejection of ``tank_id`` (series bounded: a flood of new
+        ids with wrong clocks must not grow /metrics without end)."""
+        if tank_id not in self._skew_tanks:
+            if len(self._skew_tanks) >= CLOCK_SKEW_TANKS:
+                tank_id = "_other"  # never a tank id (those start with a letter or digit)
+            else:
+                self._skew_tanks.add(tank_id)
+        self.clock_skew.labels(tank_id).inc()
 
     def set_view(self, view: FleetView) -> None:
         """Publish the latest fleet view to the per-tank collector."""
