@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from pipeline.assembler import INTAKE_REJECTS, TickAssembler
-from pipeline.checkpoint import Checkpointer
+from pipeline.checkpoint import Checkpointer, check_writable
 from pipeline.config import Settings
 from pipeline.consumer import ReadingsConsumer
 from pipeline.dlq import DeadLetters
@@ -134,6 +134,9 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     from models.artifact import load_artifact, load_forecaster
 
     limit_blas_threads()
+    # Before any client is built: a state dir that cannot be written is an operator
+    # error (one line, exit 2), not a service that runs without ever checkpointing.
+    check_writable(settings.state_dir)
     artifact = load_artifact(settings.model_dir)
     engine = load_forecaster(settings.model_dir, settings.engine, n_rows=0)
     max_gap = settings.max_gap_ticks or artifact.max_gap_ticks
@@ -218,7 +221,9 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
             assembler,
             step,
             checkpointer,
-            DeadLetters(producer, topics.dlq),
+            DeadLetters(
+                producer, topics.dlq, settings.dlq_max_bytes, metrics.dead_letters_truncated
+            ),
             forecasts,
             History(settings.history_len),
             metrics,

@@ -31,11 +31,12 @@ import numpy as np
 
 from pipeline.assembler import CommitPoint
 from pipeline.forecast_step import TankState
-from tankwatch.errors import BrokerError, ConfigError
+from tankwatch.errors import BrokerError, ConfigError, TankwatchError
 
 __all__ = [
     "PARTITION_KEY",
     "Checkpointer",
+    "LocalCheckpointError",
     "decode_point",
     "decode_state",
     "encode_point",
@@ -48,6 +49,29 @@ log = logging.getLogger(__name__)
 #: must start with a letter or digit).
 PARTITION_KEY = b"__partition__"
 FORMAT = 1
+
+
+class LocalCheckpointError(TankwatchError):
+    """The local checkpoint file could not be written (read-only or full disk): not a
+    broker problem, and nothing may be committed until a checkpoint lands."""
+
+
+def check_writable(state_dir: Path) -> None:
+    """Create ``state_dir`` and prove a file can be written, synced and removed there
+    (ConfigError, one line, otherwise): a service that cannot checkpoint must not start."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe = state_dir / f".write-test-{os.getpid()}"
+        with open(probe, "w") as f:
+            f.write("x" * 4096)  # a full disk fails here, not only on create
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--state-dir / TANKWATCH_STATE_DIR: {state_dir} is not writable "
+            f"({exc.strerror or exc})"
+        ) from None
 
 
 def _b64(a: np.ndarray, dtype: type) -> str:
@@ -190,10 +214,7 @@ class Checkpointer:
         self.topic = state_topic
         self.group = group
         self.timeout_s = timeout_s
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create state dir {state_dir}: {exc}") from None
+        check_writable(state_dir)
         safe = "".join(
             ch if ch.isalnum() or ch in "._-" else "_" for ch in group + "." + readings_topic
         )
@@ -217,7 +238,12 @@ class Checkpointer:
             self._file_tanks[s.tank_id] = value.decode()
         for p, pt in points.items():
             self._file_points[str(p)] = json.loads(encode_point(p, pt, self.group))
-        self._write_file()
+        try:
+            self._write_file()
+        except OSError as exc:
+            raise LocalCheckpointError(
+                f"writing {self.path} failed: {exc.strerror or exc}"
+            ) from None
         try:
             for s, value in encoded:
                 self.producer.send(

@@ -10,8 +10,8 @@ one-line message.
 from __future__ import annotations
 
 import dataclasses
-import os
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +24,11 @@ __all__ = [
     "CLI_FIELDS",
     "FIELDS",
     "FieldSpec",
-    "option_from_env",
-    "option_value",
     "Range",
     "Settings",
     "default_model_dir",
+    "option_from_env",
+    "option_value",
     "parse_float",
 ]
 

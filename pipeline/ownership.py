@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.assembler import TickAssembler
-from pipeline.checkpoint import Checkpointer
+from pipeline.checkpoint import Checkpointer, LocalCheckpointError
+from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
@@ -48,10 +49,13 @@ class PartitionOwnership:
     _last_points: dict[int, tuple[int, float]]
     _checkpoints: int
     _fatal: BaseException | None
+    #: Why the last checkpoint failed locally (None = fine); shown by ``/healthz``.
+    _checkpoint_problem: str | None
     producer: Any
     assembler: TickAssembler
     step: ForecastStep
     checkpointer: Checkpointer
+    dlq: DeadLetters
     history: History
     metrics: PipelineMetrics
 
@@ -68,11 +72,22 @@ class PartitionOwnership:
     def _try_checkpoint(self, partitions: list[int] | None) -> bool:
         try:
             self.checkpoint(partitions)
-            return True
         except Exception as exc:
-            self._set_broker(False, exc)
-            log.warning("checkpoint failed; offsets not committed", extra={"error": str(exc)})
+            self._checkpoint_failed(exc)
             return False
+        self._checkpoint_problem = None
+        return True
+
+    def _checkpoint_failed(self, exc: BaseException) -> None:
+        """Count a failed checkpoint and say why in health: a local write failure is
+        its own state (the broker is fine), anything else means the broker."""
+        if isinstance(exc, LocalCheckpointError):
+            self._checkpoint_problem = str(exc)
+            self.metrics.checkpoint_failures.labels("local_file").inc()
+        else:
+            self._set_broker(False, exc)
+            self.metrics.checkpoint_failures.labels("broker").inc()
+        log.warning("checkpoint failed; offsets not committed", extra={"error": str(exc)})
 
     def checkpoint(self, partitions: list[int] | None = None) -> None:
         """Flush outputs, make the state durable, then commit (all assigned if None)."""
@@ -106,6 +121,9 @@ class PartitionOwnership:
             self.producer.flush(timeout=self.checkpointer.timeout_s)
         except Exception as exc:
             raise BrokerError(f"flushing outputs failed: {exc}") from None
+        # No dead letter may be lost: one that failed is sent again (header-only)
+        # before the commit passes its source offset.
+        self.dlq.resend_failed(self.checkpointer.timeout_s)
         self.checkpointer.save(states, points)
         for _, r in tanks:
             dirty[r] = False
@@ -126,8 +144,7 @@ class PartitionOwnership:
             try:
                 offsets = self._save_checkpoint(gone)
             except Exception as exc:
-                self._set_broker(False, exc)
-                log.warning("checkpoint on revoke failed", extra={"error": str(exc)})
+                self._checkpoint_failed(exc)
                 offsets = {}
             self._forget(gone)
             return offsets

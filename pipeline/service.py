@@ -36,6 +36,7 @@ from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
 from pipeline.sinks.view import FleetView
 from tankwatch.codec import decode_batch
+from tankwatch.errors import TankwatchError
 
 __all__ = ["ModelInfo", "Service"]
 
@@ -124,6 +125,7 @@ class Service(PartitionOwnership):
         self._last_loop = 0.0
         self._running = False
         self._fatal: BaseException | None = None
+        self._checkpoint_problem: str | None = None
         self._consumed = 0
         self._ticks: dict[str, int] = {"complete": 0, "watermark": 0, "catchup": 0}
         self._checkpoints = 0
@@ -175,6 +177,7 @@ class Service(PartitionOwnership):
         if stop is not None:
             self._stop = stop
         restore = self._install_signals()
+        final_error: TankwatchError | None = None
         self._running = True
         try:
             self._consumer = self._make_consumer(self._on_revoked, self._on_assigned, self._on_lost)
@@ -189,7 +192,13 @@ class Service(PartitionOwnership):
                 if now >= next_ckpt:
                     self._try_checkpoint(None)
                     next_ckpt = time.monotonic() + self.settings.checkpoint_interval_s
-            self._try_checkpoint(None)
+            if not self._try_checkpoint(None):
+                # Exiting without the final checkpoint loses nothing (offsets were not
+                # committed past it) but must not look like a clean stop.
+                final_error = TankwatchError(
+                    "stopped without a final checkpoint: "
+                    + (self._checkpoint_problem or "the broker did not take it")
+                )
         finally:
             self._running = False
             if self._consumer is not None:
@@ -203,6 +212,8 @@ class Service(PartitionOwnership):
             restore()
         if self._fatal is not None:
             raise self._fatal
+        if final_error is not None:
+            raise final_error
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -416,11 +427,23 @@ class Service(PartitionOwnership):
     def health(self) -> tuple[bool, dict[str, Any]]:
         alive = self._running and time.monotonic() - self._last_loop < 30.0
         up = self.broker_up_now()
-        ok = alive and up
+        problem = self._checkpoint_problem
+        ok = alive and up and problem is None
+        reason = (
+            None
+            if ok
+            else "loop stalled"
+            if not alive
+            else "broker unreachable"
+            if not up
+            else f"checkpoint failing: {problem}"
+        )
         return ok, {
             "status": "ok" if ok else "unavailable",
+            "reason": reason,
             "loop_alive": alive,
             "broker_up": up,
+            "checkpoint_ok": problem is None,
             "assigned_partitions": sorted(self._assigned),
             "tanks": len(self.assembler.registry),
             "model_version": self.model.model_version,

@@ -147,6 +147,15 @@ class PipelineMetrics:
             "Checkpoints written (state durable, then commit).",
             registry=r,
         )
+        self.checkpoint_failures = Counter(
+            "tankwatch_checkpoint_failures",
+            "Checkpoints that did not complete (offsets not committed), by reason: "
+            "local_file (state dir not writable / full) or broker.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("local_file", "broker"):
+            self.checkpoint_failures.labels(reason)
         self.checkpoint_seconds = Histogram(
             "tankwatch_checkpoint_seconds", "Time to write one checkpoint.", registry=r
         )
@@ -165,6 +174,12 @@ class PipelineMetrics:
                 "engine": engine,
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
+        )
+        self.dead_letters_truncated = Counter(
+            "tankwatch_dead_letters_truncated",
+            "Dead letters whose value was cut (larger than the DLQ limit, or refused by the "
+            "broker); headers carry the original size.",
+            registry=r,
         )
         self.clock_skew = Counter(
             "tankwatch_clock_skew_readings",

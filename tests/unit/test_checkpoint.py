@@ -163,7 +163,7 @@ def test_unwritable_state_dir_is_a_config_error(tmp_path: Path) -> None:
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ConfigError, match="cannot create state dir"):
+    with pytest.raises(ConfigError, match="is not writable"):
         Checkpointer(RecordingProducer(), "unused:0", "st", blocker / "sub", "g", "r")
 
 
@@ -200,3 +200,35 @@ def test_another_models_state_is_not_restored(tmp_path: Path) -> None:
     tanks, points = ck.load([0])
     assert set(tanks) == {"A"} and ck.foreign_model_records == 1
     assert points == {0: CommitPoint(30, 3.0)}
+
+
+# --- issue 10 item 6: a state dir that cannot be written ------------------------------
+
+
+def test_unwritable_state_dir_is_a_one_line_config_error(tmp_path: Path) -> None:
+    from pipeline.checkpoint import check_writable
+    from tankwatch.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError) as exc:
+        check_writable(blocker / "state")  # works as root too (chmod would not)
+    text = str(exc.value)
+    assert "--state-dir / TANKWATCH_STATE_DIR" in text and "\n" not in text
+    with pytest.raises(ConfigError):
+        Checkpointer(RecordingProducer(), "b:1", "tank.state", blocker / "s", "g", "r")
+
+
+def test_a_failed_local_write_is_a_local_checkpoint_error(tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.checkpoint import LocalCheckpointError
+
+    state = tmp_path / "state"
+    producer = RecordingProducer()
+    ck = Checkpointer(producer, "b:1", "tank.state", state, "g", "r")
+    shutil.rmtree(state)
+    state.write_text("the directory is gone (full or read-only disk stands in here)")
+    with pytest.raises(LocalCheckpointError):
+        ck.save([], {0: CommitPoint(5, 1.0)})
+    assert producer.sent == []  # the topic is not written ahead of the file
