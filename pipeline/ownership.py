@@ -180,11 +180,14 @@ class PartitionOwnership:
         """Load the state of newly assigned partitions and seek to their checkpoints."""
         if not new:
             return
+        foreign = self.checkpointer.foreign_records
         try:
             tanks, points = self.checkpointer.load(new)
         except Exception as exc:  # without the state we must not process these partitions
             self._fatal = BrokerError(f"restoring state of partitions {new} failed: {exc}")
             return
+        if self.checkpointer.foreign_records > foreign:
+            self.metrics.foreign_checkpoints.inc(self.checkpointer.foreign_records - foreign)
         assert self._consumer is not None
         for p in new:
             point = points.get(p)

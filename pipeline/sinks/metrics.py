@@ -175,6 +175,12 @@ class PipelineMetrics:
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
         )
+        self.foreign_checkpoints = Counter(
+            "tankwatch_checkpoint_foreign_records",
+            "Checkpoint records ignored at restore because they belong to another broker "
+            "or topic incarnation (topic id differs, or commit point past the log end).",
+            registry=r,
+        )
         self.dead_letters_truncated = Counter(
             "tankwatch_dead_letters_truncated",
             "Dead letters whose value was cut (larger than the DLQ limit, or refused by the "
