@@ -239,6 +239,12 @@ class TickAssembler:
         self._catchup: list[_Catchup] = []
         self.closed_upto: int | None = None
         self.dropped: dict[str, int] = {"late": 0, "duplicate": 0}
+        # Retired (idle) tanks: tank id -> (last applied tick, partition). Their state
+        # is in the checkpoint; a reading brings them back (:attr:`revived`).
+        self._retired: dict[str, tuple[int, int]] = {}
+        #: (tank_id, row) of retired tanks that reported again since the caller last
+        #: drained this list: their state must be restored into the row.
+        self.revived: list[tuple[str, int]] = []
 
     # ----------------------------------------------------------------- rows
     @property
@@ -267,7 +273,56 @@ class TickAssembler:
             self._last_applied[row] = NO_TICK
             self._last_seen[row] = NO_TICK
             self._row_partition[row] = partition
+            back = self._retired.pop(tank_id, None)
+            if back is not None:
+                self._last_applied[row] = self._last_seen[row] = back[0]
+                self.revived.append((tank_id, row))
         return row
+
+    def idle(self, idle_s: float, partitions: Collection[int]) -> list[tuple[str, int]]:
+        """(tank_id, row) of tanks in these partitions whose newest reading is more
+        than ``idle_s`` of event time behind their partition's and that hold nothing
+        (no reading waiting in an open tick or a catch-up)."""
+        if idle_s <= 0:
+            return []
+        out = []
+        cap = self.capacity
+        seen, applied, part = self._last_seen[:cap], self._last_applied[:cap], self.row_partition
+        for pid in partitions:
+            p = self._parts.get(pid)
+            if p is None or not math.isfinite(p.max_ts):
+                continue
+            limit = math.floor((p.max_ts - idle_s) / self.interval)
+            rows = np.flatnonzero(
+                (part == pid) & (seen < limit) & (seen == applied) & (seen != NO_TICK)
+            )
+            if rows.size:
+                waiting = {c[1] for c in self._catchup}
+                out += [
+                    (t, int(r))
+                    for r in rows.tolist()
+                    if r not in waiting and (t := self.registry.tank_at(r)) is not None
+                ]
+        return out
+
+    def retire(self, tanks: Sequence[tuple[str, int]]) -> None:
+        """Free the rows of idle tanks (their state must be durable already); their
+        last applied tick is remembered so that duplicates stay duplicates."""
+        for tank_id, row in tanks:
+            self._retired[tank_id] = (int(self._last_applied[row]), int(self._row_partition[row]))
+            self._last_applied[row] = NO_TICK
+            self._last_seen[row] = NO_TICK
+            self._row_partition[row] = -1
+        self.registry.release(t for t, _ in tanks)
+
+    def renew(self, row: int) -> None:
+        """Treat the tank in ``row`` as new (its retired state could not be found)."""
+        self._last_applied[row] = NO_TICK
+
+    @property
+    def retired(self) -> int:
+        """Tanks retired and not back yet."""
+        return len(self._retired)
 
     def restore_tank(self, tank_id: str, partition: int, last_applied_tick: int) -> int:
         """Give a restored tank its row and last applied tick; returns the row."""
@@ -306,6 +361,7 @@ class TickAssembler:
                 del self._open[tick]
         for p in gone:
             self._parts.pop(p, None)
+        self._retired = {t: v for t, v in self._retired.items() if v[1] not in gone}
         self._catchup = [c for c in self._catchup if c[3] not in gone]
         released = []
         for tank_id, row in self.registry.items():

@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.assembler import TickAssembler
 from pipeline.checkpoint import Checkpointer, LocalCheckpointError
+from pipeline.config import Settings
 from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.sinks.history import History
@@ -52,6 +53,7 @@ class PartitionOwnership:
     #: Why the last checkpoint failed locally (None = fine); shown by ``/healthz``.
     _checkpoint_problem: str | None
     producer: Any
+    settings: Settings
     assembler: TickAssembler
     step: ForecastStep
     checkpointer: Checkpointer
@@ -127,11 +129,44 @@ class PartitionOwnership:
         self.checkpointer.save(states, points)
         for _, r in tanks:
             dirty[r] = False
+        self._retire_idle(list(points))
         self._last_points.update(summary)
         self._checkpoints += 1
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
         return {p: pt.offset for p, pt in points.items()}
+
+    def _retire_idle(self, partitions: list[int]) -> None:
+        """Free the rows of tanks idle longer than ``tank_idle_s`` (event time) whose
+        state the checkpoint just made durable; :meth:`_revive` brings them back."""
+        dirty = self._dirty
+        idle = [
+            (t, r)
+            for t, r in self.assembler.idle(self.settings.tank_idle_s, partitions)
+            if not (r < dirty.shape[0] and dirty[r])
+        ]
+        if not idle:
+            return
+        rows = np.asarray([r for _, r in idle], np.intp)
+        self.assembler.retire(idle)
+        self.step.free(rows)
+        with self._lock:
+            self.history.clear(rows)
+        self.metrics.tanks_retired.inc(len(idle))
+        log.info("idle tanks retired", extra={"tanks": len(idle)})
+
+    def _revive(self) -> None:
+        """Restore the state of retired tanks that reported again (from the local
+        checkpoint journal; the same state is in ``tank.state``)."""
+        revived, self.assembler.revived = self.assembler.revived, []
+        for tank_id, row in revived:
+            state = self.checkpointer.local_state(tank_id)
+            self.step.ensure_capacity(self.assembler.capacity)
+            if state is not None:
+                self.step.restore(row, state)
+                self.metrics.tanks_revived.inc()
+            else:  # no state to continue from: a fresh start, reset and counted as new
+                self.assembler.renew(row)
 
     # ----------------------------------------------------------- rebalance
     def _on_revoked(self, partitions: list[int]) -> dict[int, int]:

@@ -304,6 +304,8 @@ class Service(PartitionOwnership):
                     if reason == "clock_skew":
                         self.metrics.count_clock_skew(d.tank_ids[i])
             self.assembler.advance(partition, msgs[-1].offset + 1)
+            if self.assembler.revived:
+                self._revive()
         self.metrics.consumed.inc(n)
         for reason, count in self.assembler.dropped.items():
             if count > before[reason]:

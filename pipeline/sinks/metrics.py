@@ -175,6 +175,16 @@ class PipelineMetrics:
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
         )
+        self.tanks_retired = Counter(
+            "tankwatch_tanks_retired",
+            "Idle tanks whose rows were freed (state kept in the checkpoint).",
+            registry=r,
+        )
+        self.tanks_revived = Counter(
+            "tankwatch_tanks_revived",
+            "Retired tanks that reported again and got their state back.",
+            registry=r,
+        )
         self.foreign_checkpoints = Counter(
             "tankwatch_checkpoint_foreign_records",
             "Checkpoint records ignored at restore because they belong to another broker "

@@ -109,3 +109,23 @@ def test_new_tanks_beyond_the_limit_are_rejected() -> None:
     assert rejected == [(2, "too_many_tanks"), (3, "too_many_tanks"), (6, "too_many_tanks"),
                         (7, "too_many_tanks")]  # fmt: skip
     assert set(applied) == {"A", "B"} and len(a.registry) == 2
+
+
+def test_idle_tanks_are_retired_and_come_back_with_their_last_tick() -> None:
+    """Item 9: a tank silent for ``idle_s`` of event time frees its row; when it reports
+    again it gets a row back, is listed in ``revived`` (the service restores its state
+    from the checkpoint), and its old tick is still a duplicate."""
+    a = TickAssembler(INTERVAL, 120.0, 3)
+    run(a, [fleet_tick(0, "ABC"), fleet_tick(1, "ABC")])
+    run(a, [fleet_tick(k, "AB") for k in range(2, 40)], 6)  # C goes quiet
+    idle = a.idle(30 * INTERVAL, [0])
+    assert [t for t, _ in idle] == ["C"]
+    a.retire(idle)
+    assert "C" not in a.registry and a.retired == 1 and len(a.registry) == 2
+    k0 = int(T0 // INTERVAL)
+    c_row = None
+    rejected, applied, _ = run(a, [[("C", T0 + 1 * INTERVAL + 5.0)] + fleet_tick(40, "ABC")], 200)
+    assert rejected == [] and sum(a.dropped.values()) == 1  # C's tick 1 again: dropped
+    assert [t for t, _ in a.revived] == ["C"] and a.retired == 0
+    c_row = a.registry.row("C")
+    assert int(a.last_applied[c_row]) == k0 + 40
