@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -47,6 +48,16 @@ PROBE_INTERVAL_S = 2.0
 #: A flush or commit blocked this long means the broker is not answering: health goes
 #: red while the loop is still waiting (it cannot run a probe then).
 BROKER_WAIT_S = 3.0
+
+
+#: After SIGTERM/SIGINT, seconds the loop gets to finish, checkpoint and close before
+#: the process exits anyway (non-zero).
+STOP_GRACE_S = 45.0
+
+
+def _exit_stuck(signum: int) -> None:
+    log.error("did not stop within %.0f s of the signal: exiting", STOP_GRACE_S)
+    os._exit(128 + signum)
 
 
 @dataclass(frozen=True)
@@ -220,8 +231,17 @@ class Service(PartitionOwnership):
             return lambda: None
 
         def handler(signum: int, frame: FrameType | None) -> None:
+            if self._stop.is_set():  # a second signal: the operator means it
+                log.error("second stop signal: exiting without a final checkpoint")
+                os._exit(128 + signum)
             log.info("stopping", extra={"signal": signum})
             self._stop.set()
+            # Last line of defence: a loop stuck where it cannot see the flag (a client
+            # library spinning) must not make SIGTERM a no-op. Nothing is lost by it:
+            # offsets were never committed past the last durable checkpoint.
+            watchdog = threading.Timer(STOP_GRACE_S, _exit_stuck, args=(signum,))
+            watchdog.daemon = True
+            watchdog.start()
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -244,6 +264,9 @@ class Service(PartitionOwnership):
         # fetched data that does not match a seek); one completed after it returned did not.
         epoch = self._epoch
         self._last_loop = time.monotonic()
+        blocked = getattr(self._consumer, "blocked", None)
+        if blocked is not None:
+            self.metrics.set_blocked(blocked)
         if self._fatal is not None:
             raise self._fatal
         lagging = self._consumer.lagging()
@@ -430,7 +453,8 @@ class Service(PartitionOwnership):
         alive = self._running and time.monotonic() - self._last_loop < 30.0
         up = self.broker_up_now()
         problem = self._checkpoint_problem
-        ok = alive and up and problem is None
+        blocked = dict(getattr(self._consumer, "blocked", None) or {})
+        ok = alive and up and problem is None and not blocked
         reason = (
             None
             if ok
@@ -439,6 +463,9 @@ class Service(PartitionOwnership):
             else "broker unreachable"
             if not up
             else f"checkpoint failing: {problem}"
+            if problem is not None
+            else "undecodable batch on partition(s) "
+            + ", ".join(f"{p} ({e})" for p, e in sorted(blocked.items()))
         )
         return ok, {
             "status": "ok" if ok else "unavailable",
@@ -446,6 +473,7 @@ class Service(PartitionOwnership):
             "loop_alive": alive,
             "broker_up": up,
             "checkpoint_ok": problem is None,
+            "blocked_partitions": sorted(blocked),
             "assigned_partitions": sorted(self._assigned),
             "tanks": len(self.assembler.registry),
             "model_version": self.model.model_version,

@@ -175,6 +175,18 @@ class PipelineMetrics:
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
         )
+        self.partitions_blocked = Gauge(
+            "tankwatch_partitions_blocked",
+            "Partitions paused on a record batch the client cannot decode (codec library "
+            "missing or corrupt batch); nothing past it is committed.",
+            registry=r,
+        )
+        self.undecodable_batches = Counter(
+            "tankwatch_undecodable_batches",
+            "Times a partition was paused on a record batch that could not be decoded.",
+            registry=r,
+        )
+        self._blocked_seen: set[int] = set()
         self.tanks_retired = Counter(
             "tankwatch_tanks_retired",
             "Idle tanks whose rows were freed (state kept in the checkpoint).",
@@ -207,6 +219,14 @@ class PipelineMetrics:
         self._skew_tanks: set[str] = set()
         self.tank_series = TankSeries()
         self.tank_series.enabled = per_tank
+
+    def set_blocked(self, blocked: dict[int, str]) -> None:
+        """Publish the consumer's blocked partitions (counting newly blocked ones)."""
+        new = set(blocked) - self._blocked_seen
+        if new:
+            self.undecodable_batches.inc(len(new))
+        self._blocked_seen = set(blocked)
+        self.partitions_blocked.set(len(blocked))
 
     def count_clock_skew(self, tank_id: str) -> None:
         """One ``clock_skew`` rejection of ``tank_id`` (series bounded: a flood of new
