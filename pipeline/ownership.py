@@ -153,6 +153,7 @@ class PartitionOwnership:
         with self._lock:
             self.history.clear(rows)
         self.metrics.tanks_retired.inc(len(idle))
+        self._publish_view(None)  # the page and the tank gauge drop them now
         log.info("idle tanks retired", extra={"tanks": len(idle)})
 
     def _revive(self) -> None:
