@@ -257,11 +257,13 @@ def _surely_unique(text: str | bytes, obj: dict[str, Any]) -> bool:
     never "sure": an escaped colon (``\\u003a``) is a colon in ``obj`` but not in the text.
     """
     if isinstance(text, str):
-        colon, backslash = ":", "\\"
+        if "\\" in text:
+            return False
+        colons = text.count(":")
     else:
-        colon, backslash = b":", b"\\"
-    if backslash in text:  # type: ignore[operator]
-        return False
+        if b"\\" in text:
+            return False
+        colons = text.count(b":")
     expected = len(obj)
     for k, v in obj.items():
         expected += k.count(":")
@@ -269,7 +271,7 @@ def _surely_unique(text: str | bytes, obj: dict[str, Any]) -> bool:
             expected += v.count(":")
         elif type(v) is dict or type(v) is list:
             return False
-    return text.count(colon) == expected
+    return colons == expected
 
 
 @dataclass(slots=True)

@@ -57,7 +57,11 @@ def _hostile(tank: str, ts: float) -> list[tuple[str, bytes | None, bytes]]:
     return [
         ("out_of_range", b"P001", body.replace("101.3", "9" * 400).encode()),
         ("out_of_range", b"P001", body.replace(str(ts), "1" + "0" * 399).encode()),
-        ("duplicate_key", b"P002", ('{"tank_id":"P002",' + body[1:]).replace("P001", "P002").encode()),
+        (
+            "duplicate_key",
+            b"P002",
+            ('{"tank_id":"P002",' + body[1:]).replace("P001", "P002").encode(),
+        ),
         ("no_key", None, body.encode()),
     ]
 

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from tankwatch.broker import EmbeddedBroker
-from tankwatch.codec import encode_reading
 from tankwatch.topics import Topics, create_topics
 from tests.integration.helpers import (
     ServiceThread,

@@ -21,9 +21,7 @@ from tankwatch.errors import DecodeError
 KNOWN = set(REJECT_REASONS) | {NO_KEY}
 GOOD = {"tank_id": "T01", "ts": 1_700_000_000.5, "pressure_kpa": 101.3, "temperature_c": 15.0}
 FIELDS = ["tank_id", "ts", "pressure_kpa", "temperature_c", "event"]
-CASES = settings(
-    max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+CASES = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _huge_ints = st.integers(min_value=1, max_value=600).map(lambda n: int("9" * n)) | st.integers()
 _numbers = (
@@ -35,7 +33,9 @@ _numbers = (
 _scalars = st.none() | st.booleans() | _numbers | st.text(max_size=30)
 json_values = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -111,7 +111,9 @@ def test_integers_beyond_float_range_are_out_of_range(field: str, digits: int) -
 
 def test_400_digit_integer_is_a_reject_not_overflow_error() -> None:
     # The case exactly: before the fix float() raised OverflowError here.
-    value = b'{"tank_id":"T01","ts":1700000000,"pressure_kpa":' + b"1" * 400 + b',"temperature_c":1}'
+    value = (
+        b'{"tank_id":"T01","ts":1700000000,"pressure_kpa":' + b"1" * 400 + b',"temperature_c":1}'
+    )
     with pytest.raises(DecodeError) as info:
         decode_reading(value, b"T01")
     assert info.value.reason == "out_of_range"

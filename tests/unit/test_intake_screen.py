@@ -92,14 +92,14 @@ def test_a_fleet_that_really_jumps_is_followed_once_most_tanks_agree() -> None:
     later = [(t, ts + DAY) for t, ts in fleet_tick(3)] + [
         (t, ts + DAY) for k in range(4, 6) for t, ts in fleet_tick(k)
     ]
-    rejected, applied, _ = run(a, [later], 9)
+    rejected, _applied, _ = run(a, [later], 9)
     assert rejected == [(9, "clock_skew")]  # only A's first reading, before B agreed
     assert a.commit_points([0])[0].max_ts > T0 + DAY
 
 
 def test_skew_check_off_by_default() -> None:
     a = TickAssembler(INTERVAL, 120.0, 3)
-    rejected, _, _ = run(a, [fleet_tick(0) + [("B", T0 + DAY)]])
+    rejected, _, _ = run(a, [[*fleet_tick(0), ("B", T0 + DAY)]])
     assert rejected == []
 
 
@@ -124,7 +124,7 @@ def test_idle_tanks_are_retired_and_come_back_with_their_last_tick() -> None:
     assert "C" not in a.registry and a.retired == 1 and len(a.registry) == 2
     k0 = int(T0 // INTERVAL)
     c_row = None
-    rejected, applied, _ = run(a, [[("C", T0 + 1 * INTERVAL + 5.0)] + fleet_tick(40, "ABC")], 200)
+    rejected, _applied, _ = run(a, [[("C", T0 + 1 * INTERVAL + 5.0), *fleet_tick(40, "ABC")]], 200)
     assert rejected == [] and sum(a.dropped.values()) == 1  # C's tick 1 again: dropped
     assert [t for t, _ in a.revived] == ["C"] and a.retired == 0
     c_row = a.registry.row("C")
