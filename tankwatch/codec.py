@@ -339,12 +339,16 @@ def decode_batch(
                         ts = ts_value  # epoch seconds (NaN fails the comparison)
                     else:
                         ts = None
-                    if (
-                        expected is not None
-                        and ts is not None
-                        and key == expected
-                        and _surely_unique(value, obj)
-                    ):
+                    # Duplicate keys (see _surely_unique), inlined for the usual
+                    # four-field reading: one colon per pair plus those in the strings.
+                    if len(obj) == 4 and b"\\" not in value:
+                        colons = 4 + tank_id.count(":")
+                        if type(ts_value) is str:
+                            colons += ts_value.count(":")
+                        unique = value.count(b":") == colons
+                    else:
+                        unique = _surely_unique(value, obj)
+                    if expected is not None and ts is not None and key == expected and unique:
                         index.append(i)
                         ids.append(tank_id)
                         tss.append(ts)

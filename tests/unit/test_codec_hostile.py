@@ -3,7 +3,7 @@ nothing but a :class:`DecodeError` with a known reason.
 
 Property tests throw arbitrary bytes and arbitrary JSON (every JSON type in every field,
 integers of hundreds of digits, tiny and huge floats, deep nesting, duplicate keys) at
-``decode_reading`` and ``decode_batch``: 4 x 3,000 examples = 12,000 cases per run.
+``decode_reading`` and ``decode_batch``: 4 x 2,500 examples = 10,000 cases per run.
 """
 
 from __future__ import annotations
