@@ -21,7 +21,7 @@ from tankwatch.errors import DecodeError
 KNOWN = set(REJECT_REASONS) | {NO_KEY}
 GOOD = {"tank_id": "T01", "ts": 1_700_000_000.5, "pressure_kpa": 101.3, "temperature_c": 15.0}
 FIELDS = ["tank_id", "ts", "pressure_kpa", "temperature_c", "event"]
-CASES = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CASES = settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _huge_ints = st.integers(min_value=1, max_value=600).map(lambda n: int("9" * n)) | st.integers()
 _numbers = (
