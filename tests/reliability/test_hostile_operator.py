@@ -67,13 +67,18 @@ def test_a_checkpoint_of_another_broker_incarnation_never_skips_new_data(
     assert foreign and foreign >= 2
 
 
-def test_an_unwritable_state_dir_is_refused_at_start(model_copy: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["under-a-file", "/proc/self"])
+def test_an_unwritable_state_dir_is_refused_at_start(
+    where: str, kafka_bootstrap: str, make_topics: Any, model_copy: Path, tmp_path: Path
+) -> None:
+    # /proc/self exists and is a directory, but no one (root included) can create a file
+    # there: the read-only case. Before the fix the service started and ran on.
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    proc = run_cli(
-        ["run", "--bootstrap", "127.0.0.1:1", "--http-port", "0"],
-        env={"TANKWATCH_STATE_DIR": str(blocker / "state"), "TANKWATCH_MODEL": str(model_copy)},
-    )
+    state = str(blocker / "state") if where == "under-a-file" else where
+    topics = make_topics()
+    env = instance_env(kafka_bootstrap, topics, Path(state), "g", TANKWATCH_MODEL=str(model_copy))
+    proc = run_cli(["run"], env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "TANKWATCH_STATE_DIR" in lines[0] and "not writable" in lines[0]

@@ -229,6 +229,8 @@ def test_unwritable_state_dir_is_a_one_line_config_error(tmp_path: Path) -> None
     assert "--state-dir / TANKWATCH_STATE_DIR" in text and "\n" not in text
     with pytest.raises(ConfigError):
         Checkpointer(RecordingProducer(), "b:1", "tank.state", blocker / "s", "g", "r")
+    with pytest.raises(ConfigError):  # exists, is a directory, cannot take a file
+        check_writable(Path("/proc/self"))
 
 
 def test_a_failed_local_write_is_a_local_checkpoint_error(tmp_path: Path) -> None:
