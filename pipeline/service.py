@@ -60,6 +60,21 @@ def _exit_stuck(signum: int) -> None:
     os._exit(128 + signum)
 
 
+def _unhealthy(alive: bool, up: bool, problem: str | None, blocked: dict[int, str]) -> str | None:
+    """The first reason ``/healthz`` is not OK, or None (the order is the order in which
+    an operator should look)."""
+    if not alive:
+        return "loop stalled"
+    if not up:
+        return "broker unreachable"
+    if problem is not None:
+        return f"checkpoint failing: {problem}"
+    if blocked:
+        parts = ", ".join(f"{p} ({e})" for p, e in sorted(blocked.items()))
+        return f"undecodable batch on partition(s) {parts}"
+    return None
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     model_version: str
@@ -454,19 +469,8 @@ class Service(PartitionOwnership):
         up = self.broker_up_now()
         problem = self._checkpoint_problem
         blocked = dict(getattr(self._consumer, "blocked", None) or {})
-        ok = alive and up and problem is None and not blocked
-        reason = (
-            None
-            if ok
-            else "loop stalled"
-            if not alive
-            else "broker unreachable"
-            if not up
-            else f"checkpoint failing: {problem}"
-            if problem is not None
-            else "undecodable batch on partition(s) "
-            + ", ".join(f"{p} ({e})" for p, e in sorted(blocked.items()))
-        )
+        reason = _unhealthy(alive, up, problem, blocked)
+        ok = reason is None
         return ok, {
             "status": "ok" if ok else "unavailable",
             "reason": reason,
