@@ -340,12 +340,16 @@ def decode_batch(
                     else:
                         ts = None
                     # Duplicate keys (see _surely_unique), inlined for the usual
-                    # four-field reading: one colon per pair plus those in the strings.
-                    if len(obj) == 4 and b"\\" not in value:
-                        colons = 4 + tank_id.count(":")
+                    # four-field reading: one colon per pair plus those in its strings.
+                    # An escape can only hide a colon of those strings, so without one
+                    # there (plain id, epoch ts) no backslash check is needed.
+                    if len(obj) == 4:
+                        extra = tank_id.count(":")
                         if type(ts_value) is str:
-                            colons += ts_value.count(":")
-                        unique = value.count(b":") == colons
+                            extra += ts_value.count(":")
+                        unique = value.count(b":") == 4 + extra and (
+                            not extra or b"\\" not in value
+                        )
                     else:
                         unique = _surely_unique(value, obj)
                     if expected is not None and ts is not None and key == expected and unique:

@@ -130,15 +130,23 @@ def test_400_digit_integer_is_a_reject_not_overflow_error() -> None:
         # an escaped colon cannot hide the second pair from the fast check
         '{"x":1,"x":"\\u003a","tank_id":"A","ts":1700000000.0,"pressure_kpa":1.5,"temperature_c":1.5}',
         '{"tank_id":"A","ts":1700000000.0,"pressure_kpa":1.5,"temperature_c":1.5,"n":{"a":1,"a":2}}',
+        # the same for an id with a colon, escaped twice: the colon count alone would match
+        '{"tank_id":"T\\u003a1","tank_id":"T\\u003a1","ts":1700000000.0,"pressure_kpa":1.5,'
+        '"temperature_c":1.5}',
+        '{"tank_id":"T:1","tank_id":"T:1","ts":"2024-01-01T00:00:00Z","pressure_kpa":1.5,'
+        '"temperature_c":1.5}',
     ],
 )
 def test_duplicate_keys_are_rejected_as_ambiguous(text: str) -> None:
     value = text.encode()
+    key = json.loads(text)["tank_id"].encode()
     with pytest.raises(DecodeError) as info:
-        decode_reading(value, b"A")
+        decode_reading(value, key)
     assert info.value.reason == "duplicate_key"
-    # twice: the second time the tank id and ts are cached and the batch's shortcut runs
-    got = decode_batch([value, value], [b"A", b"A"])
+    # The same reading without the duplicate is valid: decoding it caches the tank id
+    # and ts, so the batch's shortcut (the colon count) is what must catch the duplicate.
+    decode_reading(json.dumps(json.loads(text)).encode(), key)
+    got = decode_batch([value, value], [key, key])
     assert [e.reason for _, e in got.rejected] == ["duplicate_key", "duplicate_key"]
 
 
