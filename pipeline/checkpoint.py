@@ -255,7 +255,9 @@ class Checkpointer:
         self._index: dict[str, tuple[int, int, int]] = {}
         self._points: dict[int, dict[str, Any]] = {}
         self._size = 0
+        self._live = 0  # bytes of the newest line per tank (what compaction keeps)
         self._load_file()
+        self._live = sum(n for _, n, _ in self._index.values())
         self.records_written = 0
         self.bytes_written = 0
         self.foreign_model_records = 0
@@ -303,10 +305,13 @@ class Checkpointer:
         lines += [(None, p, value + b"\n") for p, value in point_values.items()]
         with open(self.path, "ab") as f:
             offset = f.tell()
+            index = self._index
             for tank, p, line in lines:
                 f.write(line)
                 if tank is not None:
-                    self._index[tank] = (offset, len(line), p)
+                    old = index.get(tank)
+                    self._live += len(line) - (old[1] if old else 0)
+                    index[tank] = (offset, len(line), p)
                 offset += len(line)
             f.flush()
             os.fsync(f.fileno())
@@ -314,8 +319,7 @@ class Checkpointer:
             self._points[p] = json.loads(value)
         self.bytes_written += sum(len(line) for _, _, line in lines)
         self._size = offset
-        live = sum(n for _, n, _ in self._index.values())
-        if self._size > 2 * live + (1 << 20):
+        if self._size > 2 * self._live + (1 << 20):
             self._compact()
 
     def _compact(self) -> None:
