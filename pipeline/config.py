@@ -453,6 +453,16 @@ CLI_FIELDS: dict[str, FieldSpec] = {
     "partitions": FieldSpec(
         "partitions", "TANKWATCH_PARTITIONS", int, "partitions per topic", range=Range(1, 100000)
     ),
+    # ``tankwatch train``: read while the parser of every subcommand is built.
+    "seed": FieldSpec("seed", "TANKWATCH_SEED", int, "random seed", range=Range(0, 2**32 - 1)),
+    "tick_interval": FieldSpec(
+        "tick_interval",
+        "TANKWATCH_TICK_INTERVAL",
+        parse_float,
+        "tick interval, s",
+        "--interval",
+        range=Range(0, 86400, lo_open=True),
+    ),
 }
 
 

@@ -201,6 +201,8 @@ def test_flag_values_are_range_checked_too() -> None:
             "--log-level / TANKWATCH_LOG_LEVEL",
         ),
         ({}, ["--log-level", "loud", "run"], "--log-level / TANKWATCH_LOG_LEVEL"),
+        ({"TANKWATCH_SEED": "abc"}, ["run"], "--seed / TANKWATCH_SEED"),
+        ({"TANKWATCH_TICK_INTERVAL": "nan"}, ["run"], "--interval / TANKWATCH_TICK_INTERVAL"),
     ],
 )
 def test_cli_options_of_every_subcommand_are_one_line_exit_2(
