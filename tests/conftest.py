@@ -74,9 +74,11 @@ def kafka_bootstrap(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) 
         return
     if broker_kind == "embedded":
         from tankwatch.broker import EmbeddedBroker
+        from tests.integration.helpers import EMBEDDED_BOOTSTRAPS
 
         log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
         with EmbeddedBroker(log_path=log_path) as broker:
+            EMBEDDED_BOOTSTRAPS.add(broker.bootstrap)
             yield broker.bootstrap
         return
     require_apache_kafka()
