@@ -418,7 +418,7 @@ def run_reference(bootstrap: str, history: Sequence[Reading], state_dir: Path) -
     produce_readings(bootstrap, topics.readings, history)
     settings = pipeline_settings(bootstrap, topics, state_dir)
     with ServiceThread(settings) as run:
-        wait_consumed(run.service, len(history))
+        wait_consumed(run.service, len(history), 90)  # a deadline for loaded machines
         stats = run.service.stats
     return {
         "history": list(history),
