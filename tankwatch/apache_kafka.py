@@ -487,7 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="log directory root, kept between runs (default: <cache>/data)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # The readiness probe's refused connections are expected while the JVM starts.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         lib = resolve_jars()
         if args.command == "jars":
@@ -505,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        print(f"starting Apache Kafka {KAFKA_VERSION} (jars {lib}) ...", flush=True)
         kafka.start()
         try:
             print(
