@@ -183,7 +183,15 @@ class Checkpointer:
         readings_topic: str,
         timeout_s: float = 30.0,
         model_version: str = "",
+        client_config: dict[str, Any] | None = None,
+        use_file: bool = True,
     ) -> None:
+        # client_config: more KafkaConsumer arguments for the restore reader (security;
+        # isolation_level='read_committed' with exactly-once outputs). use_file=False
+        # (exactly-once): tank.state alone is the checkpoint -- a file written before
+        # the transaction commits could hold state whose outputs were aborted.
+        self.client_config = dict(client_config or {})
+        self.use_file = use_file
         self.producer = producer
         self.model_version = model_version
         self.bootstrap = bootstrap
@@ -201,7 +209,8 @@ class Checkpointer:
         # The file's contents, kept in memory so a checkpoint writes only the whole file.
         self._file_tanks: dict[str, str] = {}
         self._file_points: dict[str, dict[str, Any]] = {}
-        self._load_file()
+        if use_file:
+            self._load_file()
         self.records_written = 0
         self.foreign_model_records = 0
 
@@ -213,11 +222,12 @@ class Checkpointer:
         caller must then not commit offsets.
         """
         encoded = [(s, encode_state(s, self.group, self.model_version)) for s in states]
-        for s, value in encoded:
-            self._file_tanks[s.tank_id] = value.decode()
-        for p, pt in points.items():
-            self._file_points[str(p)] = json.loads(encode_point(p, pt, self.group))
-        self._write_file()
+        if self.use_file:
+            for s, value in encoded:
+                self._file_tanks[s.tank_id] = value.decode()
+            for p, pt in points.items():
+                self._file_points[str(p)] = json.loads(encode_point(p, pt, self.group))
+            self._write_file()
         try:
             for s, value in encoded:
                 self.producer.send(
@@ -333,6 +343,7 @@ class Checkpointer:
             group_id=None,
             max_poll_records=10000,
             request_timeout_ms=int(self.timeout_s * 1000) + 1000,
+            **self.client_config,
         )
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

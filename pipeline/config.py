@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tankwatch.errors import ConfigError
+from tankwatch.kafka_security import OPTIONS as SECURITY_OPTIONS
+from tankwatch.kafka_security import KafkaSecurity, Secret
 from tankwatch.topics import Topics
 
 __all__ = ["FIELDS", "Settings", "default_model_dir"]
@@ -44,6 +46,19 @@ def _parse_ints(text: str) -> tuple[int, ...]:
 
 def _parse_opt_int(text: str) -> int | None:
     return None if text.strip().lower() in ("", "none", "auto") else int(text)
+
+
+EXACTLY_ONCE_MODES = ("auto", "on", "off")
+
+
+def _parse_exactly_once(text: str) -> str:
+    low = text.strip().lower()
+    low = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}.get(
+        low, low
+    )
+    if low not in EXACTLY_ONCE_MODES:
+        raise ValueError("expected auto, on or off")
+    return low
 
 
 @dataclass(frozen=True)
@@ -85,9 +100,35 @@ class Settings:
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 60000
+    #: Transactions per checkpoint: "on", "off", or "auto" (on when the broker has
+    #: them). See docs/pipeline.md "Delivery guarantees".
+    exactly_once: str = "auto"
+    #: Transactional id of this instance; "" = ``tankwatch-<group>-<id kept in state_dir>``.
+    transactional_id: str = ""
+    #: Connection security (tankwatch.kafka_security.OPTIONS; secrets are Secret).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: Secret | None = None
+
+    @property
+    def security(self) -> KafkaSecurity:
+        """The connection security of every client of this instance."""
+        return KafkaSecurity(**{o.name: getattr(self, o.name) for o in SECURITY_OPTIONS})
 
     def __post_init__(self) -> None:
         problems = []
+        if self.exactly_once not in EXACTLY_ONCE_MODES:
+            problems.append(f"exactly_once must be auto, on or off, got {self.exactly_once!r}")
+        try:
+            self.security  # noqa: B018 -- validates the combination and the files
+        except ConfigError as exc:
+            problems.append(str(exc))
         if self.engine not in ("numpy", "keras"):
             problems.append(f"engine must be 'numpy' or 'keras', got {self.engine!r}")
         if not 0 <= self.http_port <= 65535:
@@ -239,4 +280,17 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "max_poll_interval_ms", "TANKWATCH_MAX_POLL_INTERVAL_MS", int, "max time between polls"
     ),
+    FieldSpec(
+        "exactly_once",
+        "TANKWATCH_EXACTLY_ONCE",
+        _parse_exactly_once,
+        "one transaction per checkpoint: auto (when the broker has transactions), on, off",
+    ),
+    FieldSpec(
+        "transactional_id",
+        "TANKWATCH_TRANSACTIONAL_ID",
+        str,
+        "transactional id of this instance (default: derived from group and state dir)",
+    ),
+    *(FieldSpec(o.name, o.env, o.parse, o.help) for o in SECURITY_OPTIONS),
 )

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from tankwatch.cli import add_bootstrap_arg, positive_float, positive_int
+from tankwatch.kafka_security import add_security_args
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -51,6 +52,7 @@ def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--live", action="store_true", help="stream to Kafka in real time instead of writing a file"
     )
     add_bootstrap_arg(p)
+    add_security_args(p)
     p.add_argument(
         "--topic",
         default=os.environ.get("TANKWATCH_TOPIC_READINGS", "tank.readings"),

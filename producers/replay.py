@@ -33,6 +33,7 @@ import pandas as pd
 from producers.csv_source import CsvOptions, LoadResult, load_frame
 from tankwatch.codec import Reading, encode_reading, format_ts
 from tankwatch.errors import BrokerError, ConfigError, CsvError
+from tankwatch.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,9 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
         raise BrokerError(f"bad Kafka bootstrap {bootstrap!r}: {exc}") from None
 
 
-def _check_topic(producer: Any, bootstrap: str, topic: str) -> None:
+def _check_topic(
+    producer: Any, bootstrap: str, topic: str, security: KafkaSecurity | None = None
+) -> None:
     """BrokerError unless ``topic`` exists. Asked via the admin API first, because some
     brokers (Tansu) create any topic a producer asks metadata for, and a typo in
     ``--topic`` must not silently start a new topic."""
@@ -206,6 +209,7 @@ def _check_topic(producer: Any, bootstrap: str, topic: str) -> None:
                 request_timeout_ms=wait_ms,
                 bootstrap_timeout_ms=wait_ms,
                 client_id="tankwatch-replay-admin",
+                **(security.client_kwargs() if security else {}),
             )
             try:
                 existing = set(admin.list_topics())
@@ -236,6 +240,7 @@ def replay(
     replay_options: ReplayOptions | None = None,
     stop_event: threading.Event | None = None,
     progress_stream: TextIO | None = None,
+    security: KafkaSecurity | None = None,
 ) -> ReplaySummary:
     """Send every valid reading of ``source`` to ``topic``; returns a summary.
 
@@ -243,7 +248,7 @@ def replay(
     :func:`~producers.csv_source.load_frame` columns, or a LoadResult. Raises CsvError
     for unreadable input, BrokerError if Kafka is unreachable (within ~10 s).
     Ctrl-C (KeyboardInterrupt in this thread) or ``stop_event`` end it early,
-    flushed, with ``interrupted=True``.
+    flushed, with ``interrupted=True``. ``security``: TLS/SASL of the connection.
     """
     opts = replay_options or ReplayOptions()
     loaded = _load(source, csv_options)
@@ -270,7 +275,7 @@ def replay(
 
     from kafka.errors import KafkaError
 
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, **(security.client_kwargs() if security else {}))
     summary = ReplaySummary(bad_rows=loaded.bad_rows, errors=list(loaded.errors))
     failures: list[BaseException] = []
 
@@ -284,7 +289,7 @@ def replay(
     speed = opts.speed
     stopped = stop_event.is_set if stop_event is not None else (lambda: False)
     try:
-        _check_topic(producer, bootstrap, topic)
+        _check_topic(producer, bootstrap, topic, security)
         passes = 0
         while not stopped():
             if passes and (not opts.loop or (opts.max_loops and passes >= opts.max_loops)):

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from tankwatch.errors import BrokerError
+from tankwatch.kafka_security import KafkaSecurity
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,11 @@ class Topics:
 
 
 def create_topics(
-    bootstrap: str, topics: Topics, partitions: int = 4, replication: int = 1
+    bootstrap: str,
+    topics: Topics,
+    partitions: int = 4,
+    replication: int = 1,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create the four topics (existing ones are left alone); returns the names created.
 
@@ -46,7 +51,10 @@ def create_topics(
         raise BrokerError(f"partitions must be >= 1, got {partitions}")
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=10000, bootstrap_timeout_ms=10000
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=10000,
+            bootstrap_timeout_ms=10000,
+            **(security.client_kwargs() if security else {}),
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
