@@ -250,6 +250,9 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         per_tank=settings.metrics_enabled,
     )
 
+    if isinstance(producer, TransactionalOutputs):
+        producer.on_outcome = lambda outcome: metrics.transactions.labels(outcome).inc()
+
     def make_consumer(on_revoked: Any, on_assigned: Any, on_lost: Any) -> ConsumerLike:
         return ReadingsConsumer(
             settings.bootstrap,

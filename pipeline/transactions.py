@@ -102,6 +102,8 @@ class TransactionalOutputs:
         self._send_error: BaseException | None = None
         self.commits = 0
         self.aborts = 0
+        #: Called with "committed" or "aborted" after each transaction (metrics).
+        self.on_outcome: Callable[[str], None] = lambda outcome: None
         self._ensure()  # fail at start-up, not at the first send
 
     def _ensure(self) -> Any:
@@ -197,6 +199,7 @@ class TransactionalOutputs:
             raise TransactionAborted(f"transaction aborted: {exc}") from None
         self._in_txn = False
         self.commits += 1
+        self.on_outcome("committed")
 
     def abort(self) -> None:
         """Discard the open transaction (e.g. partitions lost before a checkpoint)."""
@@ -207,6 +210,7 @@ class TransactionalOutputs:
         self._in_txn = False
         self._send_error = None
         self.aborts += 1
+        self.on_outcome("aborted")
         producer = self._producer
         if producer is None:
             return
