@@ -160,11 +160,11 @@ def test_sigkill_mid_run_forecasts_and_dead_letters_exactly_once(
         produce_raw(bootstrap, topics.readings, poison)
         producer.start()
         wait_until(lambda: proc.metric("tankwatch_ticks_closed_total") >= 100, 60, "tick 100")
-        committed = proc.metric("tankwatch_transactions_total", outcome="committed")
+        done = proc.metric("tankwatch_checkpoints_total")
         wait_until(
-            lambda: proc.metric("tankwatch_transactions_total", outcome="committed") > committed,
+            lambda: proc.metric("tankwatch_checkpoints_total") > done,
             30,
-            "a transaction after tick 100",
+            "a checkpoint after tick 100",
         )
         assert proc.kill() == -signal.SIGKILL
         proc.start().wait_healthy(60)
