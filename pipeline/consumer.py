@@ -91,6 +91,11 @@ class ReadingsConsumer:
             **(client_config or {}),
         )
         self.commit_timeout_ms = max(session_timeout_ms, 5000)
+        # Know the topic's partitions before joining: on Apache Kafka with no initial
+        # rebalance delay the join can complete before the client's first metadata
+        # for the topic, and the leader then assigns nothing and was seen not to
+        # rejoin for minutes (kafka-python 3.0.12). Tansu's slow first join hid it.
+        self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe(
             [topic], listener=_Listener(self, on_revoked, on_assigned, on_lost)
         )
