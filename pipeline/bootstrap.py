@@ -32,6 +32,7 @@ from pipeline.transactions import (
 )
 from tankwatch.codec import REJECT_REASONS
 from tankwatch.errors import BrokerError, ConfigError
+from tankwatch.logs import quiet_kafka_logs
 
 __all__ = ["build_service", "limit_blas_threads", "make_producer"]
 
@@ -100,13 +101,17 @@ def _check_topics(
     """Bounded wait for the broker, then make sure the topics exist (one-line errors);
     returns the broker's ApiVersions (key -> (min, max); {} if unknown)."""
     _wait_tcp(bootstrap, timeout_s)
+    hint = settings.security.hint()
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
     try:
-        probe = KafkaConsumer(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **(client or {})
-        )
+        with quiet_kafka_logs():  # our one-line error, not kafka-python's retries
+            probe = KafkaConsumer(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=int(timeout_s * 1000),
+                **(client or {}),
+            )
         try:
             existing = probe.topics()
             data = getattr(getattr(probe, "_manager", None), "broker_version_data", None)
@@ -114,7 +119,7 @@ def _check_topics(
         finally:
             probe.close()
     except KafkaError as exc:
-        raise BrokerError(f"Kafka at {bootstrap} did not answer: {exc}") from None
+        raise BrokerError(f"Kafka at {bootstrap} did not answer: {exc}{hint}") from None
     t = settings.topics
     needed = [t.readings, t.state] + ([t.forecasts] if settings.forecasts_topic_enabled else [])
     needed.append(t.dlq)

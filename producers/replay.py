@@ -21,8 +21,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,6 +33,7 @@ from producers.csv_source import CsvOptions, LoadResult, load_frame
 from tankwatch.codec import Reading, encode_reading, format_ts
 from tankwatch.errors import BrokerError, ConfigError, CsvError
 from tankwatch.kafka_security import KafkaSecurity
+from tankwatch.logs import quiet_kafka_logs
 
 log = logging.getLogger(__name__)
 
@@ -146,23 +146,6 @@ class _Progress:
         self.stream.flush()
 
 
-@contextmanager
-def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
-    """Raise the ``kafka`` logger to ``level`` for a while (unless we debug).
-
-    kafka-python logs every refused connection at ERROR; the user gets our one-line
-    BrokerError instead of a screenful of retries.
-    """
-    logger = logging.getLogger("kafka")
-    before = logger.level
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logger.setLevel(max(level, before))
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
-
-
 def make_producer(bootstrap: str, **overrides: Any) -> Any:
     """A throughput-tuned idempotent KafkaProducer, or BrokerError if Kafka is unreachable.
 
@@ -187,7 +170,12 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
         with quiet_kafka_logs():
             return KafkaProducer(**config)
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        hint = (
+            ""
+            if "sasl_mechanism" not in config and "ssl_cafile" not in config
+            else (" (check the credentials and certificates)")
+        )
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}{hint}") from None
     except ValueError as exc:  # e.g. a malformed bootstrap address
         raise BrokerError(f"bad Kafka bootstrap {bootstrap!r}: {exc}") from None
 

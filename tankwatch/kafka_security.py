@@ -260,6 +260,13 @@ class KafkaSecurity:
                 out["ssl_password"] = self.ssl_key_password.reveal()
         return out
 
+    def hint(self) -> str:
+        """Appended to connection errors: a broker that rejects TLS or SASL credentials
+        just closes the connection, so a failed bootstrap may mean either."""
+        if self.security_protocol == "PLAINTEXT":
+            return ""
+        return f" (connecting with {self.describe()}: check the credentials and certificates)"
+
     def describe(self) -> str:
         """One line for logs and messages: protocol, mechanism and user, no secrets."""
         if not self.security_protocol.startswith("SASL_"):

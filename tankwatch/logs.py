@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -34,5 +36,24 @@ def setup_logging(level: str = "warning") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # kafka-python is chatty at INFO; its warnings still come through.
+    # kafka-python is chatty at INFO, and at DEBUG it logs its configuration -- SASL
+    # password included -- and the SASL exchange: never below WARNING.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+
+
+@contextmanager
+def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """Raise the ``kafka`` logger to ``level`` for a while (unless we debug).
+
+    kafka-python logs every refused connection (and every failed authentication, which
+    the broker answers by closing the connection) at ERROR; the user gets our one-line
+    BrokerError instead of a screenful of retries.
+    """
+    logger = logging.getLogger("kafka")
+    before = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

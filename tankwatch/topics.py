@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from tankwatch.errors import BrokerError
 from tankwatch.kafka_security import KafkaSecurity
+from tankwatch.logs import quiet_kafka_logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +51,16 @@ def create_topics(
     if partitions < 1:
         raise BrokerError(f"partitions must be >= 1, got {partitions}")
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            request_timeout_ms=10000,
-            bootstrap_timeout_ms=10000,
-            **(security.client_kwargs() if security else {}),
-        )
+        with quiet_kafka_logs():
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=10000,
+                bootstrap_timeout_ms=10000,
+                **(security.client_kwargs() if security else {}),
+            )
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        hint = security.hint() if security else ""
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}{hint}") from None
     try:
         existing = set(admin.list_topics())
         wanted = [
