@@ -1,4 +1,4 @@
-"""Pipeline benchmark on the embedded broker: throughput vs a raw consumer, paced
+"""Pipeline benchmark on the embedded broker (``--broker apache``: Apache Kafka):
 end-to-end latency, and the largest fleet one process keeps up with.
 
 Parts (all by default; pick with ``--parts``):
@@ -515,8 +515,8 @@ def main() -> int:
                         choices=["throughput", "latency", "scale", "eos"])  # fmt: skip
     parser.add_argument(
         "--bootstrap", default=None,
-        help="use this Kafka (e.g. Apache Kafka from `make kafka`) instead of the embedded "
-        "broker; the 'eos' part needs one with transactions",
+        help="use this running Kafka instead of starting one (--broker); the 'eos' part "
+        "needs one with transactions (Apache Kafka)",
     )  # fmt: skip
     parser.add_argument("--tanks", type=int, default=1000)
     parser.add_argument("--ticks", type=int, default=300)
@@ -529,6 +529,11 @@ def main() -> int:
         help="full: forecasts topic + per-tank metrics; lean: both off",
     )  # fmt: skip
     parser.add_argument("--model", type=Path, default=None, help="artifact (default: committed)")
+    parser.add_argument(
+        "--broker", default="embedded", choices=["embedded", "apache"],
+        help="embedded: Tansu (in memory); apache: Apache Kafka from its Maven jars "
+        "(tankwatch.apache_kafka, log dir on disk)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from pipeline.config import default_model_dir
@@ -538,7 +543,17 @@ def main() -> int:
     out = []
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        bootstrap = args.bootstrap or stack.enter_context(EmbeddedBroker()).bootstrap
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+            print(f"broker: {bootstrap} (--bootstrap)", flush=True)
+        elif args.broker == "apache":
+            from tankwatch.apache_kafka import KAFKA_VERSION, ApacheKafka
+
+            bootstrap = stack.enter_context(ApacheKafka(tmp / "kafka")).bootstrap
+            print(f"broker: Apache Kafka {KAFKA_VERSION} (KRaft, one node)", flush=True)
+        else:
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
+            print("broker: embedded Tansu (in memory)", flush=True)
         if "throughput" in args.parts:
             out.append(bench_throughput(bootstrap, args.tanks, args.ticks, model_dir))
             print(out[-1] + "\n", flush=True)

@@ -153,6 +153,9 @@ def test_props(compaction: bool = True) -> dict[str, str]:
     return props
 
 
+test_props.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
+
+
 _LOG4J2 = """\
 status = error
 name = tankwatch-kafka

@@ -74,15 +74,20 @@ def kafka_bootstrap(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) 
         return
     if broker_kind == "embedded":
         from tankwatch.broker import EmbeddedBroker
+        from tests.integration.helpers import EMBEDDED_BOOTSTRAPS
 
         log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
         with EmbeddedBroker(log_path=log_path) as broker:
+            EMBEDDED_BOOTSTRAPS.add(broker.bootstrap)
             yield broker.bootstrap
         return
     require_apache_kafka()
     from tankwatch.apache_kafka import ApacheKafka, test_props
 
-    with ApacheKafka(tmp_path_factory.mktemp("kafka"), extra_props=test_props()) as kafka:
+    # No aggressive compaction on the shared broker: a segment a second for every topic
+    # of a 20-minute suite would pile up files; the compaction test has its own broker.
+    props = test_props(compaction=False)
+    with ApacheKafka(tmp_path_factory.mktemp("kafka"), extra_props=props) as kafka:
         yield kafka.bootstrap
 
 
@@ -95,11 +100,16 @@ def apache_kafka_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     require_apache_kafka()
     started: list[ApacheKafka] = []
 
-    def factory(brokers: int = 1, name: str = "kafka", **props: str) -> ApacheKafka:
+    def factory(
+        brokers: int = 1,
+        name: str = "kafka",
+        compaction: bool = True,
+        props: dict[str, str] | None = None,
+    ) -> ApacheKafka:
         kafka = ApacheKafka(
             tmp_path / f"{name}-{len(started)}",
             brokers=brokers,
-            extra_props={**test_props(), **props},
+            extra_props={**test_props(compaction), **(props or {})},
         )
         started.append(kafka)
         return kafka.start()

@@ -23,6 +23,7 @@ import pytest
 from pipeline.config import default_model_dir
 from tankwatch.broker import EmbeddedBroker
 from tests.integration.helpers import (
+    EMBEDDED_BOOTSTRAPS,
     ServiceThread,
     pipeline_settings,
     produce_readings,
@@ -105,6 +106,7 @@ def own_broker(
     embedded Tansu under ``TANKWATCH_TEST_BROKER=embedded``, else Apache Kafka."""
     if broker_kind == "embedded":
         with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+            EMBEDDED_BOOTSTRAPS.add(broker.bootstrap)
             yield broker
         return
     factory: Callable[..., Any] = request.getfixturevalue("apache_kafka_factory")
