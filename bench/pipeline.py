@@ -19,6 +19,11 @@ Parts (all by default; pick with ``--parts``):
   the tick; a watcher thread scrapes every 5 ms while a sent tick has not shown) and
   (2) all its records read back from ``tank.forecasts`` by a consumer. Warm-up ticks
   are skipped; a tick not visible 10 s after the last send counts as "not seen".
+* ``eos`` (not in the default set; needs a broker with transactions: ``--broker
+  apache`` or ``--bootstrap``) -- the cost of exactly-once outputs in one run:
+  throughput in-process with transactions off and on, and the paced latency to
+  ``tank.forecasts`` as its reader sees it (read_committed when transactional) with
+  transactions off, and on at checkpoint intervals of 1 s and 0.25 s.
 * ``scale`` -- the same paced run for growing fleets; a fleet "keeps up" when the
   producer could send each tick within its second and the p99 latency to
   ``tank.forecasts`` stays under one tick (1 s) with no backlog at the end.
