@@ -232,6 +232,7 @@ class ApacheKafka:
         self.version = version
         self.jvm_opts = list(jvm_opts)
         self.extra_props = dict(extra_props or {})
+        self._port = port
         id_file = self.workdir / "cluster.id"
         if id_file.exists():
             self.cluster_id = id_file.read_text().strip()
@@ -335,20 +336,31 @@ class ApacheKafka:
     def start(self, timeout_s: float = 120.0) -> ApacheKafka:
         """Resolve the jars (cached), format new log directories, start every node and
         wait until each answers and the cluster shows all of them; stops what it
-        started if that fails."""
+        started if that fails. Free ports picked here can be taken by another process
+        before the JVM binds them: a first start then retries with new ports."""
         self._lib = resolve_jars(self.version)
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "cluster.id").write_text(self.cluster_id + "\n")
-        try:
-            for node in self.nodes:
-                self._write_config(node)
-                self._format(node)
-            for node in self.nodes:
-                self._launch(node)
-            self.wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        fresh = self._port == 0 and not any((n.dir / "ports").exists() for n in self.nodes)
+        for attempt in range(3):
+            try:
+                for node in self.nodes:
+                    self._write_config(node)
+                    self._format(node)
+                for node in self.nodes:
+                    self._launch(node)
+                self.wait_ready(timeout_s)
+                break
+            except BrokerError as exc:
+                self.stop()
+                if not (fresh and attempt < 2 and "Address already in use" in str(exc)):
+                    raise
+                log.warning("kafka port taken; retrying with new ports", extra={"error": str(exc)})
+                for node in self.nodes:
+                    node.port, node.controller_port = free_port(), free_port()
+            except BaseException:
+                self.stop()
+                raise
         log.info(
             "apache kafka up",
             extra={"bootstrap": self.bootstrap, "version": self.version, "dir": str(self.workdir)},
@@ -487,7 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="log directory root, kept between runs (default: <cache>/data)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # The readiness probe's refused connections are expected while the JVM starts.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         lib = resolve_jars()
         if args.command == "jars":
@@ -505,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        print(f"starting Apache Kafka {KAFKA_VERSION} (jars {lib}) ...", flush=True)
         kafka.start()
         try:
             print(
