@@ -12,6 +12,7 @@ from producers.replay import ReplayOptions, quiet_kafka_logs, replay
 from tankwatch.cli import add_bootstrap_arg, positive_float
 from tankwatch.codec import parse_ts
 from tankwatch.errors import ConfigError, DecodeError
+from tankwatch.kafka_security import add_security_args, security_from_args
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -133,6 +134,7 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV files (.csv or .csv.gz)")
     add_bootstrap_arg(p)
+    add_security_args(p)
     p.add_argument(
         "--topic",
         default=_env("TANKWATCH_TOPIC_READINGS", "tank.readings"),
@@ -210,6 +212,7 @@ def csv_options_from_args(args: argparse.Namespace) -> CsvOptions:
 def run_replay(args: argparse.Namespace) -> int:
     if args.max_loops is not None and args.max_loops < 1:
         raise ConfigError(f"--max-loops must be >= 1, got {args.max_loops}")
+    security = security_from_args(args)
     options = ReplayOptions(
         speed=None if args.as_fast_as_possible else args.speed,
         loop=args.loop,
@@ -230,6 +233,8 @@ def run_replay(args: argparse.Namespace) -> int:
         )
     # kafka-python warns about its own event loop when we keep the GIL busy; not news.
     with quiet_kafka_logs(logging.ERROR):
-        summary = replay(loaded, args.bootstrap, args.topic, replay_options=options)
+        summary = replay(
+            loaded, args.bootstrap, args.topic, replay_options=options, security=security
+        )
     print(f"tankwatch: {summary.describe()}", file=sys.stderr)
     return 130 if summary.interrupted else 0
