@@ -18,13 +18,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from pipeline.api import fleet_json, tank_json
+from pipeline.api import Dashboard, FleetQuery, model_json
 from pipeline.assembler import RESET_REASONS, Columns, TickAssembler
 from pipeline.checkpoint import Checkpointer
 from pipeline.config import Settings
@@ -32,6 +31,7 @@ from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.http import HttpServer
 from pipeline.ownership import PartitionOwnership
+from pipeline.ports import ConsumerFactory, ConsumerLike, ModelInfo
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
@@ -75,38 +75,6 @@ def _unhealthy(alive: bool, up: bool, problem: str | None, blocked: dict[int, st
     return None
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    model_version: str
-    engine: str
-    tick_interval_s: float
-    max_gap_ticks: int
-    path: str
-
-
-class ConsumerLike(Protocol):
-    def poll(self, timeout_ms: int) -> dict[int, list[Any]]: ...
-    def assigned(self) -> list[int]: ...
-    def seek(self, partition: int, offset: int) -> None: ...
-    def lag(self) -> dict[int, int | None]: ...
-    def lagging(self) -> set[int]: ...
-    def probe(self, timeout_ms: int = ...) -> bool: ...
-    def commit(self, offsets: dict[int, int]) -> None: ...
-    def close(self) -> None: ...
-
-
-#: make_consumer(on_revoked, on_assigned, on_lost) -> consumer; on_revoked returns the
-#: offsets to commit (the consumer commits them on its IO thread).
-ConsumerFactory = Callable[
-    [
-        Callable[[list[int]], dict[int, int]],
-        Callable[[list[int]], None],
-        Callable[[list[int]], None],
-    ],
-    ConsumerLike,
-]
-
-
 class Service(PartitionOwnership):
     """One pipeline instance; built by :func:`pipeline.bootstrap.build_service`."""
 
@@ -147,6 +115,7 @@ class Service(PartitionOwnership):
         self._dirty = np.zeros(0, bool)
         self._view = FleetView(horizons_reported=settings.horizons_reported)
         self._broker_up = False
+        self._broker_lost = False  # lost at least once since start (see _set_broker)
         self._blocked_since: float | None = None  # monotonic start of a broker wait
         self._last_loop = 0.0
         self._running = False
@@ -163,6 +132,20 @@ class Service(PartitionOwnership):
         metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
         self._lag_confirmed = time.monotonic()  # last probe the broker answered
         metrics.lag_age.set_function(lambda: time.monotonic() - self._lag_confirmed)
+        self.dashboard = Dashboard(
+            lambda: self._view,
+            history,
+            self._lock,
+            model_json(
+                model.model_version,
+                model.engine,
+                model.tick_interval_s,
+                model.max_gap_ticks,
+                settings.horizons_reported,
+                settings.horizon,
+            ),
+            model.tick_interval_s,
+        )
         self._http = HttpServer(self, settings.http_host, settings.http_port)
         self._http.start()
 
@@ -429,8 +412,17 @@ class Service(PartitionOwnership):
 
     # -------------------------------------------------------- broker health
     def _set_broker(self, up: bool, exc: BaseException | None = None) -> None:
-        if up != self._broker_up:
-            log.warning("broker up" if up else "broker unreachable", extra={"error": str(exc)})
+        # Reaching the broker is news only after it was lost (info on start-up: the
+        # first probe always flips the initial False); losing it is a warning, with
+        # the error only when there is one.
+        if up and not self._broker_up:
+            if self._broker_lost:
+                log.warning("broker reachable again")
+            else:
+                log.info("broker up")
+        elif not up and self._broker_up:
+            self._broker_lost = True
+            log.warning("broker unreachable", extra={"error": str(exc)} if exc else {})
         self._broker_up = up
 
     def broker_up_now(self) -> bool:
@@ -483,17 +475,8 @@ class Service(PartitionOwnership):
             "model_version": self.model.model_version,
         }
 
-    def fleet_json(self) -> dict[str, Any]:
-        return fleet_json(self._view, self.model, self.settings)
+    def fleet_json(self, query: FleetQuery | None = None) -> dict[str, Any]:
+        return self.dashboard.fleet_json(query)
 
     def tank_json(self, tank_id: str) -> dict[str, Any] | None:
-        view = self._view
-        row = view.row_of(tank_id)
-        if row is None:
-            return None
-        with self._lock:
-            if row >= self.history.capacity:
-                ts, values = np.zeros(0), np.zeros((0, 6), np.float32)
-            else:
-                ts, values = self.history.series(row)
-        return tank_json(view, row, ts, values, self.model.tick_interval_s)
+        return self.dashboard.tank_json(tank_id)

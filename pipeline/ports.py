@@ -1,0 +1,45 @@
+"""Small shared types of the pipeline's parts, kept apart so nothing imports the service.
+
+``service`` wires the parts together; ``ownership`` (partition bookkeeping), ``api``
+(the dashboard JSON) and ``bootstrap`` only need these shapes, not the service itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["ConsumerFactory", "ConsumerLike", "ModelInfo"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_version: str
+    engine: str
+    tick_interval_s: float
+    max_gap_ticks: int
+    path: str
+
+
+class ConsumerLike(Protocol):
+    def poll(self, timeout_ms: int) -> dict[int, list[Any]]: ...
+    def assigned(self) -> list[int]: ...
+    def seek(self, partition: int, offset: int) -> None: ...
+    def lag(self) -> dict[int, int | None]: ...
+    def lagging(self) -> set[int]: ...
+    def probe(self, timeout_ms: int = ...) -> bool: ...
+    def commit(self, offsets: dict[int, int]) -> None: ...
+    def close(self) -> None: ...
+
+
+#: make_consumer(on_revoked, on_assigned, on_lost) -> consumer; on_revoked returns the
+#: offsets to commit (the consumer commits them on its IO thread).
+ConsumerFactory = Callable[
+    [
+        Callable[[list[int]], dict[int, int]],
+        Callable[[list[int]], None],
+        Callable[[list[int]], None],
+    ],
+    ConsumerLike,
+]
