@@ -65,9 +65,20 @@ class TrainConfig:
     evaluate: bool = True
     progress: bool = True
     csv_options: Any = None  # producers.csv_source.CsvOptions or None (bundled format)
+    #: Per-row level/scale normalisation (models.engines.rownorm); EWMA weights per tick.
+    row_norm: bool = True
+    level_alpha: float = 0.005
+    scale_alpha: float = 0.005
+    #: "absolute" or "gauge": the fleet's pressure reference (physical lower bound).
+    pressure_reference: str = "absolute"
+    #: Forecast change limits = this x the largest training change per horizon.
+    bounds_margin: float = 2.0
+    bounds_horizon: int = 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
+        if self.pressure_reference not in ("absolute", "gauge"):
+            raise ConfigError("pressure reference must be 'absolute' or 'gauge'")
         if self.units < 1 or self.layers < 1 or self.window < 2 or self.epochs < 1:
             raise ConfigError("units, layers, epochs must be >= 1 and window >= 2")
         if not (0 < self.val_fraction < 1 and 0 < self.holdout_fraction < 1):
@@ -198,6 +209,22 @@ def prepare(config: TrainConfig) -> tuple[TickGrid, int, int, Scaler]:
     return grid, val_start, test_start, scaler
 
 
+def _bounds(train_grid: TickGrid, config: TrainConfig) -> Any:
+    """Forecast bounds (models.bounds) from the training slice and the physical limits."""
+    from models.bounds import PHYSICAL_LOWER, Bounds, max_changes
+
+    segment = np.cumsum(train_grid.boundary, axis=0)
+    change = max_changes(
+        train_grid.values,
+        train_grid.present,
+        segment,
+        config.bounds_horizon,
+        config.bounds_margin,
+    )
+    lower = np.asarray([PHYSICAL_LOWER[f][config.pressure_reference] for f in FEATURES], np.float32)
+    return Bounds(change, lower, np.full(len(FEATURES), np.inf, np.float32))
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train, write the artifact at ``config.out``, evaluate it; see the module doc."""
     config.check()
@@ -205,9 +232,29 @@ def train(config: TrainConfig) -> TrainResult:
     grid, val_start, test_start, scaler = prepare(config)
     train_grid = grid.slice(0, val_start)
     val_grid = grid.slice(val_start, test_start)
-    delta = segment_deltas(train_grid, scaler)
-    train_b = make_batches(train_grid, scaler, config.window, delta)
-    val_b = make_batches(val_grid, scaler, config.window, delta)
+    from models.engines import rownorm
+
+    norm = None
+    frames: list[Any] = [None, None]
+    if config.row_norm:
+        norm = rownorm.fit(
+            train_grid.values,
+            train_grid.present,
+            train_grid.boundary,
+            config.level_alpha,
+            config.scale_alpha,
+        )
+        frames = [
+            rownorm.series(norm, g.values, g.present, g.boundary) for g in (train_grid, val_grid)
+        ]
+        delta = rownorm.deltas(
+            train_grid.values, train_grid.present, train_grid.boundary, frames[0][1]
+        )
+    else:
+        delta = segment_deltas(train_grid, scaler)
+    train_b = make_batches(train_grid, scaler, config.window, delta, frames[0])
+    val_b = make_batches(val_grid, scaler, config.window, delta, frames[1])
+    bounds = _bounds(train_grid, config)
     lanes = len(grid.tank_ids)
     _say(
         config,
@@ -272,6 +319,9 @@ def train(config: TrainConfig) -> TrainResult:
         "layers": int(config.layers),
         "residual": True,
         "change_input": True,
+        **({"row_norm": norm.to_json()} if norm is not None else {}),
+        "pressure_reference": config.pressure_reference,
+        "bounds": bounds.to_json(),
         "parameters": int(final.count_params()),
         "training": {
             "seed": config.seed,

@@ -153,7 +153,12 @@ class NumpyEngine:
         return out
 
     def _inputs(
-        self, x: FloatArray, last: FloatArray, h_top: FloatArray, level: FloatArray, scale: FloatArray
+        self,
+        x: FloatArray,
+        last: FloatArray,
+        h_top: FloatArray,
+        level: FloatArray,
+        scale: FloatArray,
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Network inputs for readings x (n, F) physical: (z, first-layer input, new
         level, new scale). ``last``/``h_top``/``level``/``scale`` are the rows' state

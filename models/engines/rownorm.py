@@ -164,3 +164,54 @@ class Frame:
         dx: F32 = ((x - prev) / scale).astype(np.float32)
         dx[~np.isfinite(dx).all(axis=1)] = 0.0
         return dx
+
+
+def fit(
+    values: NDArray[np.floating[Any]],
+    present: NDArray[np.bool_],
+    boundary: NDArray[np.bool_],
+    level_alpha: float = 0.005,
+    scale_alpha: float = 0.005,
+    floor: float = 0.1,
+) -> RowNorm:
+    """RowNorm for a training grid: ``scale0`` = median of the rows' scales once warm
+    (from a first pass started at the global std), ``floor`` = that fraction of it.
+
+    The floor matters: in a quiet spell the scale would shrink towards the sensor
+    noise, and the loss (changes in units of the scale) would then be dominated by
+    unpredictable noise steps.
+    """
+    vals = np.asarray(values, np.float32)
+    std = np.nanstd(vals.reshape(-1, vals.shape[-1]), axis=0).astype(np.float32)
+    std = np.where(np.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
+    first = RowNorm(level_alpha, scale_alpha, std, (std * 1e-4).astype(np.float32))
+    _, scale = series(first, vals, present, boundary)
+    seen = np.cumsum(boundary, axis=0)
+    since = np.zeros(present.shape, np.int64)  # readings since the row's last reset
+    count = np.zeros(present.shape[1], np.int64)
+    for k in range(present.shape[0]):
+        count[boundary[k]] = 0
+        count += present[k]
+        since[k] = count
+    warm = present & (since > 1.0 / scale_alpha) & (seen > 0)
+    s = scale[warm] if warm.any() else scale[present]
+    scale0 = np.median(s, axis=0).astype(np.float32)
+    scale0 = np.where(scale0 > 0, scale0, std).astype(np.float32)
+    return RowNorm(level_alpha, scale_alpha, scale0, (scale0 * floor).astype(np.float32))
+
+
+def deltas(
+    values: NDArray[np.floating[Any]],
+    present: NDArray[np.bool_],
+    boundary: NDArray[np.bool_],
+    scale: F32,
+) -> F32:
+    """(F,) RMS of one-tick changes in frame units, ``(x[t+1] - x[t]) / scale[t]``, over
+    consecutive readings of one segment (the training target's normaliser, so the loss
+    is ~1.0 for persistence)."""
+    ok = present[:-1] & present[1:] & ~boundary[1:]
+    d = ((values[1:] - values[:-1]) / scale[:-1])[ok]
+    if d.size == 0:
+        return np.ones(values.shape[-1], np.float32)
+    rms = np.sqrt(np.mean(d.astype(np.float64) ** 2, axis=0))
+    return np.where(rms > 1e-6, rms, 1.0).astype(np.float32)

@@ -1,0 +1,55 @@
+"""The skill gate: each variable and horizon is served from the forecaster that won
+on the holdout — the LSTM, persistence or the damped-trend Holt baseline
+(:mod:`models.baselines`) — and every output says which.
+
+``codes`` (H, F) int: 0 = lstm, 1 = persistence, 2 = holt (:data:`SOURCES`), chosen
+by :func:`choose` from holdout RMSE and stored in the artifact's metadata
+(``serving.sources``). Served forecasts are then never worse than persistence on
+that holdout, by construction; on other data it is a measured claim (docs/model.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["SOURCES", "choose", "codes_of", "serve"]
+
+SOURCES: tuple[str, ...] = ("lstm", "persistence", "holt")
+
+
+def choose(rmse: NDArray[np.floating[Any]]) -> NDArray[np.intp]:
+    """(H, F) codes of the smallest RMSE; ``rmse`` (3, H, F) in :data:`SOURCES` order.
+
+    A candidate must beat persistence strictly to be chosen over it (ties and NaN go
+    to persistence: the cheapest, and the reference every report is divided by).
+    """
+    r = np.where(np.isfinite(rmse), rmse, np.inf)
+    best = np.argmin(r, axis=0)
+    tie = r[best, *np.indices(best.shape)] >= r[1]
+    return np.where(tie, 1, best).astype(np.intp)
+
+
+def codes_of(sources: Sequence[Sequence[str]]) -> NDArray[np.intp]:
+    """(H, F) codes from (H, F) source names (artifact metadata)."""
+    return np.asarray([[SOURCES.index(s) for s in row] for row in sources], np.intp)
+
+
+def serve(
+    codes: NDArray[np.intp],
+    lstm: NDArray[np.floating[Any]],
+    persistence: NDArray[np.floating[Any]],
+    holt: NDArray[np.floating[Any]],
+    first_h: int = 1,
+) -> NDArray[np.float32]:
+    """(H', n, F) served forecasts for horizons ``first_h..``; inputs (H', n, F).
+
+    Horizons past the coded ones use the last coded horizon's choice.
+    """
+    h_idx = np.minimum(np.arange(first_h - 1, first_h - 1 + lstm.shape[0]), codes.shape[0] - 1)
+    c = codes[h_idx][:, None, :]
+    out = np.where(c == 0, lstm, np.where(c == 1, persistence, holt))
+    return np.asarray(out, np.float32)
