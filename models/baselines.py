@@ -30,9 +30,12 @@ F64 = NDArray[np.float64]
 
 @dataclass(frozen=True, slots=True)
 class HoltParams:
-    alpha: float = 0.5
+    """Defaults picked among six settings by the bundled history's holdout RMSE at
+    h = 1 and 30 (docs/model.md); near-random-walk data wants a large ``alpha``."""
+
+    alpha: float = 0.95
     beta: float = 0.05
-    phi: float = 0.9
+    phi: float = 0.98
 
 
 class HoltBaseline:

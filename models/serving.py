@@ -53,3 +53,42 @@ def serve(
     c = codes[h_idx][:, None, :]
     out = np.where(c == 0, lstm, np.where(c == 1, persistence, holt))
     return np.asarray(out, np.float32)
+
+
+class ServingPlan:
+    """What the pipeline applies to the engine's forecasts, from the artifact: the
+    skill gate ``codes`` (H, F) (None: all LSTM), the forecast ``bounds`` and the
+    trained input range ``(lo, hi)`` (F,) each (None: no out-of-range marking)."""
+
+    def __init__(
+        self,
+        codes: NDArray[np.intp] | None = None,
+        bounds: Any = None,
+        input_range: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
+    ) -> None:
+        self.codes = codes
+        self.bounds = bounds
+        self.input_range = input_range
+
+    @classmethod
+    def from_artifact(cls, artifact: Any) -> ServingPlan:
+        codes = codes_of(artifact.serving) if artifact.serving is not None else None
+        rng = artifact.metadata.get("input_range")
+        input_range = None
+        if isinstance(rng, dict) and "min" in rng and "max" in rng:
+            lo = np.asarray(rng["min"], np.float32)
+            hi = np.asarray(rng["max"], np.float32)
+            margin = 0.5 * (hi - lo)  # well outside, not the edge of the training data
+            input_range = (lo - margin, hi + margin)
+        return cls(codes, artifact.bounds, input_range)
+
+    def sources(self, features: Sequence[str], horizons: Sequence[int]) -> dict[str, list[str]]:
+        """{feature: [source of each horizon in ``horizons``]} (for outputs)."""
+        out = {}
+        for fi, name in enumerate(features):
+            if self.codes is None:
+                out[name] = ["lstm"] * len(horizons)
+            else:
+                last = self.codes.shape[0] - 1
+                out[name] = [SOURCES[int(self.codes[min(h - 1, last), fi])] for h in horizons]
+        return out

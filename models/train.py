@@ -67,8 +67,8 @@ class TrainConfig:
     csv_options: Any = None  # producers.csv_source.CsvOptions or None (bundled format)
     #: Per-row level/scale normalisation (models.engines.rownorm); EWMA weights per tick.
     row_norm: bool = True
-    level_alpha: float = 0.005
-    scale_alpha: float = 0.005
+    level_alpha: float = 0.0005
+    scale_alpha: float = 0.002
     #: "absolute" or "gauge": the fleet's pressure reference (physical lower bound).
     pressure_reference: str = "absolute"
     #: Forecast change limits = this x the largest training change per horizon.
@@ -188,9 +188,14 @@ def _loss_plot(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def prepare(config: TrainConfig) -> tuple[TickGrid, int, int, Scaler]:
-    """Load the data and build the grid, split and scaler (no TensorFlow)."""
-    frame = load_readings(list(config.data), config.csv_options)
+def prepare(config: TrainConfig, frame: Any = None) -> tuple[TickGrid, int, int, Scaler]:
+    """Load the data and build the grid, split and scaler (no TensorFlow).
+
+    ``frame``: readings already loaded (``load_readings`` columns), e.g. a benchmark's
+    data outside the CSV reader's limits; ``config.data`` then only names them.
+    """
+    if frame is None:
+        frame = load_readings(list(config.data), config.csv_options)
     grid = build_grid(frame, config.interval_s, config.max_gap_ticks, FEATURES)
     try:
         val_start, test_start = split_ticks(
@@ -225,11 +230,14 @@ def _bounds(train_grid: TickGrid, config: TrainConfig) -> Any:
     return Bounds(change, lower, np.full(len(FEATURES), np.inf, np.float32))
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train, write the artifact at ``config.out``, evaluate it; see the module doc."""
+def train(config: TrainConfig, frame: Any = None) -> TrainResult:
+    """Train, write the artifact at ``config.out``, evaluate it; see the module doc.
+
+    ``frame``: see :func:`prepare` (evaluation then needs ``config.evaluate=False``).
+    """
     config.check()
     t_start = time.monotonic()
-    grid, val_start, test_start, scaler = prepare(config)
+    grid, val_start, test_start, scaler = prepare(config, frame)
     train_grid = grid.slice(0, val_start)
     val_grid = grid.slice(val_start, test_start)
     from models.engines import rownorm
@@ -322,6 +330,11 @@ def train(config: TrainConfig) -> TrainResult:
         **({"row_norm": norm.to_json()} if norm is not None else {}),
         "pressure_reference": config.pressure_reference,
         "bounds": bounds.to_json(),
+        # Readings the model was trained on (pipeline: out-of-range marking).
+        "input_range": {
+            "min": [float(v) for v in np.nanmin(train_grid.values, axis=(0, 1))],
+            "max": [float(v) for v in np.nanmax(train_grid.values, axis=(0, 1))],
+        },
         "parameters": int(final.count_params()),
         "training": {
             "seed": config.seed,

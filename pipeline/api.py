@@ -51,6 +51,13 @@ def fleet_json(view: FleetView, model: ModelInfo, settings: Settings) -> dict[st
                 "residual_temperature_c": _f(float(view.residual[i, 1])),
                 "anomaly_score": _f(float(view.score[i])),
                 "anomaly_flag": bool(view.flag[i]),
+                "anomaly_calibrated": bool(view.calibrated[i])
+                if i < view.calibrated.shape[0]
+                else True,
+                "forecast_clips": int(view.clips[i]) if i < view.clips.shape[0] else 0,
+                "readings_outside_trained_range": int(view.out_of_range[i])
+                if i < view.out_of_range.shape[0]
+                else 0,
                 "staleness_s": None if ts is None or now is None else now - ts,
                 "resets": {
                     RESET_REASONS[k]: int(view.resets[i, k]) for k in range(1, len(RESET_REASONS))
@@ -65,6 +72,8 @@ def fleet_json(view: FleetView, model: ModelInfo, settings: Settings) -> dict[st
             "max_gap_ticks": model.max_gap_ticks,
             "horizons_reported": list(settings.horizons_reported),
             "horizon": settings.horizon,
+            # Served forecaster per feature and reported horizon (skill gate).
+            "sources": model.sources,
         },
         "interval_s": model.tick_interval_s,
         "now_ts": now,

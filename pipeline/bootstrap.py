@@ -137,12 +137,17 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     artifact = load_artifact(settings.model_dir)
     engine = load_forecaster(settings.model_dir, settings.engine, n_rows=0)
     max_gap = settings.max_gap_ticks or artifact.max_gap_ticks
+    from models.serving import ServingPlan
+
+    plan = ServingPlan.from_artifact(artifact)
+    sources = plan.sources(artifact.features, settings.horizons_reported)
     model = ModelInfo(
         model_version=artifact.model_version,
         engine=settings.engine,
         tick_interval_s=artifact.tick_interval_s,
         max_gap_ticks=max_gap,
         path=str(settings.model_dir),
+        sources=sources,
     )
     _check_topics(settings.bootstrap, settings, settings.connect_timeout_s)
     producer = make_producer(settings.bootstrap)
@@ -156,7 +161,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         n_features=engine.n_features,
     )
     step = ForecastStep(
-        engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std
+        engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std, plan
     )
     assembler = TickAssembler(artifact.tick_interval_s, settings.allowed_lateness_s, max_gap)
     checkpointer = Checkpointer(
@@ -176,6 +181,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
             settings.horizons_reported,
             artifact.model_version,
             topics.readings,
+            plan.sources(artifact.features, (1, *settings.horizons_reported)),
         )
         if settings.forecasts_topic_enabled
         else None
@@ -187,6 +193,8 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         artifact.tick_interval_s,
         REJECT_REASONS,
         per_tank=settings.metrics_enabled,
+        sources=sources,
+        horizons=settings.horizons_reported,
     )
 
     def make_consumer(on_revoked: Any, on_assigned: Any, on_lost: Any) -> ConsumerLike:

@@ -55,6 +55,9 @@ class ModelInfo:
     tick_interval_s: float
     max_gap_ticks: int
     path: str
+    #: {feature: [source per reported horizon]} (models.serving; "lstm" everywhere
+    #: for an artifact without a skill gate).
+    sources: dict[str, list[str]] | None = None
 
 
 class ConsumerLike(Protocol):
@@ -362,6 +365,9 @@ class Service(PartitionOwnership):
             flag=f.flag[:n].copy(),
             last_ts=f.last_ts[:n].copy(),
             resets=f.resets[:n].copy(),
+            clips=f.clips[:n].copy(),
+            out_of_range=f.out_of_range[:n].copy(),
+            calibrated=f.calibrated[:n].copy(),
             horizons_reported=self.settings.horizons_reported,
             last_tick_ts=last_tick_ts,
             published=time.time(),

@@ -274,9 +274,7 @@ def test_row_normalised_engine_is_invariant_to_each_tanks_level(kind: str) -> No
         y0 = base.step(x, np.ones(4, bool))
         y1 = shifted.step(x + offset, np.ones(4, bool))
         np.testing.assert_allclose(y1 - offset, y0, rtol=0, atol=2e-3)
-    np.testing.assert_allclose(
-        shifted.forecast(30) - offset, base.forecast(30), rtol=0, atol=5e-3
-    )
+    np.testing.assert_allclose(shifted.forecast(30) - offset, base.forecast(30), rtol=0, atol=5e-3)
 
 
 @pytest.mark.parametrize("kind", ["numpy", "keras"])
