@@ -43,6 +43,7 @@ from models.bounds import Bounds
 from models.dataprep import TickGrid, build_grid, load_readings, split_ticks
 from models.engines.base import Forecaster
 from models.evaluate_report import write_plots, write_report
+from models.fingerprint import data_fingerprint
 from models.serving import SOURCES, choose, codes_of, serve
 from tankwatch.errors import ConfigError, CsvError
 
@@ -65,8 +66,10 @@ TRADEOFF: tuple[tuple[str, dict[str, Any], bool], ...] = (
     ),
     ("default", {}, True),
     ("default without drift CUSUM", {"drift_limit": math.inf}, True),
-    ("threshold 4", {"threshold": 4.0}, True),
-    ("threshold 6", {"threshold": 6.0}, True),
+    ("threshold 5, 3 consecutive (previous default)", {"threshold": 5.0, "consecutive": 3}, True),
+    ("threshold 6, 3 consecutive", {"threshold": 6.0, "consecutive": 3}, True),
+    ("threshold 7", {"threshold": 7.0}, True),
+    ("plain (non-robust) residual sigma", {"robust": False}, True),
     ("drift limit 145", {"drift_limit": 145.0}, True),
     ("drift limit 97", {"drift_limit": 97.0}, True),
     ("drift k 0.25, limit 126", {"drift_k": 0.25, "drift_limit": 126.0}, True),
@@ -434,8 +437,6 @@ def _tradeoff(
 
 def _holdout_start(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[int, str]:
     """The artifact's own holdout if this is its training data, else the last fraction."""
-    from models.train import data_fingerprint
-
     training = artifact.metadata.get("training", {})
     split = training.get("split_ticks", {}) if isinstance(training, dict) else {}
     stored = split.get("holdout_start") if isinstance(split, dict) else None

@@ -13,11 +13,9 @@ plus TensorFlow's deterministic ops; threads as TensorFlow defaults).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from models.dataprep import (
     segment_deltas,
     split_ticks,
 )
+from models.fingerprint import data_fingerprint
 from models.scaler import Scaler
 from tankwatch.errors import ConfigError
 
@@ -98,16 +97,6 @@ class TrainResult:
     best_val_loss: float
     seconds: float
     evaluation: dict[str, Any] | None
-
-
-def data_fingerprint(paths: Sequence[Path]) -> str:
-    """sha256 over the bytes of the data files, in the order given."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _say(config: TrainConfig, text: str) -> None:
@@ -218,7 +207,7 @@ def _bounds(train_grid: TickGrid, config: TrainConfig) -> Any:
     """Forecast bounds (models.bounds) from the training slice and the physical limits."""
     from models.bounds import PHYSICAL_LOWER, Bounds, max_changes
 
-    segment = np.cumsum(train_grid.boundary, axis=0)
+    segment = np.cumsum(train_grid.boundary, axis=0, dtype=np.int64)
     change = max_changes(
         train_grid.values,
         train_grid.present,

@@ -232,12 +232,12 @@ class ForecastStep:
         act_all[rows] = ct.x / self.scale
         score_all, flag_all = self.scorer.update(res_all, res_mask, actual=act_all)
         score, flag = score_all[rows], flag_all[rows]
-        calibrated = np.ones(rows.size, bool)
+        calibrated: NDArray[np.bool_] = np.ones(rows.size, bool)
         if self.plan.input_range is not None:
             lo, hi = self.plan.input_range
             # Outside what the model was trained on: its residuals mean little, so the
             # tank's score is marked uncalibrated instead of flagging.
-            calibrated = ((ct.x >= lo) & (ct.x <= hi)).all(axis=1)
+            calibrated = np.asarray(((ct.x >= lo) & (ct.x <= hi)).all(axis=1), bool)
             fleet.out_of_range[rows] += ~calibrated
             flag = flag & calibrated
         fleet.calibrated[rows] = calibrated

@@ -117,7 +117,9 @@ def render_tank_families(view: FleetView) -> bytes:
     ):
         if arr.shape[0] >= rows.max() + 1:
             out.append(_header(name, doc, "counter"))
-            out.append(_samples([f'{name}{{tank_id="{t}"}} ' for t in ids], arr[rows]))
+            out.append(
+                _samples([f'{name}{{tank_id="{t}"}} ' for t in ids], arr[rows].astype(np.float64))
+            )
     if view.calibrated.shape[0] >= rows.max() + 1:
         simple(
             "tank_anomaly_calibrated",
