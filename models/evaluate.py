@@ -488,7 +488,8 @@ def skill_summary(
             "sources": {
                 name: [SOURCES[int(c)] for c in chosen[:, fi]] for fi, name in enumerate(features)
             },
-            "rule": "smallest holdout RMSE per feature and horizon; ties to persistence",
+            "rule": "smallest holdout RMSE per feature and horizon, if at least 10 % below "
+            "persistence's; else persistence",
         },
     }
 

@@ -252,15 +252,22 @@ class NumpyEngine:
             c = self._c[:, rows_]
             level, scale = self._level[rows_], self._scale[rows_]
             block = out[:, lo : lo + FORECAST_CHUNK]
-            last = block[0]
+            frame = self._frame
+            # Each forecast is fed back as the next reading; the frame follows it as
+            # it would follow readings (training saw the same recursion). The first
+            # step derives the previous reading from the state; later ones know it.
+            z, inp0, level, scale = self._inputs(block[0], block[0], h[-1], level, scale)
             for k in range(1, horizon):
-                # Each forecast is fed back as the next reading; the frame follows it
-                # as it would follow readings (training saw the same recursion).
-                z, inp0, level, scale = self._inputs(block[k - 1], last, h[-1], level, scale)
+                if k > 1:
+                    u, prev = block[k - 1], block[k - 2]
+                    level, scale = frame.update(level, scale, u)
+                    z = (u - level) / scale
+                    inp0 = (
+                        np.concatenate([z, (u - prev) / scale], axis=1) if self._change_input else z
+                    )
                 y = self._cell(z, h, c, inp0)
                 np.multiply(y, scale, out=block[k])
                 block[k] += level
-                last = block[k]
         return out
 
     def reset_rows(self, rows: IndexArray) -> None:

@@ -31,9 +31,10 @@ def test_holt_follows_a_trend_damped_and_resets_per_row() -> None:
 
 
 def test_gate_chooses_the_smallest_holdout_error_and_ties_go_to_persistence() -> None:
-    rmse = np.array([[[0.5, 2.0]], [[1.0, 1.0]], [[0.7, 1.0]]])  # (3 sources, 1 h, 2 F)
+    rmse = np.array([[[0.5, 2.0, 0.95]], [[1.0, 1.0, 1.0]], [[0.7, 1.0, 0.94]]])  # (3, 1, F)
     codes = choose(rmse)
-    assert [SOURCES[c] for c in codes[0]] == ["lstm", "persistence"]
+    # A 5-6 % win is within the margin: persistence stays.
+    assert [SOURCES[c] for c in codes[0]] == ["lstm", "persistence", "persistence"]
     lstm, pers, holt = (np.full((2, 3, 2), v, np.float32) for v in (1.0, 2.0, 3.0))
     out = serve(np.array([[0, 2]]), lstm, pers, holt)
     assert (out[..., 0] == 1.0).all() and (out[..., 1] == 3.0).all()
