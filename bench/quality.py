@@ -45,6 +45,7 @@ from bench.common import table  # noqa: E402
 from models.anomaly import AnomalyScorer  # noqa: E402
 from models.artifact import load_artifact, load_forecaster, update_metadata  # noqa: E402
 from models.dataprep import TickGrid, build_grid  # noqa: E402
+from models.detection_baseline import calibrated_flags as _calibrated_flags  # noqa: E402
 from models.detection_baseline import isolation_forest_scores  # noqa: E402
 from models.detection_metrics import point_event_scores  # noqa: E402
 from models.evaluate import skill_summary, stream  # noqa: E402
@@ -138,17 +139,6 @@ def score_grid(
     return res, skill_summary(res, art.features, codes)
 
 
-def consecutive_flags(exceed: np.ndarray, present: np.ndarray, n: int) -> np.ndarray:
-    """(K, N) True where a tank's last n readings all exceeded (readings, not ticks)."""
-    out = np.zeros_like(exceed)
-    run = np.zeros(exceed.shape[1])
-    for k in range(exceed.shape[0]):
-        p = present[k]
-        run = np.where(p, np.where(exceed[k], run + 1, 0), run)
-        out[k] = p & (run >= n)
-    return out
-
-
 def calibrated_flags(
     scores: np.ndarray,
     present: np.ndarray,
@@ -156,14 +146,7 @@ def calibrated_flags(
     quantile: float,
     margin: float = 1.0,
 ) -> np.ndarray:
-    """Per tank: threshold = ``margin`` x the ``quantile`` of its calibration scores;
-    flag after CONSECUTIVE exceedances."""
-    exceed = np.zeros(scores.shape, bool)
-    for j in range(scores.shape[1]):
-        cal = calibration[:, j] & np.isfinite(scores[:, j])
-        thr = margin * np.quantile(scores[cal, j], quantile) if cal.any() else np.inf
-        exceed[:, j] = np.nan_to_num(scores[:, j], nan=-np.inf) > thr
-    return consecutive_flags(exceed, present, CONSECUTIVE)
+    return _calibrated_flags(scores, present, calibration, quantile, CONSECUTIVE, margin)
 
 
 def iforest_scores(grid: TickGrid, calibration: np.ndarray, window: int) -> np.ndarray:

@@ -17,7 +17,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-__all__ = ["isolation_forest_scores", "window_features"]
+__all__ = [
+    "calibrated_flags",
+    "consecutive_flags",
+    "isolation_forest_scores",
+    "window_features",
+]
 
 
 def window_features(values: NDArray[np.floating[Any]], window: int) -> NDArray[np.float64]:
@@ -52,3 +57,36 @@ def isolation_forest_scores(
     forest = IsolationForest(n_estimators=100, random_state=seed).fit(z[cal])
     out[ok] = -forest.score_samples(z[ok])
     return out
+
+
+def consecutive_flags(
+    exceed: NDArray[np.bool_], present: NDArray[np.bool_], n: int
+) -> NDArray[np.bool_]:
+    """(K, N) True where a tank's last n readings (readings, not ticks) all exceeded."""
+    out = np.zeros_like(exceed)
+    run = np.zeros(exceed.shape[1])
+    for k in range(exceed.shape[0]):
+        p = present[k]
+        run = np.where(p, np.where(exceed[k], run + 1, 0), run)
+        out[k] = p & (run >= n)
+    return out
+
+
+def calibrated_flags(
+    scores: NDArray[np.floating[Any]],
+    present: NDArray[np.bool_],
+    calibration: NDArray[np.bool_],
+    quantile: float,
+    consecutive: int = 3,
+    margin: float = 1.0,
+) -> NDArray[np.bool_]:
+    """Flags (K, N) from scores (K, N) with a threshold per tank: ``margin`` x the
+    ``quantile`` of that tank's scores over its ``calibration`` (K, N) readings
+    (normal data: the quantile sets the false-alarm budget); a flag after
+    ``consecutive`` exceedances. A tank without calibration readings never flags."""
+    exceed = np.zeros(scores.shape, bool)
+    for j in range(scores.shape[1]):
+        cal = calibration[:, j] & np.isfinite(scores[:, j])
+        thr = margin * np.quantile(scores[cal, j], quantile) if cal.any() else np.inf
+        exceed[:, j] = np.nan_to_num(scores[:, j], nan=-np.inf) > thr
+    return consecutive_flags(exceed, present, consecutive)

@@ -74,10 +74,39 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
     anomaly = summary.get("anomaly")
     if anomaly:
         lines += _anomaly_lines(anomaly)
+        if anomaly.get("point_level"):
+            lines += point_lines(anomaly["point_level"])
     if summary.get("plots"):
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(p).stem}]({p})" for p in summary["plots"]]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def point_lines(point: dict[str, Any]) -> list[str]:
+    """Point-level table: our flags and the isolation forest, same run, holdout."""
+
+    def f(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    lines = [
+        "",
+        "### Point level (holdout; ours vs isolation forest in the same run)",
+        "",
+        f"Isolation forest: {point['isolation_forest_setup']}.",
+        "",
+        "| detector | precision | recall | F1 | false-alarm rate | missed-alarm rate "
+        "| events hit | false episodes | detection delays (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in ("ours", "isolation_forest"):
+        m = point[name]
+        delays = ", ".join(f"{d:.0f}" for d in m["detection_delay_s"]) or "—"
+        lines.append(
+            f"| {name.replace('_', ' ')} | {f(m['precision'])} | {f(m['recall'])} | "
+            f"{f(m['f1'])} | {f(m['false_alarm_rate'])} | {f(m['missed_alarm_rate'])} | "
+            f"{m['events_hit']}/{m['events']} | {m['false_episodes']} | {delays} |"
+        )
+    return lines
 
 
 def skill_lines(skill: dict[str, Any], hz: Any) -> list[str]:
