@@ -4,7 +4,7 @@ Layout (``docs/architecture.md``)::
 
     model.keras     the trained Keras model (training batch size; stateful)
     weights.npz     the same weights as named float32 arrays (see models.network)
-    metadata.json   format_version, model_version, features, units, scaler,
+    metadata.json   format_version (2; 1 still read), model_version, features, units, scaler,
                     tick_interval_s, max_gap_ticks, units_per_layer, layers,
                     residual (bool: output = input + head, in scaled units),
                     change_input (bool: the LSTM also sees the change since the
@@ -49,7 +49,11 @@ __all__ = [
     "update_metadata",
 ]
 
-FORMAT_VERSION = 1
+#: Written by this build. 2 added ``row_norm``, ``bounds``, ``serving``,
+#: ``input_range``: a build that reads only 1 refuses such an artifact instead of
+#: silently running it without the per-row frame. Both are read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FEATURES: tuple[str, ...] = ("pressure_kpa", "temperature_c")
 UNITS: dict[str, str] = {"pressure_kpa": "kPa", "temperature_c": "degC"}
 MODEL_FILE = "model.keras"
@@ -156,9 +160,11 @@ def load_artifact(
     meta = _read_metadata(root)
 
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise _fail(
-            root, f"format_version {version!r} is not supported (this build reads {FORMAT_VERSION})"
+            root,
+            f"format_version {version!r} is not supported (this build reads "
+            f"{', '.join(str(v) for v in READABLE_VERSIONS)})",
         )
     features = meta.get("features")
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):

@@ -302,7 +302,11 @@ def train(config: TrainConfig, frame: Any = None) -> TrainResult:
 
     arrays_to_weights(final, arrays)
     fingerprint = data_fingerprint(config.data)
-    model_version = f"lstm-{config.units}x{config.layers}-{fingerprint[:8]}"
+    # "-rn": per-row normalised. Checkpoints are restored only into the model version
+    # that wrote them, and a row-normalised model must never continue the h and c of
+    # one trained on globally scaled inputs from the same data.
+    tag = "-rn" if norm is not None else ""
+    model_version = f"lstm-{config.units}x{config.layers}{tag}-{fingerprint[:8]}"
     val_losses = history.get("val_loss", [float("nan")])
     best = float(np.nanmin(val_losses))
     metadata: dict[str, Any] = {
