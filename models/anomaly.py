@@ -163,7 +163,7 @@ class AnomalyScorer:
         stuck_alpha: float = 0.002,
         stuck_prior: float = 0.1,
         stuck_p_min: float = 0.01,
-        stuck_p_max: float = 0.9,
+        stuck_p_max: float = 0.995,
         drift_alpha: float = 1.0 / 1440.0,
         drift_clip: float = 2.0,
         drift_k: float = 0.5,

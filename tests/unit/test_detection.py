@@ -52,3 +52,31 @@ def test_departure_detector_holds_a_flag_while_the_level_stays_away() -> None:
         flags.append(bool(f[0]))
     assert not any(flags[:300])
     assert all(flags[310:])  # not absorbed as the new normal
+
+
+def test_a_coarsely_quantised_channel_is_not_stuck_but_a_frozen_one_is() -> None:
+    rng = np.random.default_rng(3)
+    n = 4000
+    # Pressure on a coarse sensor: a slow wander read in steps of 1 unit, so the
+    # reading repeats for tens of ticks (like 3W's P-TPT: a few hundred values per run).
+    coarse = np.round(np.cumsum(rng.normal(0, 0.05, n)))
+    live = 50.0 + rng.normal(0, 0.1, n)
+    frozen = live.copy()
+    frozen[3000:] = frozen[3000]
+    flags = {}
+    for name, second in (("coarse", live), ("frozen", frozen)):
+        scorer = AnomalyScorer(1, stuck_warmup=300)
+        out = []
+        for t in range(n):
+            _, f = scorer.update(
+                np.zeros((1, 2)), np.ones(1, bool), actual=np.array([[coarse[t], second[t]]])
+            )
+            out.append(bool(f[0]))
+        flags[name] = np.asarray(out)
+    longest = max(
+        len(r)
+        for r in "".join("x" if c == coarse[i - 1] else " " for i, c in enumerate(coarse)).split()
+    )
+    assert longest > 30  # the coarse channel does sit still for long stretches
+    assert not flags["coarse"].any()
+    assert flags["frozen"][3100:].all()
