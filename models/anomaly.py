@@ -1,6 +1,6 @@
 """Anomaly scoring per row (tank), vectorised: residual jumps, frozen channels, drifts.
 
-Three detectors run side by side on every row, O(1) work and a few floats of state
+Three detectors (a fourth, departure, optional) run side by side on every row, O(1) work and a few floats of state
 per row and feature; each reports a score in *equivalent sigmas* (higher = worse) and
 the row's score is the largest of them:
 
@@ -27,6 +27,14 @@ the row's score is the largest of them:
   ``threshold`` when the CUSUM reaches ``drift_limit``. It catches a long one-sided
   bias (the forecaster keeps under- or over-shooting) that the residual detector,
   whose mean follows the residuals within ~1/alpha ticks, absorbs.
+
+* **Departure** (needs ``actual=``; off unless ``departure_alpha > 0``): how far the
+  reading is from the row's normal level, in units of its usual deviation from it
+  (see :meth:`AnomalyScorer._departure_score`); the reference learns only while the
+  row scores below ``threshold``. For fleets with a steady operating point (3W wells).
+
+The residual sigma is robust by default (an EWMA of ``1.2533 |r - mu|``; ``robust=False``
+restores the EWMA variance).
 
 ``flag`` is True once the combined score exceeded ``threshold`` for ``consecutive``
 updates in a row.
