@@ -1,8 +1,8 @@
 """Anomaly scoring per row (tank), vectorised: residual jumps, frozen channels, drifts.
 
 Three detectors (a fourth, departure, optional) run side by side on every row, O(1)
-work and a few floats of state per row and feature; each reports a score in *equivalent sigmas* (higher = worse) and
-the row's score is the largest of them:
+work and a few floats of state per row and feature; each reports a score in
+*equivalent sigmas* (higher = worse) and the row's score is the largest of them:
 
 * **Residual** (``r = actual - forecast``, next step, scaled units): per feature an
   exponentially weighted mean ``mu`` and variance ``var``;
