@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import option_from_env
 from producers.replay_cli import add_csv_format_args, csv_options_from_args
 from tankwatch.cli import positive_float, positive_int
 from tankwatch.errors import ConfigError
@@ -141,7 +142,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument(
         "--seed",
         type=int,
-        default=int(_env("TANKWATCH_SEED", "7")),
+        # Checked by the one options table: a bad value is one line, not a traceback
+        # in every subcommand (this default is read whenever the parser is built).
+        default=option_from_env("seed", 7),
         help="random seed (env TANKWATCH_SEED; default %(default)s)",
     )
     t.add_argument("--units", type=positive_int, default=48, help="LSTM units per layer")
@@ -170,7 +173,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument(
         "--interval",
         type=positive_float,
-        default=float(_env("TANKWATCH_TICK_INTERVAL", "60")),
+        default=option_from_env("tick_interval", 60.0),
         help="tick interval in seconds (env TANKWATCH_TICK_INTERVAL; default 60)",
     )
     t.add_argument(
