@@ -346,6 +346,9 @@ class NumpyEngine:
         if self._fused_t is not None:
             self._forecast_fused(idx, out)
             return out
+        if self._frame.norm is None:
+            self._forecast_global(idx, horizon, out)
+            return out
         for lo in range(0, idx.size, FORECAST_CHUNK):
             rows_ = idx[lo : lo + FORECAST_CHUNK]
             h = self._h[:, rows_]  # fancy indexing copies: the live state stays as it is
@@ -369,6 +372,23 @@ class NumpyEngine:
                 np.multiply(y, scale, out=block[k])
                 block[k] += level
         return out
+
+    def _forecast_global(self, idx: IndexArray, horizon: int, out: FloatArray) -> None:
+        """The generic horizon under the global scaler (no per-row frame), in scaled
+        units throughout: the fed-back change is exactly ``y - scaled``."""
+        for lo in range(0, idx.size, FORECAST_CHUNK):
+            rows_ = idx[lo : lo + FORECAST_CHUNK]
+            h = self._h[:, rows_]  # fancy indexing copies: the live state stays as it is
+            c = self._c[:, rows_]
+            block = out[:, lo : lo + FORECAST_CHUNK]
+            scaled = (block[0] - self._mean) / self._std
+            inp0 = self._with_change(scaled, block[0], h[-1]) if self._change_input else scaled
+            for k in range(1, horizon):
+                y = self._cell(scaled, h, c, inp0)
+                np.multiply(y, self._std, out=block[k])
+                block[k] += self._mean
+                inp0 = np.concatenate([y, y - scaled], axis=1) if self._change_input else y
+                scaled = y
 
     def _forecast_fused(self, idx: IndexArray, out: FloatArray) -> None:
         """The single-layer horizon of rows ``idx`` into ``out`` (H, n, F), in chunks
