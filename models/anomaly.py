@@ -1,8 +1,8 @@
 """Anomaly scoring per row (tank), vectorised: residual jumps, frozen channels, drifts.
 
-Three detectors run side by side on every row, O(1) work and a few floats of state
-per row and feature; each reports a score in *equivalent sigmas* (higher = worse) and
-the row's score is the largest of them:
+Three detectors (a fourth, departure, optional) run side by side on every row, O(1)
+work and a few floats of state per row and feature; each reports a score in
+*equivalent sigmas* (higher = worse) and the row's score is the largest of them:
 
 * **Residual** (``r = actual - forecast``, next step, scaled units): per feature an
   exponentially weighted mean ``mu`` and variance ``var``;
@@ -27,6 +27,14 @@ the row's score is the largest of them:
   ``threshold`` when the CUSUM reaches ``drift_limit``. It catches a long one-sided
   bias (the forecaster keeps under- or over-shooting) that the residual detector,
   whose mean follows the residuals within ~1/alpha ticks, absorbs.
+
+* **Departure** (needs ``actual=``; off unless ``departure_alpha > 0``): how far the
+  reading is from the row's normal level, in units of its usual deviation from it
+  (see :meth:`AnomalyScorer._departure_score`); the reference learns only while the
+  row scores below ``threshold``. For fleets with a steady operating point (3W wells).
+
+The residual sigma is robust by default (an EWMA of ``1.2533 |r - mu|``; ``robust=False``
+restores the EWMA variance).
 
 ``flag`` is True once the combined score exceeded ``threshold`` for ``consecutive``
 updates in a row.
@@ -65,7 +73,7 @@ __all__ = ["AnomalyScorer", "AnomalyState"]
 F64 = NDArray[np.float64]
 
 #: Fields added with the stuck and drift detectors; absent in older checkpoints.
-_NEW_FIELDS = ("last", "rep", "p0", "slow_var", "cpos", "cneg")
+_NEW_FIELDS = ("last", "rep", "p0", "slow_var", "cpos", "cneg", "ref", "ref_dev")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,8 @@ class AnomalyState:
     ``p0``: (n, F) usual probability that a reading repeats the previous one.
     ``slow_var``: (n, F) slow EWMA of the squared (clipped) residual.
     ``cpos``, ``cneg``: (n, F) upper and lower CUSUM of the residual.
+    ``ref``, ``ref_dev``: (n, F) the row's normal reading level and mean absolute
+    deviation from it (departure detector; NaN ref: none yet).
     """
 
     mean: F64
@@ -94,6 +104,8 @@ class AnomalyState:
     slow_var: F64
     cpos: F64
     cneg: F64
+    ref: F64
+    ref_dev: F64
 
     def to_dict(self) -> dict[str, F64]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -113,8 +125,9 @@ class AnomalyState:
             arrays.setdefault("last", np.full(shape, np.nan))
             arrays.setdefault("rep", np.zeros(shape))
             arrays.setdefault("p0", np.full(shape, stuck_prior))
-            for name in ("slow_var", "cpos", "cneg"):
+            for name in ("slow_var", "cpos", "cneg", "ref_dev"):
                 arrays.setdefault(name, np.zeros(shape))
+            arrays.setdefault("ref", np.full(shape, np.nan))
         return cls(**arrays)
 
 
@@ -148,8 +161,8 @@ class AnomalyScorer:
         self,
         n_rows: int = 0,
         alpha: float = 0.02,
-        threshold: float = 5.0,
-        consecutive: int = 3,
+        threshold: float = 6.0,
+        consecutive: int = 5,
         warmup: int = 30,
         n_features: int = 2,
         eps: float = 1e-6,
@@ -158,12 +171,15 @@ class AnomalyScorer:
         stuck_alpha: float = 0.002,
         stuck_prior: float = 0.1,
         stuck_p_min: float = 0.01,
-        stuck_p_max: float = 0.9,
+        stuck_p_max: float = 0.995,
         drift_alpha: float = 1.0 / 1440.0,
         drift_clip: float = 2.0,
         drift_k: float = 0.5,
         drift_limit: float = 194.0,
         drift_warmup: int = 60,
+        robust: bool = True,
+        stuck_warmup: int = 0,
+        departure_alpha: float = 0.0,
     ) -> None:
         if not 0 < alpha <= 1:
             raise InputError(f"alpha must be in (0, 1], got {alpha}")
@@ -192,6 +208,11 @@ class AnomalyScorer:
         self.drift_k = float(drift_k)
         self.drift_limit = float(drift_limit)
         self.drift_warmup = int(drift_warmup)
+        self.robust = bool(robust)
+        self.stuck_warmup = int(stuck_warmup)
+        self.departure_alpha = float(departure_alpha)
+        if not 0 <= self.departure_alpha <= 1:
+            raise InputError("departure_alpha must be in [0, 1] (0 = detector off)")
         self._nf = int(n_features)
         self._mean = np.zeros((0, self._nf))
         self._var = np.zeros((0, self._nf))
@@ -204,6 +225,8 @@ class AnomalyScorer:
         self._slow_var = np.zeros((0, self._nf))
         self._cpos = np.zeros((0, self._nf))
         self._cneg = np.zeros((0, self._nf))
+        self._ref = np.zeros((0, self._nf))
+        self._ref_dev = np.zeros((0, self._nf))
         if n_rows:
             self.add_rows(n_rows)
 
@@ -240,7 +263,14 @@ class AnomalyScorer:
         # EWMA has seen ~1/alpha residuals, so the start is not biased towards 0.
         a = np.maximum(self.alpha, 1.0 / (count + 1.0))[:, None]
         new_mu = mu + a * clipped
-        new_var = np.where(exceed[:, None], var, (1 - a) * (var + a * clipped**2))
+        if self.robust:
+            # Robust scale: an EWMA of |deviation| x sqrt(pi/2) (= sigma for Gaussian
+            # residuals); one outlier moves it linearly, not quadratically, so a burst
+            # of large residuals does not blow up the tank's sigma for ~1/alpha ticks.
+            sig = (1 - a) * np.sqrt(var) + a * 1.2533 * np.abs(clipped)
+            new_var = np.where(exceed[:, None], var, sig**2)
+        else:
+            new_var = np.where(exceed[:, None], var, (1 - a) * (var + a * clipped**2))
         return score, new_mu, new_var
 
     def _stuck_score(self, idx: _Sel, x: F64) -> F64:
@@ -256,7 +286,15 @@ class AnomalyScorer:
         # Learn the usual repeat rate only from changes judged normal, so a frozen
         # channel does not teach itself to be normal.
         learn = known & (z <= self.threshold)
-        new_p0 = p0 + self.stuck_alpha * (repeat - p0)
+        # Quantisation-aware: the repeat rate is learnt as a plain running mean until
+        # ~1/stuck_alpha readings (a coarse channel repeating 95 % of the time reaches
+        # p0 ~0.95 within its first readings instead of ~1/stuck_alpha ticks), and no
+        # stuck score before ``stuck_warmup`` readings.
+        n_seen = self._count[idx][:, None]
+        a = np.maximum(self.stuck_alpha, 1.0 / (n_seen + 2.0))
+        a = np.where(n_seen < 1.0 / self.stuck_alpha, a, self.stuck_alpha)
+        z = np.where(n_seen >= self.stuck_warmup, z, 0.0)
+        new_p0 = p0 + a * (repeat - p0)
         new_p0 = np.clip(new_p0, self.stuck_p_min, self.stuck_p_max)
         self._p0[idx] = np.where(learn, new_p0, p0)
         self._rep[idx] = rep
@@ -289,6 +327,25 @@ class AnomalyScorer:
         self._cneg[idx] = cneg
         z: F64 = self.threshold * np.max(np.maximum(cpos, cneg), axis=1) / self.drift_limit
         return z
+
+    def _departure_score(self, idx: _Sel, x: F64, others: F64) -> F64:
+        """z_dep (n,): max_f |x - ref| / (sqrt(pi/2) ref_dev): how far the reading has
+        left the row's normal level. ``ref``/``ref_dev`` learn (EWMA, weight
+        ``departure_alpha``, a running mean at first) only while the row's score —
+        ``others`` and this one — is below ``threshold``, so a fault that moves the
+        level is not absorbed. Off (0) unless ``departure_alpha > 0``."""
+        ref = self._ref[idx]
+        dev = self._ref_dev[idx]
+        fresh = np.isnan(ref)
+        count = self._count[idx][:, None]
+        d = np.abs(x - np.where(fresh, x, ref))
+        z = np.where(fresh | (count < self.warmup), 0.0, d / (1.2533 * dev + self.eps))
+        z_row: F64 = np.max(z, axis=1)
+        learn = (np.maximum(z_row, others) <= self.threshold)[:, None] | fresh
+        a = np.maximum(self.departure_alpha, 1.0 / (count + 1.0))
+        self._ref[idx] = np.where(learn, np.where(fresh, x, ref + a * (x - ref)), ref)
+        self._ref_dev[idx] = np.where(learn & ~fresh, dev + a * (d - dev), dev)
+        return z_row
 
     def update(
         self,
@@ -334,6 +391,8 @@ class AnomalyScorer:
             score = np.maximum(score, self._drift_score(idx, r))
             if x_all is not None:
                 score = np.maximum(score, self._stuck_score(idx, x_all[idx]))
+                if self.departure_alpha > 0:
+                    score = np.maximum(score, self._departure_score(idx, x_all[idx], score))
             self._mean[idx] = new_mu
             self._var[idx] = new_var
             self._count[idx] += 1
@@ -360,6 +419,8 @@ class AnomalyScorer:
         self._slow_var[idx] = 0.0
         self._cpos[idx] = 0.0
         self._cneg[idx] = 0.0
+        self._ref[idx] = np.nan
+        self._ref_dev[idx] = 0.0
 
     def add_rows(self, n: int) -> int:
         """Append n fresh rows; returns the index of the first."""
@@ -375,8 +436,9 @@ class AnomalyScorer:
         self._last = np.concatenate([self._last, np.full((n, nf), np.nan)])
         self._rep = np.concatenate([self._rep, np.zeros((n, nf))])
         self._p0 = np.concatenate([self._p0, np.full((n, nf), self.stuck_prior)])
-        for name in ("_slow_var", "_cpos", "_cneg"):
+        for name in ("_slow_var", "_cpos", "_cneg", "_ref_dev"):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros((n, nf))]))
+        self._ref = np.concatenate([self._ref, np.full((n, nf), np.nan)])
         return first
 
     def remove_rows(self, rows: NDArray[Any] | list[int]) -> None:

@@ -4,7 +4,7 @@ Layout (``docs/architecture.md``)::
 
     model.keras     the trained Keras model (training batch size; stateful)
     weights.npz     the same weights as named float32 arrays (see models.network)
-    metadata.json   format_version, model_version, features, units, scaler,
+    metadata.json   format_version (2; 1 still read), model_version, features, units, scaler,
                     tick_interval_s, max_gap_ticks, units_per_layer, layers,
                     residual (bool: output = input + head, in scaled units),
                     change_input (bool: the LSTM also sees the change since the
@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from models.bounds import Bounds
 from models.engines.base import FloatArray, Forecaster
+from models.engines.rownorm import RowNorm
 from models.scaler import Scaler
 from tankwatch.errors import ArtifactError
 
@@ -48,7 +50,11 @@ __all__ = [
     "update_metadata",
 ]
 
-FORMAT_VERSION = 1
+#: Written by this build. 2 added ``row_norm``, ``bounds``, ``serving``,
+#: ``input_range``: a build that reads only 1 refuses such an artifact instead of
+#: silently running it without the per-row frame. Both are read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FEATURES: tuple[str, ...] = ("pressure_kpa", "temperature_c")
 UNITS: dict[str, str] = {"pressure_kpa": "kPa", "temperature_c": "degC"}
 MODEL_FILE = "model.keras"
@@ -72,6 +78,11 @@ class Artifact:
     model_version: str
     residual: bool = False
     change_input: bool = False
+    row_norm: RowNorm | None = None
+    bounds: Bounds | None = None
+    #: (H, F) source per horizon and feature ("lstm", "persistence", "holt"), from the
+    #: holdout skill (models.serving); None: everything from the LSTM.
+    serving: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def model_path(self) -> Path:
@@ -150,9 +161,11 @@ def load_artifact(
     meta = _read_metadata(root)
 
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise _fail(
-            root, f"format_version {version!r} is not supported (this build reads {FORMAT_VERSION})"
+            root,
+            f"format_version {version!r} is not supported (this build reads "
+            f"{', '.join(str(v) for v in READABLE_VERSIONS)})",
         )
     features = meta.get("features")
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
@@ -199,6 +212,16 @@ def load_artifact(
         raise _fail(root, f"{METADATA_FILE}: change_input must be true or false")
     if change_input and not residual:
         raise _fail(root, f"{METADATA_FILE}: change_input requires residual")
+    row_norm = bounds = serving = None
+    try:
+        if meta.get("row_norm") is not None:
+            row_norm = RowNorm.from_json(meta["row_norm"], len(features))
+        if meta.get("bounds") is not None:
+            bounds = Bounds.from_json(meta["bounds"], len(features))
+        if meta.get("serving") is not None:
+            serving = _serving(meta["serving"], features)
+    except ValueError as exc:
+        raise _fail(root, f"{METADATA_FILE}: {exc}") from None
     model_version = meta.get("model_version")
     if not isinstance(model_version, str) or not model_version:
         raise _fail(root, f"{METADATA_FILE}: model_version must be a non-empty string")
@@ -232,7 +255,29 @@ def load_artifact(
         model_version=model_version,
         residual=residual,
         change_input=change_input,
+        row_norm=row_norm,
+        bounds=bounds,
+        serving=serving,
     )
+
+
+#: What a horizon may be served from (models.serving).
+SOURCES = ("lstm", "persistence", "holt")
+
+
+def _serving(obj: Any, features: list[str]) -> tuple[tuple[str, ...], ...]:
+    """metadata ``serving.sources`` {feature: [source per horizon 1..H]} -> (H, F)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("sources"), dict):
+        raise ValueError("serving.sources must map each feature to a list of sources")
+    cols = []
+    for name in features:
+        col = obj["sources"].get(name)
+        if not isinstance(col, list) or not col or any(v not in SOURCES for v in col):
+            raise ValueError(f"serving.sources.{name} must be a list of {list(SOURCES)}")
+        cols.append(col)
+    if len({len(c) for c in cols}) != 1:
+        raise ValueError("serving.sources lists differ in length")
+    return tuple(zip(*cols, strict=True))
 
 
 def _keras_weights(artifact: Artifact) -> dict[str, FloatArray]:
@@ -270,7 +315,12 @@ def load_forecaster(
         from models.engines.numpy_engine import NumpyEngine
 
         return NumpyEngine(
-            artifact.weights, artifact.scaler, n_rows, artifact.residual, artifact.change_input
+            artifact.weights,
+            artifact.scaler,
+            n_rows,
+            artifact.residual,
+            artifact.change_input,
+            artifact.row_norm,
         )
     if engine == "keras":
         from models.engines.keras_engine import KerasEngine
@@ -281,6 +331,7 @@ def load_forecaster(
             n_rows,
             artifact.residual,
             artifact.change_input,
+            artifact.row_norm,
         )
     raise ArtifactError(f"unknown engine {engine!r} (expected 'numpy' or 'keras')")
 

@@ -225,11 +225,26 @@ def segment_deltas(grid: TickGrid, scaler: Scaler) -> NDArray[np.float32]:
 
 
 def make_batches(
-    grid: TickGrid, scaler: Scaler, window: int, delta_scale: NDArray[np.float32]
+    grid: TickGrid,
+    scaler: Scaler,
+    window: int,
+    delta_scale: NDArray[np.float32],
+    frame: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
 ) -> Batches:
-    """Arrange a grid slice into stateful batches (layout in the module docstring)."""
+    """Arrange a grid slice into stateful batches (layout in the module docstring).
+
+    ``frame``: per-row (level, scale) (K, N, F) after each tick
+    (:func:`models.engines.rownorm.series`); inputs are then ``(x - level) / scale``
+    and changes are divided by the scale at the step that sees them. None: the global
+    scaler (level = mean, scale = std everywhere).
+    """
     _, lanes, nf = grid.values.shape
-    z = scaler.transform(grid.values)
+    if frame is None:
+        z = scaler.transform(grid.values)
+        unit = np.broadcast_to(scaler.std, grid.values.shape)
+    else:
+        z = ((grid.values - frame[0]) / frame[1]).astype(np.float32)
+        unit = frame[1]
     lane_x: list[NDArray[np.float32]] = []
     lane_d: list[NDArray[np.float32]] = []
     lane_m: list[NDArray[np.bool_]] = []
@@ -242,6 +257,8 @@ def make_batches(
             if stop - start < 2:
                 continue  # a lone reading has no next step to learn
             seg = z[start:stop, j]
+            raw = grid.values[start:stop, j]
+            sc = unit[start:stop, j]
             pres = grid.present[start:stop, j]
             # Many-to-many next step: inputs seg[:-1], targets seg[1:].
             length = stop - start - 1
@@ -255,10 +272,11 @@ def make_batches(
             # Change since the previous reading of this segment (0 for its first).
             dx = np.zeros((padded, nf), np.float32)
             real = np.flatnonzero(m[:length])
-            dx[real[1:]] = (seg[real[1:]] - seg[real[:-1]]) / delta_scale
+            dx[real[1:]] = (raw[real[1:]] - raw[real[:-1]]) / sc[real[1:]] / delta_scale
             ok = pres[:-1] & pres[1:]
             w[:length] = ok
-            y[:length] = np.where(ok[:, None], (seg[1:] - seg[:-1]) / delta_scale, 0.0)
+            change = (raw[1:] - raw[:-1]) / sc[:-1] / delta_scale
+            y[:length] = np.where(ok[:, None], change, 0.0)
             r = np.zeros(padded // window, bool)
             r[0] = True
             xs.append(x)

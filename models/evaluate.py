@@ -38,9 +38,13 @@ from numpy.typing import NDArray
 
 from models.anomaly import AnomalyScorer
 from models.artifact import Artifact, load_artifact, load_forecaster, update_metadata
+from models.baselines import HoltBaseline
+from models.bounds import Bounds
 from models.dataprep import TickGrid, build_grid, load_readings, split_ticks
 from models.engines.base import Forecaster
 from models.evaluate_report import write_plots, write_report
+from models.fingerprint import data_fingerprint
+from models.serving import SOURCES, choose, codes_of, serve
 from tankwatch.errors import ConfigError, CsvError
 
 log = logging.getLogger(__name__)
@@ -62,8 +66,10 @@ TRADEOFF: tuple[tuple[str, dict[str, Any], bool], ...] = (
     ),
     ("default", {}, True),
     ("default without drift CUSUM", {"drift_limit": math.inf}, True),
-    ("threshold 4", {"threshold": 4.0}, True),
-    ("threshold 6", {"threshold": 6.0}, True),
+    ("threshold 5, 3 consecutive (previous default)", {"threshold": 5.0, "consecutive": 3}, True),
+    ("threshold 6, 3 consecutive", {"threshold": 6.0, "consecutive": 3}, True),
+    ("threshold 7", {"threshold": 7.0}, True),
+    ("plain (non-robust) residual sigma", {"robust": False}, True),
     ("drift limit 145", {"drift_limit": 145.0}, True),
     ("drift limit 97", {"drift_limit": 97.0}, True),
     ("drift k 0.25, limit 126", {"drift_k": 0.25, "drift_limit": 126.0}, True),
@@ -107,6 +113,9 @@ class StreamResult:
     scores: NDArray[np.float32]
     residuals: NDArray[np.float32]
     seconds: float
+    #: (N, H, F) squared errors of the Holt baseline; (N,) forecasts clipped per tank.
+    b_sq: NDArray[np.float64] | None = None
+    clips: NDArray[np.int64] | None = None
 
 
 def stream(
@@ -116,17 +125,26 @@ def stream(
     holdout_start: int,
     max_horizon: int = 30,
     progress: bool = False,
+    bounds: Bounds | None = None,
+    codes: NDArray[np.intp] | None = None,
+    scorer: AnomalyScorer | None = None,
 ) -> StreamResult:
     """Feed every tick of ``grid`` through ``forecaster`` (fresh, ``grid`` rows) as the
     pipeline would; score forecasts made at ticks >= holdout_start.
 
     ``residual_scale`` (F,): residuals are divided by it before anomaly scoring (the
-    scaler's std, i.e. scaled units).
+    scaler's std, i.e. scaled units). ``bounds``: LSTM forecasts are clipped as the
+    pipeline clips them (:mod:`models.bounds`). ``codes``: the artifact's skill gate;
+    the anomaly residual is taken against the *served* next-step forecast, as in the
+    pipeline (None: the LSTM's). The Holt baseline runs beside and is scored too.
     """
     n_ticks, n, nf = grid.values.shape
     if forecaster.n_rows != n:
         raise ValueError(f"forecaster has {forecaster.n_rows} rows, grid has {n} tanks")
-    scorer = AnomalyScorer(n, n_features=nf)
+    scorer = scorer if scorer is not None else AnomalyScorer(n, n_features=nf)
+    holt = HoltBaseline(n, nf)
+    b_sq = np.zeros((n, max_horizon, nf))
+    clips = np.zeros(n, np.int64)
     std = np.asarray(residual_scale, np.float64)
     boundaries_upto = np.cumsum(grid.boundary, axis=0)  # (K, N)
     shape = (n, max_horizon, nf)
@@ -147,6 +165,7 @@ def stream(
         if resets.size:
             forecaster.reset_rows(resets)
             scorer.reset_rows(resets)
+            holt.reset_rows(resets)
         # Residual of the forecast held for this tick (made at k-1, same segment).
         has_res = mask & (last_tick == k - 1) & ~grid.boundary[k] & np.isfinite(held).all(1)
         next_fc[k][has_res] = held[has_res]
@@ -158,12 +177,28 @@ def stream(
         scores[k] = np.where(mask, s, 0.0)
         if not mask.any():
             continue
-        held = forecaster.step(x, mask)
+        lstm_next = forecaster.step(x, mask)
+        holt.update(x, mask)
         last_tick[mask] = k
+        rows = np.flatnonzero(mask)
+        if bounds is not None:
+            nxt, clipped = bounds.clip(lstm_next[rows][None], x[rows])
+            lstm_next = lstm_next.copy()
+            lstm_next[rows] = nxt[0]
+            clips[rows] += clipped
+        if codes is not None:
+            held = held.copy()
+            held[rows] = serve(
+                codes[:1], lstm_next[rows][None], x[rows][None], holt.forecast(1, rows)
+            )[0]
+        else:
+            held = lstm_next
         if k < holdout_start:
             continue
-        rows = np.flatnonzero(mask)
         fc = forecaster.forecast(max_horizon, rows)  # (H, r, F)
+        if bounds is not None:
+            fc, _ = bounds.clip(fc, x[rows])
+        hfc = holt.forecast(max_horizon, rows)
         for h in range(1, max_horizon + 1):
             tgt = k + h
             if tgt >= n_ticks:
@@ -175,6 +210,7 @@ def stream(
             actual = grid.values[tgt, r_ok].astype(np.float64)
             err = fc[h - 1][ok] - actual
             perr = x[r_ok] - actual
+            b_sq[r_ok, h - 1] += (hfc[h - 1][ok] - actual) ** 2
             sq[r_ok, h - 1] += err**2
             ab[r_ok, h - 1] += np.abs(err)
             p_sq[r_ok, h - 1] += perr**2
@@ -196,6 +232,8 @@ def stream(
         scores,
         residuals,
         time.monotonic() - t0,
+        b_sq,
+        clips,
     )
 
 
@@ -356,6 +394,56 @@ def score_anomalies(
     }
 
 
+#: Isolation-forest window (ticks) and its calibration quantile on normal data.
+IFOREST_WINDOW = 60
+IFOREST_QUANTILE = 0.999
+
+
+def label_mask(grid: TickGrid, labels: pd.DataFrame) -> NDArray[np.bool_]:
+    """(K, N) True inside a label window [start, end] of that tank."""
+    times = grid.tick_times()
+    truth = np.zeros(grid.present.shape, bool)
+    rows = {t: i for i, t in enumerate(grid.tank_ids)}
+    starts = labels["start_s"].to_numpy(np.float64)
+    ends = labels["end_s"].to_numpy(np.float64)
+    for tank, a, b in zip(labels["tank_id"].astype(str), starts, ends, strict=True):
+        if tank in rows:
+            truth[(times >= a) & (times <= b), rows[tank]] = True
+    return truth
+
+
+def point_level(
+    grid: TickGrid, flags: NDArray[np.bool_], labels: pd.DataFrame, holdout_start: int
+) -> dict[str, Any]:
+    """Point-level and event scores on the holdout (models.detection_metrics) of our
+    flags and of an isolation forest on rolling windows computed here, fit per tank on
+    the tuning part outside labels, threshold at the IFOREST_QUANTILE of its scores
+    there, 3 consecutive exceedances."""
+    from models.detection_baseline import calibrated_flags, isolation_forest_scores
+    from models.detection_metrics import point_event_scores
+
+    truth = label_mask(grid, labels)
+    valid = grid.present.copy()
+    valid[:holdout_start] = False
+    calibration = grid.present & ~truth
+    calibration[holdout_start:] = False
+    scores = np.full(grid.present.shape, np.nan)
+    for j in range(grid.present.shape[1]):
+        vals = np.where(grid.present[:, j, None], grid.values[:, j], np.nan)
+        scores[:, j] = isolation_forest_scores(vals, calibration[:, j], IFOREST_WINDOW)
+    iso = calibrated_flags(scores, grid.present, calibration, IFOREST_QUANTILE)
+    return {
+        "range": "holdout",
+        "ours": point_event_scores(flags, truth, valid, grid.interval_s),
+        "isolation_forest": point_event_scores(iso, truth, valid, grid.interval_s),
+        "isolation_forest_setup": (
+            f"mean/std/min/max over trailing {IFOREST_WINDOW}-tick windows, 100 trees, fit "
+            f"per tank on the tuning part outside labels, threshold = its "
+            f"{IFOREST_QUANTILE} quantile there, 3 consecutive"
+        ),
+    }
+
+
 def _default_labels(config: EvalConfig) -> Path | None:
     if config.labels is not None:
         if not config.labels.is_file():
@@ -399,8 +487,6 @@ def _tradeoff(
 
 def _holdout_start(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[int, str]:
     """The artifact's own holdout if this is its training data, else the last fraction."""
-    from models.train import data_fingerprint
-
     training = artifact.metadata.get("training", {})
     split = training.get("split_ticks", {}) if isinstance(training, dict) else {}
     stored = split.get("holdout_start") if isinstance(split, dict) else None
@@ -415,6 +501,47 @@ def _holdout_start(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tu
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return test_start, f"the last {config.holdout_fraction:.0%} of the data"
+
+
+def skill_summary(
+    result: StreamResult, features: Sequence[str], codes: NDArray[np.intp] | None
+) -> dict[str, Any]:
+    """Holdout RMSE per feature and horizon of the LSTM, persistence, Holt and the
+    served mix (``codes``: the artifact's gate; None: the gate chosen here), plus the
+    gate this holdout would choose (``serving``, what training stores)."""
+    count = np.where(result.count.sum(0) > 0, result.count.sum(0), np.nan)[..., None]
+    assert result.b_sq is not None
+    rmse = np.stack(
+        [np.sqrt(a.sum(0) / count) for a in (result.sq, result.p_sq, result.b_sq)]
+    )  # (3, H, F)
+    chosen = choose(rmse)
+    used = chosen if codes is None else codes[: rmse.shape[1]]
+    served = np.take_along_axis(rmse, used[None], axis=0)[0]
+    skill: dict[str, Any] = {}
+    for fi, name in enumerate(features):
+        skill[name] = {}
+        for h in range(1, rmse.shape[1] + 1):
+            p = rmse[1, h - 1, fi]
+            skill[name][str(h)] = {
+                "lstm": float(rmse[0, h - 1, fi]),
+                "persistence": float(p),
+                "holt": float(rmse[2, h - 1, fi]),
+                "served": float(served[h - 1, fi]),
+                "source": SOURCES[int(used[h - 1, fi])],
+                "lstm_ratio": float(rmse[0, h - 1, fi] / p),
+                "holt_ratio": float(rmse[2, h - 1, fi] / p),
+                "served_ratio": float(served[h - 1, fi] / p),
+            }
+    return {
+        "skill": skill,
+        "serving": {
+            "sources": {
+                name: [SOURCES[int(c)] for c in chosen[:, fi]] for fi, name in enumerate(features)
+            },
+            "rule": "smallest holdout RMSE per feature and horizon, if at least 10 % below "
+            "persistence's; else persistence",
+        },
+    }
 
 
 def _table(
@@ -442,7 +569,17 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     holdout_start, holdout_rule = _holdout_start(artifact, grid, config)
     max_h = max(HORIZONS)
     forecaster = load_forecaster(artifact.path, engine=config.engine, n_rows=len(grid.tank_ids))
-    result = stream(forecaster, artifact.scaler.std, grid, holdout_start, max_h, config.progress)
+    codes = codes_of(artifact.serving) if artifact.serving is not None else None
+    result = stream(
+        forecaster,
+        artifact.scaler.std,
+        grid,
+        holdout_start,
+        max_h,
+        config.progress,
+        bounds=artifact.bounds,
+        codes=codes,
+    )
 
     fleet = _metrics(
         result.sq.sum(0),
@@ -487,6 +624,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             for j, tank in enumerate(grid.tank_ids)
         },
     }
+    summary.update(skill_summary(result, features, codes))
+    summary["forecasts_clipped"] = int(result.clips.sum()) if result.clips is not None else 0
     labels_path = _default_labels(config)
     if labels_path is not None:
         labels = read_labels(labels_path)
@@ -497,6 +636,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             "tuning_part": score_anomalies(grid, result.flags, labels, 0, holdout_start),
             "holdout": score_anomalies(grid, result.flags, labels, holdout_start),
             "tradeoff": _tradeoff(grid, result, artifact, labels, holdout_start),
+            "point_level": point_level(grid, result.flags, labels, holdout_start),
         }
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
@@ -506,7 +646,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     write_report(out / "evaluation.md", summary)
     if out.resolve() == artifact.path.resolve():
         compact = {k: v for k, v in summary.items() if k != "per_tank"}
-        update_metadata(artifact.path, evaluation=compact)
+        # The skill gate is set on this holdout (the artifact's own), see models.serving.
+        update_metadata(artifact.path, evaluation=compact, serving=summary["serving"])
     if config.progress:
         print(
             f"wrote {out / 'evaluation.md'} (streamed {grid.n_ticks} ticks in "

@@ -55,6 +55,11 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
                 f"| **{_fmt(r['rmse_ratio'], 3)}** | {_fmt(r['mae'])} "
                 f"| {_fmt(r['persistence_mae'])} |"
             )
+    if summary.get("skill"):
+        lines += ["", *skill_lines(summary["skill"], hz)]
+        lines.append(
+            f"\nForecasts clipped to the artifact's bounds: {summary.get('forecasts_clipped', 0)}."
+        )
     lines += ["", "## Per tank (RMSE, model / persistence)", ""]
     feats = list(summary["fleet"])
     header = "| tank | " + " | ".join(f"{f} h={h}" for f in feats for h in (hz[0], hz[-1])) + " |"
@@ -69,10 +74,60 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
     anomaly = summary.get("anomaly")
     if anomaly:
         lines += _anomaly_lines(anomaly)
+        if anomaly.get("point_level"):
+            lines += point_lines(anomaly["point_level"])
     if summary.get("plots"):
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(p).stem}]({p})" for p in summary["plots"]]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def point_lines(point: dict[str, Any]) -> list[str]:
+    """Point-level table: our flags and the isolation forest, same run, holdout."""
+
+    def f(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    lines = [
+        "",
+        "### Point level (holdout; ours vs isolation forest in the same run)",
+        "",
+        f"Isolation forest: {point['isolation_forest_setup']}.",
+        "",
+        "| detector | precision | recall | F1 | false-alarm rate | missed-alarm rate "
+        "| events hit | false episodes | detection delays (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in ("ours", "isolation_forest"):
+        m = point[name]
+        delays = ", ".join(f"{d:.0f}" for d in m["detection_delay_s"]) or "—"
+        lines.append(
+            f"| {name.replace('_', ' ')} | {f(m['precision'])} | {f(m['recall'])} | "
+            f"{f(m['f1'])} | {f(m['false_alarm_rate'])} | {f(m['missed_alarm_rate'])} | "
+            f"{m['events_hit']}/{m['events']} | {m['false_episodes']} | {delays} |"
+        )
+    return lines
+
+
+def skill_lines(skill: dict[str, Any], hz: Any) -> list[str]:
+    """The skill-gate table: RMSE ratio to persistence of the LSTM, Holt and the served
+    mix per feature and horizon, and which source is served."""
+    lines = [
+        "## Skill gate (RMSE / persistence RMSE)",
+        "",
+        "| feature | h | LSTM | Holt (damped) | served | served from |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, rows in skill.items():
+        for h in hz:
+            r = rows.get(str(h))
+            if r is None:
+                continue
+            lines.append(
+                f"| {name} | {h} | {_fmt(r['lstm_ratio'], 3)} | {_fmt(r['holt_ratio'], 3)} "
+                f"| **{_fmt(r['served_ratio'], 3)}** | {r['source']} |"
+            )
+    return lines
 
 
 def _per_week(v: Any) -> str:

@@ -13,11 +13,9 @@ plus TensorFlow's deterministic ops; threads as TensorFlow defaults).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from models.dataprep import (
     segment_deltas,
     split_ticks,
 )
+from models.fingerprint import data_fingerprint
 from models.scaler import Scaler
 from tankwatch.errors import ConfigError
 
@@ -65,9 +64,20 @@ class TrainConfig:
     evaluate: bool = True
     progress: bool = True
     csv_options: Any = None  # producers.csv_source.CsvOptions or None (bundled format)
+    #: Per-row level/scale normalisation (models.engines.rownorm); EWMA weights per tick.
+    row_norm: bool = True
+    level_alpha: float = 0.0005
+    scale_alpha: float = 0.002
+    #: "absolute" or "gauge": the fleet's pressure reference (physical lower bound).
+    pressure_reference: str = "absolute"
+    #: Forecast change limits = this x the largest training change per horizon.
+    bounds_margin: float = 2.0
+    bounds_horizon: int = 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
+        if self.pressure_reference not in ("absolute", "gauge"):
+            raise ConfigError("pressure reference must be 'absolute' or 'gauge'")
         if self.units < 1 or self.layers < 1 or self.window < 2 or self.epochs < 1:
             raise ConfigError("units, layers, epochs must be >= 1 and window >= 2")
         if not (0 < self.val_fraction < 1 and 0 < self.holdout_fraction < 1):
@@ -87,16 +97,6 @@ class TrainResult:
     best_val_loss: float
     seconds: float
     evaluation: dict[str, Any] | None
-
-
-def data_fingerprint(paths: Sequence[Path]) -> str:
-    """sha256 over the bytes of the data files, in the order given."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _say(config: TrainConfig, text: str) -> None:
@@ -177,9 +177,14 @@ def _loss_plot(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def prepare(config: TrainConfig) -> tuple[TickGrid, int, int, Scaler]:
-    """Load the data and build the grid, split and scaler (no TensorFlow)."""
-    frame = load_readings(list(config.data), config.csv_options)
+def prepare(config: TrainConfig, frame: Any = None) -> tuple[TickGrid, int, int, Scaler]:
+    """Load the data and build the grid, split and scaler (no TensorFlow).
+
+    ``frame``: readings already loaded (``load_readings`` columns), e.g. a benchmark's
+    data outside the CSV reader's limits; ``config.data`` then only names them.
+    """
+    if frame is None:
+        frame = load_readings(list(config.data), config.csv_options)
     grid = build_grid(frame, config.interval_s, config.max_gap_ticks, FEATURES)
     try:
         val_start, test_start = split_ticks(
@@ -198,16 +203,55 @@ def prepare(config: TrainConfig) -> tuple[TickGrid, int, int, Scaler]:
     return grid, val_start, test_start, scaler
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train, write the artifact at ``config.out``, evaluate it; see the module doc."""
+def _bounds(train_grid: TickGrid, config: TrainConfig) -> Any:
+    """Forecast bounds (models.bounds) from the training slice and the physical limits."""
+    from models.bounds import PHYSICAL_LOWER, Bounds, max_changes
+
+    segment = np.cumsum(train_grid.boundary, axis=0, dtype=np.int64)
+    change = max_changes(
+        train_grid.values,
+        train_grid.present,
+        segment,
+        config.bounds_horizon,
+        config.bounds_margin,
+    )
+    lower = np.asarray([PHYSICAL_LOWER[f][config.pressure_reference] for f in FEATURES], np.float32)
+    return Bounds(change, lower, np.full(len(FEATURES), np.inf, np.float32))
+
+
+def train(config: TrainConfig, frame: Any = None) -> TrainResult:
+    """Train, write the artifact at ``config.out``, evaluate it; see the module doc.
+
+    ``frame``: see :func:`prepare` (evaluation then needs ``config.evaluate=False``).
+    """
     config.check()
     t_start = time.monotonic()
-    grid, val_start, test_start, scaler = prepare(config)
+    grid, val_start, test_start, scaler = prepare(config, frame)
     train_grid = grid.slice(0, val_start)
     val_grid = grid.slice(val_start, test_start)
-    delta = segment_deltas(train_grid, scaler)
-    train_b = make_batches(train_grid, scaler, config.window, delta)
-    val_b = make_batches(val_grid, scaler, config.window, delta)
+    from models.engines import rownorm
+
+    norm = None
+    frames: list[Any] = [None, None]
+    if config.row_norm:
+        norm = rownorm.fit(
+            train_grid.values,
+            train_grid.present,
+            train_grid.boundary,
+            config.level_alpha,
+            config.scale_alpha,
+        )
+        frames = [
+            rownorm.series(norm, g.values, g.present, g.boundary) for g in (train_grid, val_grid)
+        ]
+        delta = rownorm.deltas(
+            train_grid.values, train_grid.present, train_grid.boundary, frames[0][1]
+        )
+    else:
+        delta = segment_deltas(train_grid, scaler)
+    train_b = make_batches(train_grid, scaler, config.window, delta, frames[0])
+    val_b = make_batches(val_grid, scaler, config.window, delta, frames[1])
+    bounds = _bounds(train_grid, config)
     lanes = len(grid.tank_ids)
     _say(
         config,
@@ -258,7 +302,11 @@ def train(config: TrainConfig) -> TrainResult:
 
     arrays_to_weights(final, arrays)
     fingerprint = data_fingerprint(config.data)
-    model_version = f"lstm-{config.units}x{config.layers}-{fingerprint[:8]}"
+    # "-rn": per-row normalised. Checkpoints are restored only into the model version
+    # that wrote them, and a row-normalised model must never continue the h and c of
+    # one trained on globally scaled inputs from the same data.
+    tag = "-rn" if norm is not None else ""
+    model_version = f"lstm-{config.units}x{config.layers}{tag}-{fingerprint[:8]}"
     val_losses = history.get("val_loss", [float("nan")])
     best = float(np.nanmin(val_losses))
     metadata: dict[str, Any] = {
@@ -272,6 +320,14 @@ def train(config: TrainConfig) -> TrainResult:
         "layers": int(config.layers),
         "residual": True,
         "change_input": True,
+        **({"row_norm": norm.to_json()} if norm is not None else {}),
+        "pressure_reference": config.pressure_reference,
+        "bounds": bounds.to_json(),
+        # Readings the model was trained on (pipeline: out-of-range marking).
+        "input_range": {
+            "min": [float(v) for v in np.nanmin(train_grid.values, axis=(0, 1))],
+            "max": [float(v) for v in np.nanmax(train_grid.values, axis=(0, 1))],
+        },
         "parameters": int(final.count_params()),
         "training": {
             "seed": config.seed,

@@ -295,6 +295,15 @@ class Dashboard:
                 "anomaly_flag": bool(flag[k]),
                 "staleness_s": _r(float(stale_s[k])),
                 "status": status,
+                # The model's own quality marks (issue 11): flags withheld while the
+                # tank's readings are outside the trained range, horizon clips.
+                "anomaly_calibrated": bool(view.calibrated[i_row])
+                if i_row < view.calibrated.shape[0]
+                else True,
+                "forecast_clips": int(view.clips[i_row]) if i_row < view.clips.shape[0] else 0,
+                "readings_outside_trained_range": int(view.out_of_range[i_row])
+                if i_row < view.out_of_range.shape[0]
+                else 0,
                 "resets": {
                     RESET_REASONS[r]: int(view.resets[i_row, r])
                     for r in range(1, len(RESET_REASONS))
@@ -386,8 +395,10 @@ def model_json(
     max_gap_ticks: int,
     horizons_reported: Sequence[int],
     horizon: int,
+    sources: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """The ``"model"`` object of /api/fleet."""
+    """The ``"model"`` object of /api/fleet; ``sources``: the served forecaster per
+    feature and reported horizon (the skill gate)."""
     return {
         "model_version": model_version,
         "engine": engine,
@@ -395,4 +406,5 @@ def model_json(
         "max_gap_ticks": max_gap_ticks,
         "horizons_reported": list(horizons_reported),
         "horizon": horizon,
+        "sources": None if sources is None else {k: list(v) for k, v in sources.items()},
     }

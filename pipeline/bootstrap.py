@@ -168,12 +168,17 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     artifact = load_artifact(settings.model_dir)
     engine = load_forecaster(settings.model_dir, settings.engine, n_rows=0)
     max_gap = settings.max_gap_ticks or artifact.max_gap_ticks
+    from models.serving import ServingPlan
+
+    plan = ServingPlan.from_artifact(artifact)
+    sources = plan.sources(artifact.features, settings.horizons_reported)
     model = ModelInfo(
         model_version=artifact.model_version,
         engine=settings.engine,
         tick_interval_s=artifact.tick_interval_s,
         max_gap_ticks=max_gap,
         path=str(settings.model_dir),
+        sources=sources,
     )
     security = settings.security.client_kwargs()
     api_versions = _check_topics(settings.bootstrap, settings, settings.connect_timeout_s, security)
@@ -223,7 +228,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         n_features=engine.n_features,
     )
     step = ForecastStep(
-        engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std
+        engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std, plan
     )
     assembler = TickAssembler(
         artifact.tick_interval_s,
@@ -252,6 +257,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
             settings.horizons_reported,
             artifact.model_version,
             topics.readings,
+            plan.sources(artifact.features, (1, *settings.horizons_reported)),
         )
         if settings.forecasts_topic_enabled
         else None
@@ -263,6 +269,8 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         artifact.tick_interval_s,
         (*REJECT_REASONS, NO_KEY, *INTAKE_REJECTS),
         per_tank=settings.metrics_enabled,
+        sources=sources,
+        horizons=settings.horizons_reported,
     )
 
     if isinstance(producer, TransactionalOutputs):

@@ -117,6 +117,8 @@ def encode_state(s: TankState, group: str = "", model: str = "", inc: str = "") 
         "held": _b64(s.held, np.float32),
         "actual": _b64(s.actual, np.float32),
         "anomaly": {k: [_b64(v, np.float64), list(np.shape(v))] for k, v in s.anomaly.items()},
+        # Engine level/scale and baseline state (absent in older records: restored fresh).
+        "extra": {k: [_b64(v, np.float64), list(np.shape(v))] for k, v in (s.extra or {}).items()},
     }
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -141,6 +143,7 @@ def _state_of(o: dict[str, Any]) -> TankState:
         held=held,
         actual=_unb64(o["actual"], np.float32, held.shape),
         anomaly={k: _unb64(b, np.float64, tuple(sh)) for k, (b, sh) in o["anomaly"].items()},
+        extra={k: _unb64(b, np.float64, tuple(sh)) for k, (b, sh) in o.get("extra", {}).items()},
     )
 
 

@@ -133,8 +133,8 @@ class Settings:
     checkpoint_interval_s: float = 10.0
     forecasts_topic_enabled: bool = True
     metrics_enabled: bool = True
-    anomaly_threshold: float = 5.0
-    anomaly_consecutive: int = 3
+    anomaly_threshold: float = 6.0
+    anomaly_consecutive: int = 5
     anomaly_alpha: float = 0.02
     anomaly_warmup: int = 30
     #: Points per tank kept for the dashboard page (ring buffer).

@@ -15,7 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.anomaly import AnomalyScorer, AnomalyState
+from models.baselines import HoltBaseline
 from models.engines.base import Forecaster, RowState
+from models.serving import ServingPlan, serve
 from pipeline.assembler import NO_TICK, RESET_REASONS, ClosedTick
 
 __all__ = ["FleetState", "ForecastStep", "StepOutput", "TankState"]
@@ -31,7 +33,9 @@ class StepOutput:
     ``forecast`` (n, F) next-step; ``horizons`` (n, R, F) at ``horizons_reported``;
     ``expected`` (n, F) the forecast held for this tick before the step (NaN if none);
     ``residual`` (n, F) actual - expected, only when made at the previous tick (else NaN);
-    ``score`` (n,), ``flag`` (n,) bool. Physical units.
+    ``score`` (n,), ``flag`` (n,) bool; ``calibrated`` (n,) False where the reading is
+    outside the model's trained range (the flag is then withheld). Physical units.
+    Forecasts are the *served* ones (skill gate, bounds: :mod:`models.serving`).
     """
 
     tick: ClosedTick
@@ -41,6 +45,7 @@ class StepOutput:
     residual: F32
     score: F64
     flag: NDArray[np.bool_]
+    calibrated: NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,8 @@ class TankState:
     ``h``, ``c``: (layers, units) float32; ``held`` (F,) float32 next-step forecast
     (NaN if none); ``anomaly``: the scorer's per-row arrays (one row);
     ``last_tick``: last applied tick; ``last_ts``: its event time (s);
-    ``actual`` (F,) last reading.
+    ``actual`` (F,) last reading; ``extra``: the engine's per-row level/scale and the
+    baselines' state (float64 arrays, one row; empty in older checkpoints).
     """
 
     tank_id: str
@@ -62,6 +68,7 @@ class TankState:
     held: F32
     actual: F32
     anomaly: dict[str, F64]
+    extra: dict[str, F64] | None = None
 
 
 class FleetState:
@@ -81,6 +88,11 @@ class FleetState:
         self.last_ts: F64 = np.full(0, np.nan)
         #: (rows, len(RESET_REASONS)) resets per reason (column 0 unused).
         self.resets: NDArray[np.int64] = np.zeros((0, len(RESET_REASONS)), np.int64)
+        #: (rows,) forecasts clipped to the bounds; readings outside the trained range.
+        self.clips: NDArray[np.int64] = np.zeros(0, np.int64)
+        self.out_of_range: NDArray[np.int64] = np.zeros(0, np.int64)
+        #: (rows,) False while the last reading was outside the trained range.
+        self.calibrated: NDArray[np.bool_] = np.zeros(0, bool)
 
     @property
     def capacity(self) -> int:
@@ -97,6 +109,9 @@ class FleetState:
         self.flag = np.concatenate([self.flag, np.zeros(n, bool)])
         self.last_ts = np.concatenate([self.last_ts, np.full(n, np.nan)])
         self.resets = np.concatenate([self.resets, np.zeros((n, len(RESET_REASONS)), np.int64)])
+        self.clips = np.concatenate([self.clips, np.zeros(n, np.int64)])
+        self.out_of_range = np.concatenate([self.out_of_range, np.zeros(n, np.int64)])
+        self.calibrated = np.concatenate([self.calibrated, np.ones(n, bool)])
 
     def clear(self, rows: NDArray[np.intp]) -> None:
         """Forget rows (a revoked tank's row becomes free)."""
@@ -108,6 +123,9 @@ class FleetState:
         self.flag[rows] = False
         self.last_ts[rows] = np.nan
         self.resets[rows] = 0
+        self.clips[rows] = 0
+        self.out_of_range[rows] = 0
+        self.calibrated[rows] = True
 
 
 class ForecastStep:
@@ -125,9 +143,12 @@ class ForecastStep:
         horizon: int,
         horizons_reported: tuple[int, ...],
         scale: NDArray[np.floating],
+        plan: ServingPlan | None = None,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
+        self.plan = plan or ServingPlan()
+        self.holt = HoltBaseline(0, engine.n_features)
         self.horizon = int(horizon)
         self.reported = np.asarray(horizons_reported, np.intp) - 1
         self.scale = np.asarray(scale, np.float32)
@@ -148,6 +169,7 @@ class ForecastStep:
         extra = max(extra, min(256, max(16, self.fleet.capacity)))  # amortised growth
         self.engine.add_rows(extra)
         self.scorer.add_rows(extra)
+        self.holt.add_rows(extra)
         self.fleet.grow(extra)
         self.stale = np.concatenate([self.stale, np.zeros(extra, bool)])
 
@@ -156,6 +178,7 @@ class ForecastStep:
         if rows.size:
             self.engine.reset_rows(rows)
             self.scorer.reset_rows(rows)
+            self.holt.reset_rows(rows)
             self.fleet.clear(rows)
             self.stale[rows] = False
 
@@ -172,6 +195,7 @@ class ForecastStep:
         if reset.size:
             self.engine.reset_rows(reset)
             self.scorer.reset_rows(reset)
+            self.holt.reset_rows(reset)
             fleet.held[reset] = np.nan
             np.add.at(fleet.resets, (reset, ct.reset_reason[ct.reset_reason > 0]), 1)
         held = fleet.held[rows]
@@ -185,9 +209,13 @@ class ForecastStep:
         x_all = np.zeros((n_all, fleet.nf), np.float32)
         x_all[rows] = ct.x
         y = self.engine.step(x_all, mask)
-        forecast = y[rows]
+        self.holt.update(x_all, mask)
+        forecast = self._serve(y[rows][None], ct.x, rows)[0]
         if with_horizon:
-            full = self.engine.forecast(self.horizon, rows).transpose(1, 0, 2)  # (n, H, F)
+            full = self.engine.forecast(self.horizon, rows)
+            full[0] = forecast
+            full[1:] = self._serve(full[1:], ct.x, rows, first_h=2)
+            full = full.transpose(1, 0, 2)  # (n, H, F)
             horizons = np.ascontiguousarray(full[:, self.reported])
             self.stale[rows] = False
         else:
@@ -204,6 +232,15 @@ class ForecastStep:
         act_all[rows] = ct.x / self.scale
         score_all, flag_all = self.scorer.update(res_all, res_mask, actual=act_all)
         score, flag = score_all[rows], flag_all[rows]
+        calibrated: NDArray[np.bool_] = np.ones(rows.size, bool)
+        if self.plan.input_range is not None:
+            lo, hi = self.plan.input_range
+            # Outside what the model was trained on: its residuals mean little, so the
+            # tank's score is marked uncalibrated instead of flagging.
+            calibrated = np.asarray(((ct.x >= lo) & (ct.x <= hi)).all(axis=1), bool)
+            fleet.out_of_range[rows] += ~calibrated
+            flag = flag & calibrated
+        fleet.calibrated[rows] = calibrated
         fleet.actual[rows] = ct.x
         fleet.held[rows] = forecast
         if with_horizon:
@@ -213,7 +250,22 @@ class ForecastStep:
         fleet.flag[rows] = flag
         fleet.last_ts[rows] = ct.ts
         self.steps += 1
-        return StepOutput(ct, forecast, horizons, held, residual, score, flag)
+        return StepOutput(ct, forecast, horizons, held, residual, score, flag, calibrated)
+
+    def _serve(self, lstm: F32, reading: F32, rows: NDArray[np.intp], first_h: int = 1) -> F32:
+        """Served and bounded forecasts (H', n, F) for horizons first_h.. from the
+        engine's ``lstm`` ones; clips are counted per row."""
+        plan = self.plan
+        out = lstm
+        if plan.codes is not None:
+            h = lstm.shape[0]
+            holt = self.holt.forecast(first_h - 1 + h, rows)[first_h - 1 :]
+            pers = np.broadcast_to(reading[None], lstm.shape)
+            out = serve(plan.codes, lstm, pers, holt, first_h)
+        if plan.bounds is not None:
+            out, clipped = plan.bounds.clip(out, reading, first_h)
+            self.fleet.clips[rows] += clipped
+        return np.asarray(out, np.float32)
 
     def refresh_horizons(self) -> int:
         """Compute the horizon of every stale row (one batched forecast); returns how
@@ -221,7 +273,10 @@ class ForecastStep:
         ``apply(..., with_horizon=True)`` would have stored for them."""
         rows = np.flatnonzero(self.stale)
         if rows.size:
-            self.fleet.horizons[rows] = self.engine.forecast(self.horizon, rows).transpose(1, 0, 2)
+            full = self.engine.forecast(self.horizon, rows)
+            full[0] = self.fleet.held[rows]  # already served when the row was stepped
+            full[1:] = self._serve(full[1:], self.fleet.actual[rows], rows, first_h=2)
+            self.fleet.horizons[rows] = full.transpose(1, 0, 2)
             self.stale[rows] = False
         return int(rows.size)
 
@@ -239,6 +294,10 @@ class ForecastStep:
         rows = np.asarray([r for _, r in pairs], np.intp)
         st = self.engine.snapshot(rows)
         an = self.scorer.snapshot(rows).to_dict()
+        extra = self.holt.snapshot(rows)
+        if st.level is not None and st.scale is not None:
+            extra["level"] = st.level.astype(np.float64)
+            extra["scale"] = st.scale.astype(np.float64)
         out = []
         for i, (tank_id, row) in enumerate(pairs):
             out.append(
@@ -252,6 +311,7 @@ class ForecastStep:
                     held=self.fleet.held[row].copy(),
                     actual=self.fleet.actual[row].copy(),
                     anomaly={k: np.asarray(v[i]) for k, v in an.items()},
+                    extra={k: np.asarray(v[i]) for k, v in extra.items()},
                 )
             )
         return out
@@ -259,14 +319,20 @@ class ForecastStep:
     def restore(self, row: int, state: TankState) -> None:
         """Load one tank's checkpoint into its row (row < capacity)."""
         idx = np.asarray([row], np.intp)
+        extra = state.extra or {}
+        level = extra.get("level")
+        scale = extra.get("scale")
         self.engine.restore(
             idx,
             RowState(
                 h=state.h[:, None, :].astype(np.float32),
                 c=state.c[:, None, :].astype(np.float32),
                 last_forecast=state.held[None, :].astype(np.float32),
+                level=None if level is None else np.asarray(level, np.float32)[None],
+                scale=None if scale is None else np.asarray(scale, np.float32)[None],
             ),
         )
+        self.holt.restore(idx, {k: np.asarray(v)[None] for k, v in extra.items()})
         self.scorer.restore(
             idx, AnomalyState.from_dict({k: np.asarray(v)[None] for k, v in state.anomaly.items()})
         )

@@ -20,6 +20,9 @@ class ModelInfo:
     tick_interval_s: float
     max_gap_ticks: int
     path: str
+    #: {feature: [source per reported horizon]} (models.serving; "lstm" everywhere
+    #: for an artifact without a skill gate).
+    sources: dict[str, list[str]] | None = None
 
 
 class ConsumerLike(Protocol):

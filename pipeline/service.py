@@ -143,6 +143,7 @@ class Service(PartitionOwnership):
                 model.max_gap_ticks,
                 settings.horizons_reported,
                 settings.horizon,
+                model.sources,
             ),
             model.tick_interval_s,
         )
@@ -403,6 +404,9 @@ class Service(PartitionOwnership):
             flag=f.flag[:n].copy(),
             last_ts=f.last_ts[:n].copy(),
             resets=f.resets[:n].copy(),
+            clips=f.clips[:n].copy(),
+            out_of_range=f.out_of_range[:n].copy(),
+            calibrated=f.calibrated[:n].copy(),
             horizons_reported=self.settings.horizons_reported,
             last_tick_ts=last_tick_ts,
             published=time.time(),

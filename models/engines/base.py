@@ -31,12 +31,16 @@ class RowState:
     """Per-row state as plain arrays, for checkpoints.
 
     ``h`` and ``c``: (layers, n, units) float32. ``last_forecast``: (n, F) float32 in
-    physical units, NaN where the row has never been stepped.
+    physical units, NaN where the row has never been stepped. ``level`` and ``scale``:
+    (n, F) float32, the row's own level and scale (:mod:`models.engines.rownorm`);
+    None (a snapshot from before row normalisation) restores them as after a reset.
     """
 
     h: FloatArray
     c: FloatArray
     last_forecast: FloatArray
+    level: FloatArray | None = None
+    scale: FloatArray | None = None
 
 
 @runtime_checkable

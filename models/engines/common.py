@@ -84,3 +84,7 @@ def check_row_state(state: RowState, n: int, layers: int, units: int, n_features
             f"state last_forecast must have shape ({n}, {n_features}), "
             f"got {state.last_forecast.shape}"
         )
+    for name in ("level", "scale"):
+        arr = getattr(state, name)
+        if arr is not None and arr.shape != (n, n_features):
+            raise InputError(f"state {name} must have shape ({n}, {n_features}), got {arr.shape}")

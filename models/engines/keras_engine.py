@@ -27,6 +27,7 @@ from models.engines.common import (
     check_step_inputs,
     network_shape,
 )
+from models.engines.rownorm import Frame, RowNorm
 from models.network import arrays_to_weights, build_model, lstm_layers
 from models.scaler import Scaler
 from tankwatch.errors import InputError
@@ -38,8 +39,10 @@ class KerasEngine:
     """Stateful LSTM forecaster running the Keras model itself, one step per tick.
 
     ``weights``: the arrays of ``weights.npz`` (layout in :mod:`models.network`);
-    ``residual``/``change_input``: the artifact's network options.
-    h and c live in the Keras layers' state variables, (N, U) per layer, scaled units.
+    ``residual``/``change_input``/``row_norm``: the artifact's network options.
+    h and c live in the Keras layers' state variables, (N, U) per layer, network units;
+    each row's level and scale (:mod:`models.engines.rownorm`) in NumPy arrays here,
+    computed by the same code as in the NumPy engine.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class KerasEngine:
         n_rows: int = 0,
         residual: bool = False,
         change_input: bool = False,
+        row_norm: RowNorm | None = None,
     ) -> None:
         self._residual = bool(residual)
         self._change_input = bool(change_input)
@@ -57,11 +61,12 @@ class KerasEngine:
         self._layers = layers
         self._units = units
         self._nf = n_features
-        self._scaler = scaler
+        self._frame = Frame(row_norm, scaler.mean, scaler.std)
         self._n = 0
         self._model: Any = None
         self._fn: Any = None
         self._last = np.zeros((0, self._nf), np.float32)
+        self._level, self._scale = self._frame.fresh(0)
         if n_rows:
             self.add_rows(n_rows)
 
@@ -118,25 +123,25 @@ class KerasEngine:
         self._fn = tf.function(lambda inputs: model(inputs, training=False))
         self._set_state(h, c)
 
-    def _change(self, scaled: FloatArray, last: FloatArray) -> FloatArray:
-        """dx (N, F): reading minus the previous one, which is ``held - head(h_top)``
-        (the residual identity; see models.network). 0 where a row has none."""
+    def _inputs(
+        self, x: FloatArray, last: FloatArray, level: FloatArray, scale: FloatArray
+    ) -> tuple[FloatArray, FloatArray | None, FloatArray, FloatArray]:
+        """(z, dx or None, new level, new scale) for readings x (N, F), as the NumPy
+        engine computes them; the previous reading is ``held - head(h_top) * scale``."""
+        level2, scale2 = self._frame.update(level, scale, x)
+        z = ((x - level2) / scale2).astype(np.float32)
+        if not self._change_input:
+            return z, None, level2, scale2
         h_top = np.asarray(lstm_layers(self._model)[-1].states[0].numpy(), np.float32)
-        prev = self._scaler.transform(last) - (
-            h_top @ self._weights["dense_kernel"] + self._weights["dense_bias"]
-        )
-        dx = scaled - prev
-        dx[~np.isfinite(dx).all(axis=1)] = 0.0
-        return dx.astype(np.float32)
+        head = h_top @ self._weights["dense_kernel"] + self._weights["dense_bias"]
+        prev = self._frame.previous(last, head, scale)
+        return z, self._frame.change_input(x, prev, scale2), level2, scale2
 
-    def _run(self, scaled: FloatArray, mask: BoolArray, last: FloatArray) -> FloatArray:
-        """One compiled step for all N rows; returns scaled outputs (N, F).
-
-        ``last``: the held forecasts (N, F) before this step (for ``dx``).
-        """
-        inputs: list[NDArray[Any]] = [scaled[:, None, :]]
-        if self._change_input:
-            inputs.append(self._change(scaled, last)[:, None, :])
+    def _run(self, z: FloatArray, dx: FloatArray | None, mask: BoolArray) -> FloatArray:
+        """One compiled step for all N rows; returns network outputs (N, F)."""
+        inputs: list[NDArray[Any]] = [np.nan_to_num(z)[:, None, :]]
+        if dx is not None:
+            inputs.append(np.where(mask[:, None], dx, 0.0).astype(np.float32)[:, None, :])
         inputs.append(mask[:, None])
         y = self._fn(inputs)
         return np.asarray(y.numpy()[:, 0, :], np.float32)
@@ -148,9 +153,12 @@ class KerasEngine:
         if ms.any():
             # Masked rows may carry NaN; zero them so nothing non-finite enters the graph
             # (Keras selects the old state for them anyway).
-            scaled = np.where(ms[:, None], self._scaler.transform(xs), 0.0).astype(np.float32)
-            y = self._run(scaled, ms, self._last)
-            self._last[ms] = self._scaler.inverse(y[ms])
+            xs = np.where(ms[:, None], xs, 0.0).astype(np.float32)
+            z, dx, level, scale = self._inputs(xs, self._last, self._level, self._scale)
+            y = self._run(z, dx, ms)
+            self._last[ms] = (y * scale + level)[ms]
+            self._level[ms] = level[ms]
+            self._scale[ms] = scale[ms]
         return self._last.copy()
 
     def forecast(self, horizon: int, rows: IndexArray | None = None) -> FloatArray:
@@ -163,10 +171,13 @@ class KerasEngine:
             h, c = self._get_state()
             never = ~np.isfinite(self._last).all(axis=1)
             all_rows = np.ones(self._n, dtype=bool)
+            level, scale = self._level.copy(), self._scale.copy()
             try:
                 for k in range(1, horizon):
-                    scaled = np.nan_to_num(self._scaler.transform(out[k - 1]), nan=0.0)
-                    out[k] = self._scaler.inverse(self._run(scaled, all_rows, out[k - 1]))
+                    # Fed back: out[k - 1] is both this input and the held forecast
+                    # the previous input is derived from (out[0] is the live held one).
+                    z, dx, level, scale = self._inputs(out[k - 1], out[k - 1], level, scale)
+                    out[k] = self._run(z, dx, all_rows) * scale + level
                     out[k][never] = np.nan
             finally:
                 self._set_state(h, c)
@@ -181,6 +192,7 @@ class KerasEngine:
         c[:, idx] = 0.0
         self._set_state(h, c)
         self._last[idx] = np.nan
+        self._level[idx], self._scale[idx] = self._frame.fresh(idx.size)
 
     def add_rows(self, n: int) -> int:
         if n < 0:
@@ -192,6 +204,9 @@ class KerasEngine:
         zeros = np.zeros((self._layers, n, self._units), np.float32)
         self._rebuild(first + n, np.concatenate([h, zeros], 1), np.concatenate([c, zeros], 1))
         self._last = np.concatenate([self._last, np.full((n, self._nf), np.nan, np.float32)])
+        level, scale = self._frame.fresh(n)
+        self._level = np.concatenate([self._level, level])
+        self._scale = np.concatenate([self._scale, scale])
         return first
 
     def remove_rows(self, rows: IndexArray) -> None:
@@ -201,11 +216,19 @@ class KerasEngine:
         h, c = self._get_state()
         self._rebuild(self._n - idx.size, np.delete(h, idx, 1), np.delete(c, idx, 1))
         self._last = np.delete(self._last, idx, axis=0)
+        self._level = np.delete(self._level, idx, axis=0)
+        self._scale = np.delete(self._scale, idx, axis=0)
 
     def snapshot(self, rows: IndexArray) -> RowState:
         idx = check_rows(rows, self._n)
         h, c = self._get_state()
-        return RowState(h=h[:, idx], c=c[:, idx], last_forecast=self._last[idx].copy())
+        return RowState(
+            h=h[:, idx],
+            c=c[:, idx],
+            last_forecast=self._last[idx].copy(),
+            level=self._level[idx].copy(),
+            scale=self._scale[idx].copy(),
+        )
 
     def restore(self, rows: IndexArray, state: RowState) -> None:
         idx = check_rows(rows, self._n)
@@ -215,3 +238,6 @@ class KerasEngine:
         c[:, idx] = state.c
         self._set_state(h, c)
         self._last[idx] = state.last_forecast
+        fresh_level, fresh_scale = self._frame.fresh(idx.size)
+        self._level[idx] = fresh_level if state.level is None else state.level
+        self._scale[idx] = fresh_scale if state.scale is None else state.scale

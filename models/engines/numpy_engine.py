@@ -7,7 +7,8 @@ Per layer l, with gate order i, f, c, o along the 4U axis (Keras's fused layout)
     c' = f * c + i * g;   h' = o * tanh(c')
 
 and the head is ``y = h_top @ D + d`` (plus ``x`` when the artifact is ``residual``).
-It reproduces Keras to ~1e-7.
+It reproduces Keras to ~1e-7. Inputs are normalised per row (``(x - level) / scale``,
+:mod:`models.engines.rownorm`) and outputs mapped back with the same frame.
 
 Speed (the cell is memory-bound: a dozen elementwise passes per matmul):
 
@@ -41,6 +42,7 @@ from models.engines.common import (
     check_step_inputs,
     network_shape,
 )
+from models.engines.rownorm import Frame, RowNorm
 from models.scaler import Scaler
 from tankwatch.errors import InputError
 
@@ -110,9 +112,11 @@ class NumpyEngine:
     ``weights``: the arrays of ``weights.npz`` (layout in :mod:`models.network`);
     ``residual``: the network adds its scaled input to the head (metadata ``residual``);
     ``change_input``: the first layer also sees ``dx`` (metadata ``change_input``),
-    derived from the held forecast and the top h — no extra state.
-    State: ``h``, ``c`` (layers, N, U) float32 in scaled units; ``last`` (N, F) float32,
-    the held next-step forecast in physical units (NaN until a row is first stepped).
+    derived from the held forecast and the top h — no extra state; ``row_norm``: the
+    artifact's per-row normalisation (None: the global scaler as a constant frame).
+    State: ``h``, ``c`` (layers, N, U) float32 in network units; ``last`` (N, F) float32,
+    the held next-step forecast in physical units (NaN until a row is first stepped);
+    ``level``, ``scale`` (N, F) float32, each row's frame.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class NumpyEngine:
         n_rows: int = 0,
         residual: bool = False,
         change_input: bool = False,
+        row_norm: RowNorm | None = None,
     ) -> None:
         self._residual = bool(residual)
         self._change_input = bool(change_input)
@@ -161,9 +166,15 @@ class NumpyEngine:
         self._head_b = np.asarray(weights["dense_bias"], np.float32)
         self._mean = scaler.mean.astype(np.float32)
         self._std = scaler.std.astype(np.float32)
+        self._frame = Frame(row_norm, scaler.mean, scaler.std)
+        if row_norm is not None:
+            # The fused horizon folds a constant frame (the global scaler) into its
+            # matrices; a per-row frame moves every step, so it takes the _cell loop.
+            self._fused_t = None
         self._h = np.zeros((layers, 0, self._units), np.float32)
         self._c = np.zeros((layers, 0, self._units), np.float32)
         self._last = np.zeros((0, self._nf), np.float32)
+        self._level, self._scale = self._frame.fresh(0)
         self._bufs: dict[int, tuple[list[FloatArray], FloatArray, FloatArray]] = {}
         self.horizon_threads = max(1, HORIZON_THREADS)
         self._pool: ThreadPoolExecutor | None = None
@@ -213,6 +224,25 @@ class NumpyEngine:
         out: FloatArray = h_top @ self._head_w
         out += self._head_b
         return out
+
+    def _inputs(
+        self,
+        x: FloatArray,
+        last: FloatArray,
+        h_top: FloatArray,
+        level: FloatArray,
+        scale: FloatArray,
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Network inputs for readings x (n, F) physical: (z, first-layer input, new
+        level, new scale). ``last``/``h_top``/``level``/``scale`` are the rows' state
+        before this reading (the previous reading is derived from them for ``dx``)."""
+        level2, scale2 = self._frame.update(level, scale, x)
+        z = (x - level2) / scale2
+        if not self._change_input:
+            return z, z, level2, scale2
+        prev = self._frame.previous(last, self._head(h_top), scale)
+        dx = self._frame.change_input(x, prev, scale2)
+        return z, np.concatenate([z, dx], axis=1), level2, scale2
 
     def _with_change(
         self,
@@ -278,28 +308,27 @@ class NumpyEngine:
         """
         xs, ms = check_step_inputs(x, mask, self.n_rows, self._nf)
         if ms.all():
-            scaled = (xs - self._mean) / self._std
-            inp0 = (
-                self._with_change(scaled, self._last, self._h[-1]) if self._change_input else scaled
+            z, inp0, level, scale = self._inputs(
+                xs, self._last, self._h[-1], self._level, self._scale
             )
-            y = self._cell(scaled, self._h, self._c, inp0)
-            np.multiply(y, self._std, out=self._last)
-            self._last += self._mean
+            y = self._cell(z, self._h, self._c, inp0)
+            np.multiply(y, scale, out=self._last)
+            self._last += level
+            self._level, self._scale = level, scale
         else:
             idx = np.flatnonzero(ms)
             if idx.size:
-                scaled = (xs[idx] - self._mean) / self._std
                 h = self._h[:, idx]
                 c = self._c[:, idx]
-                inp0 = (
-                    self._with_change(scaled, self._last[idx], h[-1])
-                    if self._change_input
-                    else scaled
+                z, inp0, level, scale = self._inputs(
+                    xs[idx], self._last[idx], h[-1], self._level[idx], self._scale[idx]
                 )
-                y = self._cell(scaled, h, c, inp0)
+                y = self._cell(z, h, c, inp0)
                 self._h[:, idx] = h
                 self._c[:, idx] = c
-                self._last[idx] = y * self._std + self._mean
+                self._last[idx] = y * scale + level
+                self._level[idx] = level
+                self._scale[idx] = scale
         return self._last.copy()
 
     def forecast(self, horizon: int, rows: IndexArray | None = None) -> FloatArray:
@@ -317,6 +346,36 @@ class NumpyEngine:
         if self._fused_t is not None:
             self._forecast_fused(idx, out)
             return out
+        if self._frame.norm is None:
+            self._forecast_global(idx, horizon, out)
+            return out
+        for lo in range(0, idx.size, FORECAST_CHUNK):
+            rows_ = idx[lo : lo + FORECAST_CHUNK]
+            h = self._h[:, rows_]  # fancy indexing copies: the live state stays as it is
+            c = self._c[:, rows_]
+            level, scale = self._level[rows_], self._scale[rows_]
+            block = out[:, lo : lo + FORECAST_CHUNK]
+            frame = self._frame
+            # Each forecast is fed back as the next reading; the frame follows it as
+            # it would follow readings (training saw the same recursion). The first
+            # step derives the previous reading from the state; later ones know it.
+            z, inp0, level, scale = self._inputs(block[0], block[0], h[-1], level, scale)
+            for k in range(1, horizon):
+                if k > 1:
+                    u, prev = block[k - 1], block[k - 2]
+                    level, scale = frame.update(level, scale, u)
+                    z = (u - level) / scale
+                    inp0 = (
+                        np.concatenate([z, (u - prev) / scale], axis=1) if self._change_input else z
+                    )
+                y = self._cell(z, h, c, inp0)
+                np.multiply(y, scale, out=block[k])
+                block[k] += level
+        return out
+
+    def _forecast_global(self, idx: IndexArray, horizon: int, out: FloatArray) -> None:
+        """The generic horizon under the global scaler (no per-row frame), in scaled
+        units throughout: the fed-back change is exactly ``y - scaled``."""
         for lo in range(0, idx.size, FORECAST_CHUNK):
             rows_ = idx[lo : lo + FORECAST_CHUNK]
             h = self._h[:, rows_]  # fancy indexing copies: the live state stays as it is
@@ -328,11 +387,8 @@ class NumpyEngine:
                 y = self._cell(scaled, h, c, inp0)
                 np.multiply(y, self._std, out=block[k])
                 block[k] += self._mean
-                # Fed back, the forecast's change since the previous input is exactly
-                # what the head predicted, y - scaled (no reconstruction needed).
                 inp0 = np.concatenate([y, y - scaled], axis=1) if self._change_input else y
                 scaled = y
-        return out
 
     def _forecast_fused(self, idx: IndexArray, out: FloatArray) -> None:
         """The single-layer horizon of rows ``idx`` into ``out`` (H, n, F), in chunks
@@ -432,6 +488,7 @@ class NumpyEngine:
         self._h[:, idx] = 0.0
         self._c[:, idx] = 0.0
         self._last[idx] = np.nan
+        self._level[idx], self._scale[idx] = self._frame.fresh(idx.size)
 
     def add_rows(self, n: int) -> int:
         if n < 0:
@@ -441,6 +498,9 @@ class NumpyEngine:
         self._h = np.concatenate([self._h, zeros], axis=1)
         self._c = np.concatenate([self._c, zeros], axis=1)
         self._last = np.concatenate([self._last, np.full((n, self._nf), np.nan, np.float32)])
+        level, scale = self._frame.fresh(n)
+        self._level = np.concatenate([self._level, level])
+        self._scale = np.concatenate([self._scale, scale])
         return first
 
     def remove_rows(self, rows: IndexArray) -> None:
@@ -448,10 +508,18 @@ class NumpyEngine:
         self._h = np.delete(self._h, idx, axis=1)
         self._c = np.delete(self._c, idx, axis=1)
         self._last = np.delete(self._last, idx, axis=0)
+        self._level = np.delete(self._level, idx, axis=0)
+        self._scale = np.delete(self._scale, idx, axis=0)
 
     def snapshot(self, rows: IndexArray) -> RowState:
         idx = check_rows(rows, self.n_rows)
-        return RowState(h=self._h[:, idx], c=self._c[:, idx], last_forecast=self._last[idx])
+        return RowState(
+            h=self._h[:, idx],
+            c=self._c[:, idx],
+            last_forecast=self._last[idx],
+            level=self._level[idx],
+            scale=self._scale[idx],
+        )
 
     def restore(self, rows: IndexArray, state: RowState) -> None:
         idx = check_rows(rows, self.n_rows)
@@ -459,3 +527,6 @@ class NumpyEngine:
         self._h[:, idx] = state.h
         self._c[:, idx] = state.c
         self._last[idx] = state.last_forecast
+        fresh_level, fresh_scale = self._frame.fresh(idx.size)
+        self._level[idx] = fresh_level if state.level is None else state.level
+        self._scale[idx] = fresh_scale if state.scale is None else state.scale

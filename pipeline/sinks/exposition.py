@@ -107,6 +107,25 @@ def render_tank_families(view: FleetView) -> bytes:
         "Event time of the last applied reading.",
         view.last_ts[rows],
     )
+    for name, doc, arr in (
+        ("tank_forecast_clips_total", "Forecasts clipped to the model's bounds.", view.clips),
+        (
+            "tank_readings_outside_trained_range_total",
+            "Readings outside the range the model was trained on.",
+            view.out_of_range,
+        ),
+    ):
+        if arr.shape[0] >= rows.max() + 1:
+            out.append(_header(name, doc, "counter"))
+            out.append(
+                _samples([f'{name}{{tank_id="{t}"}} ' for t in ids], arr[rows].astype(np.float64))
+            )
+    if view.calibrated.shape[0] >= rows.max() + 1:
+        simple(
+            "tank_anomaly_calibrated",
+            "0 while the tank's readings are outside the trained range (flag withheld).",
+            view.calibrated[rows].astype(np.float64),
+        )
     name = "tank_state_resets_total"
     out.append(_header(name, "LSTM state resets of the tank by reason.", "counter"))
     counts = view.resets[rows, 1 : len(RESET_REASONS)].astype(np.float64)

@@ -100,8 +100,8 @@ _RECORD = (
     '"actual":{"pressure_kpa":%s,"temperature_c":%s},'
     '"forecast":{"pressure_kpa":%s,"temperature_c":%s},'
     '"horizon_ticks":%s,"horizon":{"pressure_kpa":[%s],"temperature_c":[%s]},'
-    '"residual":%s,"anomaly_score":%s,"anomaly_flag":%s,"reset":%s,'
-    '"model_version":%s,"source":{"topic":%s,"partition":%d,"offset":%d}}'
+    '"residual":%s,"anomaly_score":%s,"anomaly_flag":%s,"anomaly_calibrated":%s,"reset":%s,'
+    '"model_version":%s,"served_from":%s,"source":{"topic":%s,"partition":%d,"offset":%d}}'
 )
 
 
@@ -112,6 +112,7 @@ def encode_records(
     horizons: Sequence[int],
     model_version: str,
     source_topic: str,
+    served_from: dict[str, list[str]] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) per row of one applied tick, values as compact JSON following
     ``tankwatch/schemas/forecast.schema.json``."""
@@ -122,6 +123,22 @@ def encode_records(
     tick_ts = format_ts(ct.tick * interval_s)
     hticks = json.dumps(list(horizons), separators=(",", ":"))
     version = json.dumps(model_version)
+    # Which forecaster each feature's next step and horizons come from (skill gate);
+    # constant per model: {"forecast": {feature: src}, "horizon": {feature: [src...]}}.
+    served = json.dumps(
+        {
+            "forecast": {f: v[0] for f, v in (served_from or {}).items()},
+            "horizon": {f: v[1:] for f, v in (served_from or {}).items()},
+        }
+        if served_from
+        else None,
+        separators=(",", ":"),
+    )
+    calibrated = (
+        ["true"] * n
+        if out.calibrated is None
+        else ["true" if v else "false" for v in out.calibrated.tolist()]
+    )
     topic = json.dumps(source_topic)
     resets = [json.dumps(r or None) for r in RESET_REASONS]
     r_count = int(out.horizons.shape[1])
@@ -162,8 +179,10 @@ def encode_records(
             residual,
             score[i],
             flag[i],
+            calibrated[i],
             reason[i],
             version,
+            served,
             topic,
             parts[i],
             offsets[i],
@@ -185,8 +204,11 @@ class ForecastSink:
         horizons: Sequence[int],
         model_version: str,
         source_topic: str,
+        served_from: dict[str, list[str]] | None = None,
     ) -> None:
         self.producer = producer
+        #: {feature: [source of the next step, then of each of ``horizons``]}.
+        self.served_from = served_from
         self.topic = topic
         self.interval_s = interval_s
         self.horizons = tuple(horizons)
@@ -204,6 +226,12 @@ class ForecastSink:
 
     def publish(self, out: StepOutput, tank_ids: Sequence[str | None]) -> None:
         records = encode_records(
-            out, tank_ids, self.interval_s, self.horizons, self.model_version, self.source_topic
+            out,
+            tank_ids,
+            self.interval_s,
+            self.horizons,
+            self.model_version,
+            self.source_topic,
+            self.served_from,
         )
         self.sent += self._batch.send(records)

@@ -73,6 +73,8 @@ class PipelineMetrics:
         tick_interval_s: float,
         reject_reasons: Sequence[str] = (),
         per_tank: bool = True,
+        sources: dict[str, list[str]] | None = None,
+        horizons: Sequence[int] = (),
     ) -> None:
         r = registry
         self.registry = registry
@@ -183,6 +185,17 @@ class PipelineMetrics:
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
         )
+        # Which forecaster serves each feature and reported horizon (models.serving):
+        # 1 on the served source's series, per (feature, horizon_ticks).
+        self.forecast_source = Gauge(
+            "tankwatch_forecast_source",
+            "1 for the forecaster serving this feature and horizon (skill gate).",
+            ["feature", "horizon_ticks", "source"],
+            registry=r,
+        )
+        for feature, per in (sources or {}).items():
+            for h, src in zip(horizons, per, strict=True):
+                self.forecast_source.labels(feature, str(h), src).set(1)
         self.partitions_blocked = Gauge(
             "tankwatch_partitions_blocked",
             "Partitions paused on a record batch the client cannot decode (codec library "

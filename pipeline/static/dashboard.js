@@ -234,6 +234,11 @@ function renderFleet(data) {
   state.interval = data.interval_s || state.interval;
   const model = data.model || {};
   $("model").textContent = model.model_version || model.version || "–";
+  // Which forecaster serves each feature/horizon, e.g. "pressure_kpa lstm,lstm,lstm,holt".
+  const src = model.sources || {};
+  $("served").textContent = Object.keys(src).length
+    ? Object.entries(src).map(([f, s]) => f.split("_")[0] + " " + s.join(",")).join("; ")
+    : "–";
   $("interval").textContent = fmt(state.interval, 0) + " s";
   $("now").textContent = fmtTime(data.now_ts, true);
   $("updated").textContent = new Date().toISOString().slice(11, 19);

@@ -75,7 +75,7 @@ def test_broken_files_are_named(art: Path, breakage: Callable[[Path], None], mes
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: m.update(format_version=2), "format_version 2 is not supported"),
+        (lambda m: m.update(format_version=3), "format_version 3 is not supported"),
         (lambda m: m.pop("format_version"), "format_version None"),
         (lambda m: m.update(features=["temperature_c", "pressure_kpa"]), "feature order mismatch"),
         (lambda m: m["units"].update(pressure_kpa="bar"), "units mismatch for pressure_kpa"),

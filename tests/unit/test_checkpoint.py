@@ -107,7 +107,12 @@ def test_state_record_round_trip_is_exact() -> None:
         (state.actual, back.actual),
     ):
         assert a.dtype == b.dtype and np.array_equal(a, b)
-    assert all(np.array_equal(state.anomaly[k], back.anomaly[k]) for k in state.anomaly)
+    # NaN = "none yet" (e.g. the departure detector's reference level) must survive too.
+    assert all(
+        np.array_equal(state.anomaly[k], back.anomaly[k], equal_nan=True) for k in state.anomaly
+    )
+    assert state.extra and back.extra and set(state.extra) == set(back.extra)
+    assert all(np.array_equal(state.extra[k], back.extra[k], equal_nan=True) for k in state.extra)
     p, point = decode_point(encode_point(3, CommitPoint(42, -math.inf)))
     assert (p, point) == (3, CommitPoint(42, -math.inf))
 

@@ -18,6 +18,7 @@ import pytest
 from models.engines.base import Forecaster, RowState
 from models.engines.keras_engine import KerasEngine
 from models.engines.numpy_engine import NumpyEngine
+from models.engines.rownorm import RowNorm
 from models.scaler import Scaler
 from tankwatch.errors import InputError
 from tests.conftest import REPO
@@ -25,6 +26,9 @@ from tests.conftest import REPO
 F = 2
 SCALER = Scaler(np.array([250.0, 20.0], np.float32), np.array([20.0, 5.0], np.float32))
 TOL = 1e-5
+#: Per-row normalisation as ``tankwatch train`` writes it (fast alphas so the frame
+#: moves a lot within the test).
+NORM = RowNorm(0.2, 0.1, np.array([5.0, 1.0], np.float32), np.array([0.05, 0.01], np.float32))
 
 
 def random_weights(
@@ -58,6 +62,7 @@ class KerasReference:
         layers: int,
         residual: bool,
         change: bool,
+        norm: RowNorm | None = None,
     ):
         import tensorflow as tf
 
@@ -80,6 +85,37 @@ class KerasReference:
         self.prev = np.full((n_tanks, F), np.nan, np.float32)  # previous scaled reading
         self.change = change
         self.n = n_tanks
+        # Per-row frame, kept here with its own scalar arithmetic (not RowNorm.update).
+        self.norm = norm
+        self.level = np.full((n_tanks, F), np.nan)
+        self.scale = np.zeros((n_tanks, F)) + (norm.scale0 if norm else 0.0)
+        self.prev_x = np.full((n_tanks, F), np.nan)  # previous physical reading
+
+    def _frame(self, x: np.ndarray, tanks: np.ndarray, level: np.ndarray, scale: np.ndarray):
+        """Update level/scale of ``tanks`` with x (physical) in place, elementwise."""
+        assert self.norm is not None
+        for k in tanks:
+            for f in range(F):
+                if np.isnan(level[k, f]):
+                    level[k, f] = x[k, f]
+                    continue
+                s = (1 - self.norm.scale_alpha) * scale[k, f]
+                s += self.norm.scale_alpha * abs(x[k, f] - level[k, f])
+                scale[k, f] = max(s, self.norm.floor[f])
+                level[k, f] = (1 - self.norm.level_alpha) * level[k, f]
+                level[k, f] += self.norm.level_alpha * x[k, f]
+
+    def _normed_call(self, x, prev_x, mask, level, scale) -> np.ndarray:
+        """Physical next-step output of a per-row-normalised step (state advances)."""
+        self._frame(x, np.flatnonzero(mask), level, scale)
+        z = np.where(mask[:, None], (x - level) / scale, 0.0).astype(np.float32)
+        inputs = [z[:, None, :]]
+        if self.change:
+            dx = np.nan_to_num((x - prev_x) / scale).astype(np.float32)
+            inputs.append(np.where(mask[:, None], dx, 0.0).astype(np.float32)[:, None, :])
+        inputs.append(mask[:, None])
+        y = self.fn(inputs).numpy()[:, 0]
+        return y * scale + level
 
     def _call(self, xs: np.ndarray, prev: np.ndarray, mask: np.ndarray) -> np.ndarray:
         inputs = [xs[:, None, :]]
@@ -89,6 +125,11 @@ class KerasReference:
         return self.fn(inputs).numpy()[:, 0]
 
     def step(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.norm is not None:
+            out = self._normed_call(x, self.prev_x, mask, self.level, self.scale)
+            self.last[mask] = out[mask]
+            self.prev_x[mask] = x[mask]
+            return self.last.copy()
         xs = np.where(mask[:, None], SCALER.transform(x), 0.0).astype(np.float32)
         y = self._call(xs, self.prev, mask)
         self.last[mask] = SCALER.inverse(y[mask])
@@ -102,10 +143,24 @@ class KerasReference:
             v.assign(v.numpy() * keep)
         self.last[tanks] = np.nan
         self.prev[tanks] = np.nan
+        self.prev_x[tanks] = np.nan
+        self.level[tanks] = np.nan
+        if self.norm is not None:
+            self.scale[tanks] = self.norm.scale0
 
     def forecast(self, horizon: int) -> np.ndarray:
         saved = [v.numpy() for v in self.vars]
         out = [self.last.copy()]
+        if self.norm is not None:
+            level, scale, prev_x = self.level.copy(), self.scale.copy(), self.prev_x.copy()
+            for _ in range(horizon - 1):
+                x = out[-1]
+                y = self._normed_call(x, prev_x, np.ones(self.n, bool), level, scale)
+                prev_x = x
+                out.append(y)
+            for v, s in zip(self.vars, saved, strict=True):
+                v.assign(s)
+            return np.stack(out)
         prev = self.prev.copy()
         for _ in range(horizon - 1):
             xs = np.nan_to_num(SCALER.transform(out[-1]))
@@ -123,10 +178,11 @@ def make_engine(
     n_rows: int,
     residual: bool = False,
     change: bool = False,
+    norm: RowNorm | None = None,
 ) -> Forecaster:
     if kind == "numpy":
-        return NumpyEngine(weights, SCALER, n_rows, residual, change)
-    return KerasEngine(weights, SCALER, n_rows, residual, change)
+        return NumpyEngine(weights, SCALER, n_rows, residual, change, norm)
+    return KerasEngine(weights, SCALER, n_rows, residual, change, norm)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
@@ -137,21 +193,24 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "residual", "change"),
+    ("kind", "residual", "change", "normed"),
     [
-        ("numpy", True, True),  # what tankwatch train builds
-        ("keras", True, True),
-        ("numpy", False, False),  # the plain architecture
-        ("keras", False, False),
+        ("numpy", True, True, True),  # what tankwatch train builds
+        ("keras", True, True, True),
+        ("numpy", True, True, False),  # before per-row normalisation
+        ("keras", True, True, False),
+        ("numpy", False, False, False),  # the plain architecture
+        ("keras", False, False, False),
     ],
 )
 def test_engine_matches_keras_reference_through_masks_resets_and_fleet_changes(
-    kind: str, residual: bool, change: bool
+    kind: str, residual: bool, change: bool, normed: bool
 ) -> None:
     units, layers, n_tanks, ticks = 8, 2, 9, 120
     weights = random_weights(units, layers, seed=3, change_input=change)
-    ref = KerasReference(weights, n_tanks, units, layers, residual, change)
-    engine = make_engine(kind, weights, 5, residual, change)
+    norm = NORM if normed else None
+    ref = KerasReference(weights, n_tanks, units, layers, residual, change, norm)
+    engine = make_engine(kind, weights, 5, residual, change, norm)
     fleet = [0, 1, 2, 3, 4]  # fleet[row] = tank id; the engine only knows rows
     parked: dict[int, RowState] = {}  # tanks removed from the fleet, with their state
     rng = np.random.default_rng(11)
@@ -198,6 +257,24 @@ def test_engine_matches_keras_reference_through_masks_resets_and_fleet_changes(
                 ref.reset([tank])
         assert engine.n_rows == len(fleet)
     assert checked_forecasts >= 5
+
+
+@pytest.mark.parametrize("kind", ["numpy", "keras"])
+def test_row_normalised_engine_is_invariant_to_each_tanks_level(kind: str) -> None:
+    """Tanks shifted by +60 °C and +400 kPa (each its own offset) get the same
+    forecasts, shifted by the same offset: the network only sees x - level."""
+    weights = random_weights(8, 1, seed=4, change_input=True)
+    base = make_engine(kind, weights, 4, True, True, NORM)
+    shifted = make_engine(kind, weights, 4, True, True, NORM)
+    offset = np.array([[400.0, 60.0], [-90.0, -15.0], [0.0, 60.0], [1000.0, 0.0]], np.float32)
+    rng = np.random.default_rng(8)
+    x = SCALER.mean + SCALER.std * rng.normal(size=(4, F)).astype(np.float32)
+    for _ in range(40):
+        x = (x + SCALER.std * rng.normal(0, 0.05, (4, F))).astype(np.float32)
+        y0 = base.step(x, np.ones(4, bool))
+        y1 = shifted.step(x + offset, np.ones(4, bool))
+        np.testing.assert_allclose(y1 - offset, y0, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(shifted.forecast(30) - offset, base.forecast(30), rtol=0, atol=5e-3)
 
 
 @pytest.mark.parametrize("kind", ["numpy", "keras"])

@@ -36,6 +36,23 @@ def test_records_follow_the_schema_and_carry_exact_values() -> None:
     assert second_rec["reset"] is None and second_rec["anomaly_flag"] is False
 
 
+def test_records_say_which_forecaster_is_served_and_whether_the_score_is_calibrated() -> None:
+    from models.artifact import load_artifact
+    from models.serving import ServingPlan
+    from pipeline.config import default_model_dir
+
+    plan = ServingPlan.from_artifact(load_artifact(default_model_dir()))
+    served = plan.sources(("pressure_kpa", "temperature_c"), (1, 5, 15, 30))
+    step = make_step()
+    out = step.apply(tick(0, [0], np.asarray([series(0, 0)]), [-9], [1]))
+    (_, value), *_ = encode_records(out, ["A"], 60.0, (5, 15, 30), "v", "t", served)
+    rec = json.loads(value)
+    jsonschema.Draft202012Validator(schema()).validate(rec)
+    assert rec["served_from"]["forecast"] == {"pressure_kpa": "lstm", "temperature_c": "lstm"}
+    assert rec["served_from"]["horizon"]["temperature_c"] == served["temperature_c"][1:]
+    assert rec["anomaly_calibrated"] is True
+
+
 def _edge_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """float32 values widened to float64 (as the records carry them), with the
     magnitudes where repr switches to exponent form, zeros, NaN and inf mixed in."""

@@ -31,13 +31,28 @@ def view() -> FleetView:
         flag=np.asarray([False, False, True]),
         last_ts=np.asarray([1.7e9, np.nan, 1.7e9 + 60]),
         resets=np.asarray([[0, 1, 0, 0], [0, 0, 0, 0], [0, 1, 2, 1]], np.int64),
+        clips=np.asarray([0, 0, 4], np.int64),
+        out_of_range=np.asarray([2, 0, 0], np.int64),
+        calibrated=np.asarray([False, True, True]),
         horizons_reported=(1, 5, 15, 30),
     )
 
 
+SOURCES = {"pressure_kpa": ["lstm", "lstm", "lstm", "persistence"], "temperature_c": ["lstm"] * 4}
+
+
 def metrics(per_tank: bool = True) -> tuple[CollectorRegistry, PipelineMetrics]:
     reg = CollectorRegistry()
-    m = PipelineMetrics(reg, "lstm-x", "numpy", 60.0, REJECT_REASONS, per_tank=per_tank)
+    m = PipelineMetrics(
+        reg,
+        "lstm-x",
+        "numpy",
+        60.0,
+        REJECT_REASONS,
+        per_tank=per_tank,
+        sources=SOURCES,
+        horizons=(1, 5, 15, 30),
+    )
     m.set_view(view())
     return reg, m
 
@@ -68,6 +83,11 @@ def test_per_tank_series_in_base_units() -> None:
     assert get("tank_last_reading_timestamp_seconds", {"tank_id": "C"}) == 1.7e9 + 60
     assert get("tank_state_resets_total", {"tank_id": "C", "reason": "event"}) == 2.0
     assert get("tank_pressure_pascals", {"tank_id": "None"}) is None  # free rows are absent
+    assert get("tank_forecast_clips_total", {"tank_id": "C"}) == 4.0
+    assert get("tank_readings_outside_trained_range_total", {"tank_id": "A"}) == 2.0
+    assert get("tank_anomaly_calibrated", {"tank_id": "A"}) == 0.0
+    src = {"feature": "pressure_kpa", "horizon_ticks": "30", "source": "persistence"}
+    assert get("tankwatch_forecast_source", src) == 1.0
 
 
 def test_pipeline_series_exist_from_the_start() -> None:

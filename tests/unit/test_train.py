@@ -63,7 +63,7 @@ def test_artifact_has_the_documented_contents(trained: tuple[Path, Path]) -> Non
     data, out = trained
     a = load_artifact(out)
     meta = a.metadata
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["features"] == ["pressure_kpa", "temperature_c"]
     assert meta["tick_interval_s"] == 60.0 and meta["max_gap_ticks"] == 10
     assert meta["units_per_layer"] == 4 and meta["layers"] == 1
