@@ -301,7 +301,7 @@ class Dashboard:
                 if i_row < view.calibrated.shape[0]
                 else True,
                 "forecast_clips": int(view.clips[i_row]) if i_row < view.clips.shape[0] else 0,
-                "readings_outside_trained_range": int(view.out_of_range[i_row])
+                "readings_outside_trained_range": int(np.asarray(view.out_of_range[i_row]).sum())
                 if i_row < view.out_of_range.shape[0]
                 else 0,
                 "resets": {

@@ -35,9 +35,9 @@ def tank_ids(n: int) -> list[str]:
 
 @dataclass(frozen=True)
 class MarkedView(FleetView):
-    """A view carrying the optional quality marks other parts of the pipeline add."""
+    """A view carrying the optional quality marks other parts of the pipeline add
+    (``out_of_range`` is a FleetView field of its own: per-row counters)."""
 
-    out_of_range: Any = None
     model_mismatch: Any = None
     source: Any = None
 
@@ -99,12 +99,13 @@ def build_fleet(
     if marks:
         oor = np.zeros((n, 2), bool)
         oor[np.arange(n) % 50 == 7, 0] = True
-        view = MarkedView(
-            **{f: getattr(view, f) for f in view.__dataclass_fields__},
+        fields = {f: getattr(view, f) for f in view.__dataclass_fields__}
+        fields.update(
             out_of_range=oor,
             model_mismatch=np.arange(n) % 70 == 11,
             source=[{"pressure_kpa": "lstm", "temperature_c": "persistence"}] * n,
         )
+        view = MarkedView(**fields)
     return view, hist
 
 

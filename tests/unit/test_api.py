@@ -182,14 +182,9 @@ def test_counters_and_calibrated_flags_become_marks() -> None:
     calibrated = np.ones(20, bool)
     calibrated[9] = False
 
-    @dataclasses.dataclass(frozen=True)
-    class CountingView(FleetView):
-        out_of_range: object = None
-        calibrated: object = None
-
-    fields = {f.name: getattr(view, f.name) for f in dataclasses.fields(FleetView)}
+    # FleetView carries both itself (the model's per-tank counters and calibration).
     dash = StaticSource(
-        CountingView(**fields, out_of_range=counts, calibrated=calibrated), hist
+        dataclasses.replace(view, out_of_range=counts, calibrated=calibrated), hist
     ).dashboard
     data = dash.fleet_json(_q("status=marked"))
     assert [t["tank_id"] for t in data["tanks"]] == ["T00004", "T00009"]
