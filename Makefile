@@ -48,7 +48,7 @@ data: install
 
 # Retrain the committed default artifact from the bundled history.
 model: install
-	$(BIN)/tankwatch train --data data/history.csv.gz --out models/artifacts/default --seed 7
+	$(BIN)/tankwatch train --data data/history.csv.gz --out models/artifacts/default --interval 60 --seed 7
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,11 @@
 """``tankwatch evaluate``: stream a history through an engine as the pipeline would.
 
 Every tick of the data is fed in order: rows reset at boundaries (first reading,
-``event``, gap > ``max_gap_ticks``), missing readings masked, one ``step`` per tick.
-On holdout ticks the 30-tick forecast of every reporting tank is scored against the
+``event``, gap > ``max_gap_ticks``), missing readings masked, one ``step`` per tick
+(the grid is sparse: ticks of long fleet-wide gaps are skipped, which changes no
+state; :mod:`models.dataprep`). On the scored ticks -- the model's training holdout
+when the data is its training data, ``holdout_fraction`` when given, else all of
+it -- the 30-tick forecast of every reporting tank is scored against the
 actual readings at t+h — beside the persistence baseline (the reading at t) — for
 h = 1..30 (``h = 1`` is the next-step forecast the pipeline holds). A target that is
 missing, or lies after a boundary of its tank, is not scored (neither model nor
@@ -15,9 +18,13 @@ with the simulator's labels (``tank_id,start,end,kind``) over the whole stream, 
 tuning part (before the holdout) and the holdout, and the recorded residuals are
 replayed through the :data:`TRADEOFF` settings for the report's trade-off table.
 
-Outputs in ``out``: ``evaluation.md``, ``evaluation.json``, ``plots/*.png``; when
-``out`` is the artifact directory, the summary also goes to metadata.json
-``evaluation``.
+Outputs in ``out``: ``evaluation.md``, ``evaluation.json``, ``plots/*.png`` and the
+per-tick table ``ticks.csv.gz`` (:mod:`models.ticks_output`); when ``out`` is the
+artifact directory, the summary also goes to metadata.json ``evaluation``.
+
+Before streaming, the data is checked against the model (:mod:`models.data_checks`):
+a different pressure reference is refused, a different cadence or readings outside
+the trained value range are warned about.
 """
 
 from __future__ import annotations
@@ -37,10 +44,25 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from models.anomaly import AnomalyScorer
-from models.artifact import Artifact, load_artifact, load_forecaster, update_metadata
-from models.dataprep import TickGrid, build_grid, load_readings, split_ticks
+from models.artifact import (
+    Artifact,
+    load_artifact,
+    load_forecaster,
+    update_metadata,
+)
+from models.data_checks import (
+    artifact_reference,
+    cadence_warning,
+    check_reference,
+    outside_range,
+    range_bounds,
+)
+from models.dataprep import TickGrid, build_grid, infer_interval, load_csv
 from models.engines.base import Forecaster
 from models.evaluate_report import write_plots, write_report
+from models.fingerprint import data_fingerprint
+from models.splits import holdout_from_metadata
+from models.ticks_output import tick_frame, write_ticks
 from tankwatch.errors import ConfigError, CsvError
 
 log = logging.getLogger(__name__)
@@ -77,10 +99,16 @@ class EvalConfig:
     out: Path
     labels: Path | None = None
     engine: str = "numpy"
-    holdout_fraction: float = 0.2
+    #: Score only the last fraction of the grid; None = the training holdout on the
+    #: model's own data, else all of it.
+    holdout_fraction: float | None = None
     plot_tanks: int = 3
     csv_options: Any = None
     progress: bool = True
+    #: Share of bad CSV rows that stops the evaluation (None = no limit).
+    drop_limit: float | None = 0.03
+    #: Per-tick table: ``csv`` (ticks.csv.gz), ``parquet`` or ``none``.
+    ticks_format: str = "csv"
 
 
 @dataclass
@@ -93,7 +121,9 @@ class StreamResult:
     ``far_fc`` (K, N, F) the forecast for tick k made at k - H (NaN if none);
     ``flags``/``scores`` (K, N) anomaly output at ticks with a reading;
     ``residuals`` (K, N, F) the scaled next-step residuals the scorer got (NaN where
-    none), so other scorer settings can be replayed (:func:`replay_scorer`).
+    none), so other scorer settings can be replayed (:func:`replay_scorer`);
+    ``horizon_fc`` (K, N, len(report_horizons), F) the forecast for tick k made
+    ``report_horizons[i]`` ticks earlier (NaN if none; scored ticks only).
     """
 
     sq: NDArray[np.float64]
@@ -107,25 +137,44 @@ class StreamResult:
     scores: NDArray[np.float32]
     residuals: NDArray[np.float32]
     seconds: float
+    horizon_fc: NDArray[np.float32] | None = None
 
 
 def stream(
     forecaster: Forecaster,
     residual_scale: NDArray[np.floating[Any]],
     grid: TickGrid,
-    holdout_start: int,
+    holdout_start: int | NDArray[np.bool_],
     max_horizon: int = 30,
     progress: bool = False,
+    report_horizons: Sequence[int] = HORIZONS,
 ) -> StreamResult:
     """Feed every tick of ``grid`` through ``forecaster`` (fresh, ``grid`` rows) as the
-    pipeline would; score forecasts made at ticks >= holdout_start.
+    pipeline would; score forecasts made at rows >= holdout_start (an int), or at the
+    (row, tank) pairs where a (K, N) bool mask is True.
 
     ``residual_scale`` (F,): residuals are divided by it before anomaly scoring (the
-    scaler's std, i.e. scaled units).
+    scaler's std, i.e. scaled units). Targets are found by tick number (``grid`` may
+    be sparse): tick k + h is the row with that tick number, if the grid has it.
     """
     n_ticks, n, nf = grid.values.shape
     if forecaster.n_rows != n:
         raise ValueError(f"forecaster has {forecaster.n_rows} rows, grid has {n} tanks")
+    if isinstance(holdout_start, np.ndarray):
+        scored = holdout_start
+    else:
+        scored = np.zeros((n_ticks, n), bool)
+        scored[holdout_start:] = True
+    tick_no = grid.ticks()
+    # Row of tick number tick_no[k] + h, or -1 when the grid has no such row.
+    target_row = np.full((n_ticks, max_horizon + 1), -1, np.int64)
+    for h in range(1, max_horizon + 1):
+        pos = np.searchsorted(tick_no, tick_no + h)
+        hit = pos < n_ticks
+        hit[hit] = tick_no[pos[hit]] == tick_no[hit] + h
+        target_row[hit, h] = pos[hit]
+    report = {h: i for i, h in enumerate(report_horizons) if h <= max_horizon}
+    horizon_fc = np.full((n_ticks, n, len(report_horizons), nf), np.nan, np.float32)
     scorer = AnomalyScorer(n, n_features=nf)
     std = np.asarray(residual_scale, np.float64)
     boundaries_upto = np.cumsum(grid.boundary, axis=0)  # (K, N)
@@ -148,7 +197,9 @@ def stream(
             forecaster.reset_rows(resets)
             scorer.reset_rows(resets)
         # Residual of the forecast held for this tick (made at k-1, same segment).
-        has_res = mask & (last_tick == k - 1) & ~grid.boundary[k] & np.isfinite(held).all(1)
+        has_res = (
+            mask & (last_tick == tick_no[k] - 1) & ~grid.boundary[k] & np.isfinite(held).all(1)
+        )
         next_fc[k][has_res] = held[has_res]
         resid = np.where(has_res[:, None], (x - held) / std, 0.0)
         residuals[k][has_res] = resid[has_res]
@@ -159,15 +210,15 @@ def stream(
         if not mask.any():
             continue
         held = forecaster.step(x, mask)
-        last_tick[mask] = k
-        if k < holdout_start:
+        last_tick[mask] = tick_no[k]
+        rows = np.flatnonzero(mask & scored[k])
+        if rows.size == 0:
             continue
-        rows = np.flatnonzero(mask)
         fc = forecaster.forecast(max_horizon, rows)  # (H, r, F)
         for h in range(1, max_horizon + 1):
-            tgt = k + h
-            if tgt >= n_ticks:
-                break
+            tgt = int(target_row[k, h])
+            if tgt < 0:
+                continue
             ok = grid.present[tgt, rows] & (boundaries_upto[tgt, rows] == boundaries_upto[k, rows])
             if not ok.any():
                 continue
@@ -182,6 +233,8 @@ def stream(
             count[r_ok, h - 1] += 1
             if h == max_horizon:
                 far_fc[tgt, r_ok] = fc[h - 1][ok]
+            if h in report:
+                horizon_fc[tgt, r_ok, report[h]] = fc[h - 1][ok]
         if progress and k % 2000 == 0:
             print(f"evaluate: tick {k}/{n_ticks}", file=sys.stderr, flush=True)
     return StreamResult(
@@ -196,6 +249,7 @@ def stream(
         scores,
         residuals,
         time.monotonic() - t0,
+        horizon_fc,
     )
 
 
@@ -397,24 +451,52 @@ def _tradeoff(
     return rows
 
 
-def _holdout_start(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[int, str]:
-    """The artifact's own holdout if this is its training data, else the last fraction."""
-    from models.train import data_fingerprint
+def _scored(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[Any, str]:
+    """(K, N) mask of the ticks to score, and the rule that chose it.
 
+    The model's own data (same fingerprint): its training holdout. Otherwise: the last
+    ``holdout_fraction`` of the grid when given, else all of it -- nothing of other
+    data was used for training, so there is nothing to hold out.
+    """
     training = artifact.metadata.get("training", {})
-    split = training.get("split_ticks", {}) if isinstance(training, dict) else {}
-    stored = split.get("holdout_start") if isinstance(split, dict) else None
     if (
-        isinstance(stored, int)
+        config.holdout_fraction is None
+        and isinstance(training, dict)
         and training.get("data_fingerprint_sha256") == data_fingerprint(config.data)
-        and grid.k0 <= stored < grid.k0 + grid.n_ticks
     ):
-        return stored - grid.k0, "the training holdout (same data fingerprint)"
-    try:
-        _, test_start = split_ticks(grid.n_ticks, 0.1, config.holdout_fraction)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return test_start, f"the last {config.holdout_fraction:.0%} of the data"
+        mask = holdout_from_metadata(training, grid)
+        if mask is not None and mask.any():
+            return mask, "the training holdout (same data fingerprint)"
+    mask = np.zeros(grid.present.shape, bool)
+    if config.holdout_fraction is None:
+        mask[:] = True
+        return mask, "all of the data"
+    if not 0 < config.holdout_fraction < 1:
+        raise ConfigError("--holdout-fraction must be in (0, 1)")
+    start = round(grid.n_ticks * (1 - config.holdout_fraction))
+    mask[start:] = True
+    return mask, f"the last {config.holdout_fraction:.0%} of the data"
+
+
+def _anomaly_parts(
+    grid: TickGrid, flags: NDArray[np.bool_], labels: pd.DataFrame, scored: NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Anomaly scores over the whole stream, the part before the scored part and the
+    scored part (a per-tank holdout: each part restricted to its readings)."""
+    whole = score_anomalies(grid, flags, labels, 0)
+    first: NDArray[np.bool_] = np.asarray(scored.any(axis=1), dtype=bool)
+    start = int(np.argmax(first)) if first.any() else grid.n_ticks
+    if (scored == first[:, None]).all():  # one start for the fleet: a row range
+        return {
+            "whole_stream": whole,
+            "tuning_part": score_anomalies(grid, flags, labels, 0, start),
+            "holdout": score_anomalies(grid, flags, labels, start),
+        }
+    return {
+        "whole_stream": whole,
+        "tuning_part": score_anomalies(grid.restrict(~scored), flags & ~scored, labels),
+        "holdout": score_anomalies(grid.restrict(scored), flags & scored, labels),
+    }
 
 
 def _table(
@@ -431,18 +513,51 @@ def _table(
     return out
 
 
+def _load(config: EvalConfig, artifact: Artifact) -> tuple[Any, list[str]]:
+    """The CSV (checked against the model) and the warnings to print."""
+    from producers.csv_source import CsvOptions
+
+    options = config.csv_options or CsvOptions(
+        pressure_reference=artifact.metadata.get("pressure_reference", "absolute")
+    )
+    check_reference(artifact.metadata, options.pressure_reference)
+    loaded = load_csv(list(config.data), options, config.drop_limit)
+    warnings: list[str] = []
+    frame = loaded.frame
+    try:
+        cadence = cadence_warning(infer_interval(frame), artifact.tick_interval_s)
+    except CsvError:  # a single reading per tank: no spacing to judge
+        cadence = None
+    if cadence:
+        warnings.append(cadence)
+    outside = outside_range(
+        frame[list(artifact.features)].to_numpy(),
+        range_bounds(artifact.metadata, artifact.features),
+    )
+    if outside.size and outside.mean() > 0.01:
+        warnings.append(
+            f"{int(outside.sum()):,} of {outside.size:,} readings ({outside.mean():.1%}) lie "
+            "outside the value range the model was trained on"
+        )
+    return loaded, warnings
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
-    """Run the evaluation; write report, plots, JSON; returns the summary dict."""
+    """Run the evaluation; write report, plots, JSON, per-tick table; returns the summary."""
     artifact = load_artifact(config.model)
     for path in config.data:
         if not path.is_file():
             raise ConfigError(f"data file {path} does not exist")
-    frame = load_readings(list(config.data), config.csv_options)
+    loaded, warnings = _load(config, artifact)
+    for line in warnings:
+        print(f"tankwatch: warning: {line}", file=sys.stderr, flush=True)
+    frame = loaded.frame
     grid = build_grid(frame, artifact.tick_interval_s, artifact.max_gap_ticks, artifact.features)
-    holdout_start, holdout_rule = _holdout_start(artifact, grid, config)
+    scored, holdout_rule = _scored(artifact, grid, config)
+    holdout_start = int(np.argmax(scored.any(axis=1))) if scored.any() else grid.n_ticks
     max_h = max(HORIZONS)
     forecaster = load_forecaster(artifact.path, engine=config.engine, n_rows=len(grid.tank_ids))
-    result = stream(forecaster, artifact.scaler.std, grid, holdout_start, max_h, config.progress)
+    result = stream(forecaster, artifact.scaler.std, grid, scored, max_h, config.progress)
 
     fleet = _metrics(
         result.sq.sum(0),
@@ -458,11 +573,25 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "model_version": artifact.model_version,
         "engine": config.engine,
         "data_files": [p.name for p in config.data],
+        "input": {
+            "rows_read": loaded.rows_read,
+            "rows_used": int(grid.present.sum()),
+            "rows_dropped": loaded.bad_rows,
+            "dropped_by_reason": dict(loaded.dropped),
+            "examples": list(loaded.errors[:3]),
+            "merged_into_earlier_reading_of_tick": grid.merged,
+            "tanks": list(grid.tank_ids),
+            "pressure_reference": artifact_reference(artifact.metadata),
+            "warnings": warnings,
+        },
         "holdout": {
             "rule": holdout_rule,
-            "start": pd.Timestamp(times[holdout_start], unit="s", tz="UTC").isoformat(),
+            "start": pd.Timestamp(
+                times[min(holdout_start, grid.n_ticks - 1)], unit="s", tz="UTC"
+            ).isoformat(),
             "end": pd.Timestamp(times[-1] + grid.interval_s, unit="s", tz="UTC").isoformat(),
-            "ticks": grid.n_ticks - holdout_start,
+            "ticks": int(scored.any(axis=1).sum()),
+            "readings": int((scored & grid.present).sum()),
             "tanks": len(grid.tank_ids),
         },
         "horizons": list(HORIZONS),
@@ -488,18 +617,41 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         },
     }
     labels_path = _default_labels(config)
+    labels = None
     if labels_path is not None:
         labels = read_labels(labels_path)
+        unknown = sorted(set(labels["tank_id"].astype(str)) - set(grid.tank_ids))
+        if unknown:
+            line = (
+                f"{len(unknown)} labelled tank(s) are not in the data (e.g. {unknown[0]!r}); "
+                f"tank ids in the data look like {grid.tank_ids[0]!r}"
+            )
+            warnings.append(line)
+            print(f"tankwatch: warning: {line}", file=sys.stderr, flush=True)
         summary["anomaly"] = {
             "labels_file": labels_path.name,
             "scorer": describe_scorer(AnomalyScorer()),
-            "whole_stream": score_anomalies(grid, result.flags, labels, 0),
-            "tuning_part": score_anomalies(grid, result.flags, labels, 0, holdout_start),
-            "holdout": score_anomalies(grid, result.flags, labels, holdout_start),
+            **_anomaly_parts(grid, result.flags, labels, scored),
             "tradeoff": _tradeoff(grid, result, artifact, labels, holdout_start),
         }
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
+    ticks_path = write_ticks(
+        tick_frame(
+            grid,
+            features,
+            HORIZONS,
+            result.next_fc,
+            result.horizon_fc if result.horizon_fc is not None else result.far_fc[:, :, None],
+            result.scores,
+            result.flags,
+            scored,
+            labels,
+        ),
+        out,
+        config.ticks_format,
+    )
+    summary["ticks_file"] = str(ticks_path.relative_to(out)) if ticks_path else None
     plots = write_plots(out / "plots", grid, result, holdout_start, summary, config.plot_tanks)
     summary["plots"] = [str(p.relative_to(out)) for p in plots]
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -166,7 +166,8 @@ def write_plots(
     # The tanks with the most holdout readings, first few in id order: stable choice.
     counts = grid.present[holdout_start:].sum(0)
     order = sorted(np.argsort(-counts, kind="stable")[:n_tanks])
-    hours = (np.arange(grid.n_ticks) - holdout_start) * grid.interval_s / 3600.0
+    times = grid.tick_times()  # the grid may skip long gaps: plot against real time
+    hours = (times - times[min(holdout_start, grid.n_ticks - 1)]) / 3600.0
     span = slice(holdout_start, grid.n_ticks)
     for j in order:
         tank = grid.tank_ids[j]

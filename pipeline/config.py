@@ -23,10 +23,11 @@ __all__ = ["FIELDS", "Settings", "default_model_dir"]
 
 
 def default_model_dir() -> Path:
-    """The committed default artifact, found next to the installed ``models`` package."""
-    import models
+    """The committed default artifact, found next to the installed ``models`` package
+    (:func:`models.artifact.default_model_dir`: one rule for every command)."""
+    from models.artifact import default_model_dir as shipped
 
-    return Path(models.__file__).resolve().parent / "artifacts" / "default"
+    return shipped()
 
 
 def _parse_bool(text: str) -> bool:

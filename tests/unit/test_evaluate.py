@@ -149,7 +149,12 @@ def test_evaluate_reports_persistence_exactly_and_stores_summary(tmp_path: Path)
         "tank_id,start,end,kind\nT02,2024-03-01T04:00:00Z,2024-03-01T04:30:00Z,leak\n"
     )
     art = random_artifact(tmp_path / "art", data)
-    summary = evaluate(EvalConfig(model=art, data=(data,), out=art, progress=False, plot_tanks=2))
+    # No holdout recorded in the metadata: --holdout-fraction picks the scored part.
+    summary = evaluate(
+        EvalConfig(
+            model=art, data=(data,), out=art, progress=False, plot_tanks=2, holdout_fraction=0.2
+        )
+    )
 
     # Independent persistence RMSE at h=1 and h=5 on the last 20% of ticks.
     grid = build_grid(load_readings([data]), 60.0, 10)
@@ -177,8 +182,40 @@ def test_evaluate_reports_persistence_exactly_and_stores_summary(tmp_path: Path)
         assert (art / plot).stat().st_size > 1000
     assert json.loads((art / "evaluation.json").read_text())["fleet"] == summary["fleet"]
 
-    # Another output directory leaves the artifact's metadata alone.
+    # Another output directory leaves the artifact's metadata alone; without a
+    # recorded holdout or --holdout-fraction every tick is scored.
     before = (art / "metadata.json").read_text()
-    evaluate(EvalConfig(model=art, data=(data,), out=tmp_path / "rep", progress=False))
+    rep = evaluate(EvalConfig(model=art, data=(data,), out=tmp_path / "rep", progress=False))
     assert (art / "metadata.json").read_text() == before
     assert (tmp_path / "rep" / "evaluation.md").is_file()
+    assert rep["holdout"]["rule"] == "all of the data"
+    assert rep["holdout"]["readings"] == int(grid.present.sum())
+    # A share that leaves nothing "for training" is fine: evaluate trains nothing.
+    most = evaluate(
+        EvalConfig(
+            model=art,
+            data=(data,),
+            out=tmp_path / "rep9",
+            progress=False,
+            holdout_fraction=0.9,
+            ticks_format="none",
+        )
+    )
+    assert most["holdout"]["ticks"] == grid.n_ticks - round(grid.n_ticks * 0.1)
+    assert not (tmp_path / "rep9" / "ticks.csv.gz").exists()
+
+    # The per-tick table: one row per reading, forecasts at the reported horizons.
+    ticks = pd.read_csv(tmp_path / "rep" / "ticks.csv.gz", keep_default_na=True)
+    assert len(ticks) == int(grid.present.sum())
+    assert set(ticks["tank_id"]) == {"T01", "T02", "T03"}
+    for h in (1, 5, 15, 30):
+        assert f"forecast_pressure_kpa_h{h}" in ticks and f"forecast_temperature_c_h{h}" in ticks
+    np.testing.assert_allclose(
+        ticks["residual_pressure_kpa"],
+        ticks["pressure_kpa"] - ticks["forecast_pressure_kpa_h1"],
+        atol=1e-4,
+    )
+    assert ticks["forecast_pressure_kpa_h30"].notna().sum() > 0.5 * len(ticks)
+    assert set(ticks["anomaly_flag"]) <= {0, 1} and (ticks["scored"] == 1).all()
+    assert set(ticks["label"].dropna()) == {"leak"}
+    assert ticks["ts"].iloc[0].endswith("Z")
