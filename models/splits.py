@@ -39,6 +39,8 @@ class Split:
     holdout: NDArray[np.bool_]
     #: Row where the holdout starts, per tank (K where a tank has none).
     holdout_start_rows: NDArray[np.int64]
+    #: Row where the validation part starts, per tank (K where a tank has none).
+    validation_start_rows: NDArray[np.int64]
 
     def readings(self, grid: TickGrid) -> tuple[int, int, int]:
         """Readings in (train, validation, holdout)."""
@@ -57,7 +59,9 @@ class Split:
             for tank, r in zip(grid.tank_ids, self.holdout_start_rows.tolist(), strict=True)
         }
         train, val, hold = self.readings(grid)
+        valid = self.validation_start_rows[self.validation_start_rows < grid.n_ticks]
         return {
+            "validation_start_tick": int(ticks[valid.min()]) if valid.size else None,
             "mode": self.mode,
             "readings": {"train": train, "validation": val, "holdout": hold},
             "holdout_start_tick_by_tank": starts,
@@ -71,7 +75,9 @@ def _from_row_starts(
     train = k < val_rows[None, :]
     holdout = k >= hold_rows[None, :]
     validation = ~train & ~holdout
-    return Split(mode, train, validation, holdout, hold_rows.astype(np.int64))
+    return Split(
+        mode, train, validation, holdout, hold_rows.astype(np.int64), val_rows.astype(np.int64)
+    )
 
 
 def make_split(grid: TickGrid, mode: str, val_fraction: float, holdout_fraction: float) -> Split:

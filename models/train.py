@@ -296,9 +296,8 @@ def train(config: TrainConfig) -> TrainResult:
     val_losses = history.get("val_loss", [float("nan")])
     best = float(np.nanmin(val_losses))
     reference = getattr(config.csv_options, "pressure_reference", "absolute")
-    hold_ticks = [
-        t for t in split.to_json(grid)["holdout_start_tick_by_tank"].values() if t is not None
-    ]
+    split_json = split.to_json(grid)
+    hold_ticks = [t for t in split_json["holdout_start_tick_by_tank"].values() if t is not None]
     metadata: dict[str, Any] = {
         "model_version": model_version,
         "features": list(FEATURES),
@@ -330,9 +329,11 @@ def train(config: TrainConfig) -> TrainResult:
             "data_files": [p.name for p in config.data],
             "data_fingerprint_sha256": fingerprint,
             "tanks": list(grid.tank_ids),
-            "split": split.to_json(grid),
+            "split": split_json,
+            # The earliest starts over the tanks (for a time split: the split itself).
             "split_ticks": {
                 "first_tick": grid.k0,
+                "validation_start": split_json["validation_start_tick"],
                 "holdout_start": min(hold_ticks) if hold_ticks else None,
                 "end": int(grid.ticks()[-1]) + 1,
             },

@@ -31,8 +31,20 @@ def _list(a: NDArray[Any]) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in np.asarray(a, np.float64).tolist()]
 
 
-def fleet_json(view: FleetView, model: ModelInfo, settings: Settings) -> dict[str, Any]:
-    """``{"model", "interval_s", "now_ts", "tanks": [...]}``, tanks in row order."""
+def fleet_json(
+    view: FleetView,
+    model: ModelInfo,
+    settings: Settings,
+    out_of_range: dict[str, int] | None = None,
+    cadence_warning: str | None = None,
+) -> dict[str, Any]:
+    """``{"model", "interval_s", "now_ts", "tanks": [...]}``, tanks in row order.
+
+    ``out_of_range``: tank id -> readings outside the model's trained value range
+    (each tank's ``out_of_range_readings``, for the page to mark); ``cadence_warning``:
+    the stream's cadence does not match the model's interval (``model.warnings``).
+    """
+    out_of_range = out_of_range or {}
     live = [(i, t) for i, t in enumerate(view.ids) if t is not None]
     ts_all = view.last_ts[[i for i, _ in live]] if live else np.zeros(0)
     now = float(np.nanmax(ts_all)) if ts_all.size and np.isfinite(ts_all).any() else None
@@ -55,6 +67,7 @@ def fleet_json(view: FleetView, model: ModelInfo, settings: Settings) -> dict[st
                 "resets": {
                     RESET_REASONS[k]: int(view.resets[i, k]) for k in range(1, len(RESET_REASONS))
                 },
+                "out_of_range_readings": out_of_range.get(tank_id, 0),
             }
         )
     return {
@@ -65,6 +78,17 @@ def fleet_json(view: FleetView, model: ModelInfo, settings: Settings) -> dict[st
             "max_gap_ticks": model.max_gap_ticks,
             "horizons_reported": list(settings.horizons_reported),
             "horizon": settings.horizon,
+            "pressure_reference": model.pressure_reference,
+            "pressure_limits_kpa": list(model.pressure_range),
+            "value_range": (
+                None
+                if model.value_range is None
+                else {
+                    "low": [float(v) for v in model.value_range[0]],
+                    "high": [float(v) for v in model.value_range[1]],
+                }
+            ),
+            "warnings": [cadence_warning] if cadence_warning else [],
         },
         "interval_s": model.tick_interval_s,
         "now_ts": now,

@@ -132,9 +132,14 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     """Build every part of one pipeline instance (raises TankwatchError subclasses)."""
     from models.anomaly import AnomalyScorer
     from models.artifact import load_artifact, load_forecaster
+    from models.data_checks import artifact_reference, check_reference, range_bounds
+    from tankwatch.codec import pressure_limits
 
     limit_blas_threads()
     artifact = load_artifact(settings.model_dir)
+    # The fleet's pressure reference must be the model's (one line, before any I/O).
+    reference = settings.pressure_reference or artifact_reference(artifact.metadata)
+    check_reference(artifact.metadata, reference, "the fleet (TANKWATCH_PRESSURE_REFERENCE)")
     engine = load_forecaster(settings.model_dir, settings.engine, n_rows=0)
     max_gap = settings.max_gap_ticks or artifact.max_gap_ticks
     model = ModelInfo(
@@ -143,6 +148,11 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         tick_interval_s=artifact.tick_interval_s,
         max_gap_ticks=max_gap,
         path=str(settings.model_dir),
+        pressure_reference=reference,
+        pressure_range=pressure_limits(
+            reference, settings.pressure_min_kpa, settings.pressure_max_kpa
+        ),
+        value_range=range_bounds(artifact.metadata, artifact.features),
     )
     _check_topics(settings.bootstrap, settings, settings.connect_timeout_s)
     producer = make_producer(settings.bootstrap)

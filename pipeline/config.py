@@ -47,6 +47,19 @@ def _parse_opt_int(text: str) -> int | None:
     return None if text.strip().lower() in ("", "none", "auto") else int(text)
 
 
+def _parse_opt_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("", "none", "auto") else float(text)
+
+
+def _parse_reference(text: str) -> str | None:
+    low = text.strip().lower()
+    if low in ("", "none", "auto"):
+        return None
+    if low not in ("absolute", "gauge"):
+        raise ValueError("expected absolute or gauge")
+    return low
+
+
 @dataclass(frozen=True)
 class Settings:
     """Configuration of one pipeline instance. Times in seconds, sizes in records."""
@@ -70,6 +83,13 @@ class Settings:
     horizon_interval_s: float = 1.0
     #: Gap (ticks) after which a tank's state is reset; None = the artifact's value.
     max_gap_ticks: int | None = None
+    #: The fleet's pressure reference, ``absolute`` or ``gauge``; None = the model's.
+    #: A model trained on the other reference is refused at start.
+    pressure_reference: str | None = None
+    #: Plausibility limits of pressure_kpa (kPa); None = the reference's default
+    #: (absolute 0..5000, gauge -105..5000). Readings outside go to the DLQ.
+    pressure_min_kpa: float | None = None
+    pressure_max_kpa: float | None = None
     checkpoint_interval_s: float = 10.0
     forecasts_topic_enabled: bool = True
     metrics_enabled: bool = True
@@ -107,6 +127,21 @@ class Settings:
             problems.append("allowed_lateness_s must be >= 0")
         if self.max_gap_ticks is not None and self.max_gap_ticks < 1:
             problems.append("max_gap_ticks must be >= 1")
+        if self.pressure_reference not in (None, "absolute", "gauge"):
+            problems.append(
+                f"pressure_reference must be absolute or gauge, got {self.pressure_reference!r}"
+            )
+        else:
+            from tankwatch.codec import pressure_limits
+
+            try:
+                pressure_limits(
+                    self.pressure_reference or "absolute",
+                    self.pressure_min_kpa,
+                    self.pressure_max_kpa,
+                )
+            except ValueError as exc:
+                problems.append(str(exc))
         if self.checkpoint_interval_s <= 0:
             problems.append("checkpoint_interval_s must be > 0")
         if self.history_len < 1 or self.max_poll_records < 1 or self.poll_timeout_ms < 0:
@@ -207,6 +242,24 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec(
         "max_gap_ticks", "TANKWATCH_MAX_GAP_TICKS", _parse_opt_int, "reset after a gap (ticks)"
+    ),
+    FieldSpec(
+        "pressure_reference",
+        "TANKWATCH_PRESSURE_REFERENCE",
+        _parse_reference,
+        "the fleet's pressure: absolute or gauge (default: the model's)",
+    ),
+    FieldSpec(
+        "pressure_min_kpa",
+        "TANKWATCH_PRESSURE_MIN_KPA",
+        _parse_opt_float,
+        "lowest plausible pressure, kPa (default 0 absolute, -105 gauge)",
+    ),
+    FieldSpec(
+        "pressure_max_kpa",
+        "TANKWATCH_PRESSURE_MAX_KPA",
+        _parse_opt_float,
+        "highest plausible pressure, kPa (default 5000)",
     ),
     FieldSpec(
         "checkpoint_interval_s", "TANKWATCH_CHECKPOINT_INTERVAL_S", float, "checkpoint period, s"

@@ -30,12 +30,13 @@ from pipeline.config import Settings
 from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.http import HttpServer
+from pipeline.input_checks import InputChecks
 from pipeline.ownership import PartitionOwnership
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
 from pipeline.sinks.view import FleetView
-from tankwatch.codec import decode_batch
+from tankwatch.codec import PRESSURE_RANGE_KPA, decode_batch
 
 __all__ = ["ModelInfo", "Service"]
 
@@ -55,6 +56,11 @@ class ModelInfo:
     tick_interval_s: float
     max_gap_ticks: int
     path: str
+    #: The fleet's pressure reference and the limits readings are validated against.
+    pressure_reference: str = "absolute"
+    pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA
+    #: (low (F,), high (F,)) of the readings the model was trained on, if recorded.
+    value_range: tuple[Any, Any] | None = None
 
 
 class ConsumerLike(Protocol):
@@ -119,6 +125,7 @@ class Service(PartitionOwnership):
         self._assigned: set[int] = set()
         self._dirty = np.zeros(0, bool)
         self._view = FleetView(horizons_reported=settings.horizons_reported)
+        self.input_checks = InputChecks(model.tick_interval_s, model.value_range)
         self._broker_up = False
         self._blocked_since: float | None = None  # monotonic start of a broker wait
         self._last_loop = 0.0
@@ -268,17 +275,23 @@ class Service(PartitionOwnership):
             if partition not in self._assigned:
                 continue
             n += len(msgs)
-            d = decode_batch([m.value for m in msgs], [m.key for m in msgs])
+            d = decode_batch(
+                [m.value for m in msgs], [m.key for m in msgs], self.model.pressure_range
+            )
             for i, exc in d.rejected:
                 m = msgs[i]
                 self.dlq.send(m.key, m.value, exc.reason, topic, partition, m.offset)
                 self.metrics.rejected.labels(exc.reason).inc()
             if d.index:
                 kept = [msgs[i] for i in d.index] if d.rejected else msgs
+                values = np.column_stack((d.pressure_kpa, d.temperature_c)).astype(np.float64)
+                ts = np.asarray(d.ts, np.float64)
+                for tank, count in self.input_checks.observe(d.tank_ids, ts, values).items():
+                    self.metrics.out_of_range(tank, count)
                 cols = Columns(
                     tank_ids=d.tank_ids,
-                    ts=np.asarray(d.ts, np.float64),
-                    values=np.column_stack((d.pressure_kpa, d.temperature_c)).astype(np.float64),
+                    ts=ts,
+                    values=values,
                     event=np.asarray(d.event, bool),
                     offsets=np.fromiter((m.offset for m in kept), np.int64, len(kept)),
                     kafka_ts=np.fromiter((m.timestamp for m in kept), np.float64, len(kept))
@@ -420,7 +433,13 @@ class Service(PartitionOwnership):
         }
 
     def fleet_json(self) -> dict[str, Any]:
-        return fleet_json(self._view, self.model, self.settings)
+        return fleet_json(
+            self._view,
+            self.model,
+            self.settings,
+            dict(self.input_checks.out_of_range),
+            self.input_checks.cadence_message,
+        )
 
     def tank_json(self, tank_id: str) -> dict[str, Any] | None:
         view = self._view
