@@ -61,6 +61,7 @@ from models.dataprep import TickGrid, build_grid, infer_interval, load_csv
 from models.engines.base import Forecaster
 from models.evaluate_report import write_plots, write_report
 from models.fingerprint import data_fingerprint
+from models.packing import pack_rows
 from models.splits import holdout_from_metadata
 from models.ticks_output import tick_frame, write_ticks
 from tankwatch.errors import ConfigError, CsvError
@@ -165,41 +166,43 @@ def stream(
     else:
         scored = np.zeros((n_ticks, n), bool)
         scored[holdout_start:] = True
-    tick_no = grid.ticks()
-    # Row of tick number tick_no[k] + h, or -1 when the grid has no such row.
-    target_row = np.full((n_ticks, max_horizon + 1), -1, np.int64)
-    for h in range(1, max_horizon + 1):
-        pos = np.searchsorted(tick_no, tick_no + h)
-        hit = pos < n_ticks
-        hit[hit] = tick_no[pos[hit]] == tick_no[hit] + h
-        target_row[hit, h] = pos[hit]
-    report = {h: i for i, h in enumerate(report_horizons) if h <= max_horizon}
-    horizon_fc = np.full((n_ticks, n, len(report_horizons), nf), np.nan, np.float32)
+    # Each tank through its own readings (models.packing): the same per-row results
+    # in (longest tank's readings) steps instead of (ticks with any reading) steps.
+    packed = pack_rows(grid.present, grid.ticks())
+    steps = packed.src.shape[0]
+    pv = packed.gather(grid.values, np.nan)
+    pp = packed.valid
+    pb = packed.gather(grid.boundary, False)
+    pt = packed.tick
+    psc = packed.gather(scored, False)
+    cb = np.cumsum(pb, axis=0)  # (P, N) segment number of each reading
+    report = np.full(max_horizon + 1, -1, np.int64)
+    for i, h in enumerate(report_horizons):
+        if h <= max_horizon:
+            report[h] = i
     scorer = AnomalyScorer(n, n_features=nf)
     std = np.asarray(residual_scale, np.float64)
-    boundaries_upto = np.cumsum(grid.boundary, axis=0)  # (K, N)
     shape = (n, max_horizon, nf)
     sq, ab, p_sq, p_ab = (np.zeros(shape) for _ in range(4))
     count = np.zeros((n, max_horizon))
-    next_fc = np.full((n_ticks, n, nf), np.nan, np.float32)
-    far_fc = np.full((n_ticks, n, nf), np.nan, np.float32)
-    flags = np.zeros((n_ticks, n), bool)
-    scores = np.zeros((n_ticks, n), np.float32)
-    residuals = np.full((n_ticks, n, nf), np.nan, np.float32)
+    next_fc = np.full((steps, n, nf), np.nan, np.float32)
+    far_fc = np.full((steps, n, nf), np.nan, np.float32)
+    horizon_fc = np.full((steps, n, len(report_horizons), nf), np.nan, np.float32)
+    flags = np.zeros((steps, n), bool)
+    scores = np.zeros((steps, n), np.float32)
+    residuals = np.full((steps, n, nf), np.nan, np.float32)
     held = np.full((n, nf), np.nan, np.float32)  # forecast for the next tick
     last_tick = np.full(n, -(10**9))
     t0 = time.monotonic()
-    for k in range(n_ticks):
-        mask = grid.present[k]
-        x = grid.values[k]
-        resets = np.flatnonzero(grid.boundary[k])
+    for k in range(steps):
+        mask = pp[k]
+        x = pv[k]
+        resets = np.flatnonzero(pb[k])
         if resets.size:
             forecaster.reset_rows(resets)
             scorer.reset_rows(resets)
-        # Residual of the forecast held for this tick (made at k-1, same segment).
-        has_res = (
-            mask & (last_tick == tick_no[k] - 1) & ~grid.boundary[k] & np.isfinite(held).all(1)
-        )
+        # Residual of the forecast held for this tick (made at tick - 1, same segment).
+        has_res = mask & (last_tick == pt[k] - 1) & ~pb[k] & np.isfinite(held).all(1)
         next_fc[k][has_res] = held[has_res]
         resid = np.where(has_res[:, None], (x - held) / std, 0.0)
         residuals[k][has_res] = resid[has_res]
@@ -207,49 +210,58 @@ def stream(
         s, f = scorer.update(resid, has_res, actual=actual)
         flags[k] = f & mask
         scores[k] = np.where(mask, s, 0.0)
-        if not mask.any():
-            continue
         held = forecaster.step(x, mask)
-        last_tick[mask] = tick_no[k]
-        rows = np.flatnonzero(mask & scored[k])
-        if rows.size == 0:
+        last_tick[mask] = pt[k][mask]
+        rows = np.flatnonzero(mask & psc[k])
+        depth = min(max_horizon, steps - 1 - k)
+        if rows.size == 0 or depth == 0:
             continue
         fc = forecaster.forecast(max_horizon, rows)  # (H, r, F)
-        for h in range(1, max_horizon + 1):
-            tgt = int(target_row[k, h])
-            if tgt < 0:
-                continue
-            ok = grid.present[tgt, rows] & (boundaries_upto[tgt, rows] == boundaries_upto[k, rows])
-            if not ok.any():
-                continue
-            r_ok = rows[ok]
-            actual = grid.values[tgt, r_ok].astype(np.float64)
-            err = fc[h - 1][ok] - actual
-            perr = x[r_ok] - actual
-            sq[r_ok, h - 1] += err**2
-            ab[r_ok, h - 1] += np.abs(err)
-            p_sq[r_ok, h - 1] += perr**2
-            p_ab[r_ok, h - 1] += np.abs(perr)
-            count[r_ok, h - 1] += 1
-            if h == max_horizon:
-                far_fc[tgt, r_ok] = fc[h - 1][ok]
-            if h in report:
-                horizon_fc[tgt, r_ok, report[h]] = fc[h - 1][ok]
+        # Targets: this tank's next readings whose tick is within the horizon, in the
+        # same segment (a reading after a refill is not scored).
+        ahead = pt[k + 1 : k + 1 + depth][:, rows] - pt[k, rows]  # (D, r) ticks ahead
+        ok = (
+            (ahead >= 1)
+            & (ahead <= max_horizon)
+            & pp[k + 1 : k + 1 + depth][:, rows]
+            & (cb[k + 1 : k + 1 + depth][:, rows] == cb[k, rows])
+        )
+        d_i, r_i = np.nonzero(ok)
+        if d_i.size == 0:
+            continue
+        h = ahead[d_i, r_i]
+        rr = rows[r_i]
+        tp = k + 1 + d_i
+        fh = fc[h - 1, r_i]  # (M, F)
+        target = pv[tp, rr].astype(np.float64)
+        err = fh - target
+        perr = x[rr] - target
+        # (row, h) pairs are unique within a step: += on fancy indices is safe.
+        sq[rr, h - 1] += err**2
+        ab[rr, h - 1] += np.abs(err)
+        p_sq[rr, h - 1] += perr**2
+        p_ab[rr, h - 1] += np.abs(perr)
+        count[rr, h - 1] += 1
+        far = h == max_horizon
+        far_fc[tp[far], rr[far]] = fh[far]
+        slot = report[h]
+        sel = slot >= 0
+        horizon_fc[tp[sel], rr[sel], slot[sel]] = fh[sel]
         if progress and k % 2000 == 0:
-            print(f"evaluate: tick {k}/{n_ticks}", file=sys.stderr, flush=True)
+            print(f"evaluate: step {k}/{steps}", file=sys.stderr, flush=True)
     return StreamResult(
         sq,
         ab,
         p_sq,
         p_ab,
         count,
-        next_fc,
-        far_fc,
-        flags,
-        scores,
-        residuals,
+        packed.scatter(next_fc, n_ticks, np.nan),
+        packed.scatter(far_fc, n_ticks, np.nan),
+        packed.scatter(flags, n_ticks, False),
+        packed.scatter(scores, n_ticks, 0.0),
+        packed.scatter(residuals, n_ticks, np.nan),
         time.monotonic() - t0,
-        horizon_fc,
+        packed.scatter(horizon_fc, n_ticks, np.nan),
     )
 
 

@@ -77,10 +77,12 @@ def test_stream_masks_missing_rows_and_resets_exactly_at_boundaries() -> None:
     grid = small_grid()
     fake = RecordingForecaster(2)
     result = stream(fake, np.ones(2), grid, holdout_start=6, max_horizon=3)
-    assert len(fake.steps) == grid.n_ticks
-    for k, (x, mask) in enumerate(fake.steps):
-        np.testing.assert_array_equal(mask, grid.present[k])
-        np.testing.assert_array_equal(x[mask], grid.values[k][mask])
+    # Each tank is fed its own readings in order (models.packing): as many steps as
+    # the tank with the most readings has.
+    assert len(fake.steps) == int(grid.present.sum(0).max())
+    for j in range(2):
+        fed = np.array([x[j] for x, mask in fake.steps if mask[j]])
+        np.testing.assert_array_equal(fed, grid.values[grid.present[:, j], j])
     # Resets before the step of the boundary tick, only the boundary rows.
     assert fake.resets == [(0, [0, 1]), (6, [0])]
     # Persistence-forecasting fake = the persistence baseline, where both are scored.
@@ -89,6 +91,56 @@ def test_stream_masks_missing_rows_and_resets_exactly_at_boundaries() -> None:
     # A's refill at tick 6 is never a target of a forecast made before it.
     assert result.count[0, 0] == 5  # ticks 6..10 -> 7..11 (h=1)
     assert result.count[1, 0] == 5
+
+
+class EwmaForecaster(RecordingForecaster):
+    """A stateful fake: the forecast depends on the row's whole history."""
+
+    def step(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.steps.append((x.copy(), mask.copy()))
+        fresh = mask & np.isnan(self.last[:, 0])
+        self.last[fresh] = x[fresh]
+        upd = mask & ~fresh
+        self.last[upd] = 0.7 * self.last[upd] + 0.3 * x[upd]
+        return self.last.copy()
+
+    def forecast(self, horizon: int, rows: np.ndarray | None = None) -> np.ndarray:
+        rows = np.arange(self.n) if rows is None else rows
+        base = self.last[rows]
+        return np.stack([base + 0.01 * h for h in range(1, horizon + 1)])
+
+
+def _frame(rows: list[tuple[float, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(ts, tank, p, 10.0 + p / 10, None) for ts, tank, p in rows],
+        columns=["ts", "tank_id", "pressure_kpa", "temperature_c", "event"],
+    )
+
+
+def test_stream_of_a_fleet_equals_each_tank_streamed_alone() -> None:
+    # Two tanks with runs at different times (and a gap inside A's run): the fleet's
+    # stream must give each tank exactly what streaming it alone gives.
+    t0 = T0.timestamp()
+    rng = np.random.default_rng(4)
+    a = [(t0 + k, "A", 100 + rng.normal()) for k in range(60) if k not in (20, 21)]
+    a += [(t0 + 9 * 86400 + k, "A", 100 + rng.normal()) for k in range(40)]
+    b = [(t0 + 3600 + k, "B", 50 + rng.normal()) for k in range(70)]
+    fleet = build_grid(_frame(a + b), 1.0, 5)
+    r = stream(EwmaForecaster(2), np.ones(2), fleet, holdout_start=0, max_horizon=5)
+    for j, rows in enumerate((a, b)):
+        alone = build_grid(_frame(rows), 1.0, 5)
+        ra = stream(EwmaForecaster(1), np.ones(2), alone, holdout_start=0, max_horizon=5)
+        np.testing.assert_allclose(r.sq[j], ra.sq[0])
+        np.testing.assert_array_equal(r.count[j], ra.count[0])
+        got = r.next_fc[fleet.present[:, j], j]
+        want = ra.next_fc[alone.present[:, 0], 0]
+        np.testing.assert_array_equal(got, want)
+        assert r.horizon_fc is not None and ra.horizon_fc is not None
+        np.testing.assert_array_equal(
+            r.horizon_fc[fleet.present[:, j], j], ra.horizon_fc[alone.present[:, 0], 0]
+        )
+    # A's in-run gap of 2 ticks: the reading after it has no h1 residual, h3 is scored.
+    assert r.count[0, 0] == 19 + 37 + 39 and r.count[0, 2] > 0  # pairs (k, k + 1)
 
 
 def test_score_anomalies_counts_events_episodes_and_ticks() -> None:
