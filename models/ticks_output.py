@@ -116,6 +116,6 @@ def write_ticks(frame: pd.DataFrame, out: Path, fmt: str = "csv") -> Path | None
         path,
         index=False,
         float_format="%.8g",
-        compression={"method": "gzip", "mtime": 0, "compresslevel": 6},
+        compression={"method": "gzip", "mtime": 0, "compresslevel": 1},
     )
     return path
