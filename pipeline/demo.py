@@ -221,7 +221,15 @@ def _replay_target(
     from producers.replay import ReplayOptions, replay
 
     def run() -> object:
-        frame = load_frame([source], CsvOptions()).frame
+        import sys
+
+        from producers.csv_report import summary_lines
+
+        loaded = load_frame([source], CsvOptions())
+        # The demo replays until stopped: its CSV summary comes once it is loaded.
+        for line in summary_lines(loaded):
+            print(f"tankwatch: {line}", file=sys.stderr, flush=True)
+        frame = loaded.frame
         ts = np.unique(frame["ts"].to_numpy(dtype=np.float64))
         interval = float(np.median(np.diff(ts))) if len(ts) > 1 else 60.0
         split = float(ts[0]) + warmup_ticks * interval
