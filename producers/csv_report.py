@@ -39,6 +39,11 @@ DEFAULT_DROP_LIMIT = 0.03
 EXAMPLES = 3
 
 
+def _pct(share: float) -> str:
+    """``0.4%``; a share too small for one decimal is ``<0.1%``, not ``0.0%``."""
+    return "<0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
+
+
 def _reasons(dropped: dict[str, int]) -> str:
     items = sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))
     return ", ".join(f"{reason} {count:,}" for reason, count in items)
@@ -79,7 +84,7 @@ def count_lines(
         f" of {valid:,} valid" if used_n != valid else ""
     )
     if bad:
-        first += f"; dropped {bad:,} ({share:.1%}): {_reasons(dropped)}"
+        first += f"; dropped {bad:,} ({_pct(share)}): {_reasons(dropped)}"
     else:
         first += "; dropped 0"
     if extra:
@@ -96,7 +101,7 @@ def check_drops(result: LoadResult, limit: float = DEFAULT_DROP_LIMIT, allow: bo
         return
     first = f"; first {result.errors[0]}" if result.errors else ""
     raise CsvError(
-        f"{result.bad_rows:,} of {result.rows_read:,} CSV rows ({share:.1%}) dropped, more than "
+        f"{result.bad_rows:,} of {result.rows_read:,} CSV rows ({_pct(share)}) dropped, more than "
         f"the {limit:.0%} limit ({_reasons(result.dropped)}{first}); check the CSV options or pass "
         "--allow-drops"
     )
