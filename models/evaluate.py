@@ -281,19 +281,25 @@ def replay_scorer(
     """
     std = np.asarray(residual_scale, np.float64)
     n_ticks, n = grid.present.shape
-    flags = np.zeros((n_ticks, n), bool)
-    for k in range(n_ticks):
-        resets = np.flatnonzero(grid.boundary[k])
+    # Per tank through its own readings, as in stream() (models.packing).
+    packed = pack_rows(grid.present, grid.ticks())
+    present = packed.valid
+    boundary = packed.gather(grid.boundary, False)
+    values = packed.gather(grid.values, np.nan)
+    res = packed.gather(np.asarray(residuals), np.nan)
+    flags = np.zeros(present.shape, bool)
+    for k in range(present.shape[0]):
+        resets = np.flatnonzero(boundary[k])
         if resets.size:
             scorer.reset_rows(resets)
-        r = residuals[k]
+        r = res[k]
         has = np.isfinite(r).all(axis=1)
         actual = None
         if with_actual:
-            actual = np.where(grid.present[k][:, None], grid.values[k] / std, np.nan)
+            actual = np.where(present[k][:, None], values[k] / std, np.nan)
         _, f = scorer.update(np.where(has[:, None], r, 0.0), has, actual=actual)
-        flags[k] = f & grid.present[k]
-    return flags
+        flags[k] = f & present[k]
+    return packed.scatter(flags, n_ticks, False)
 
 
 def _metrics(
@@ -673,8 +679,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         update_metadata(artifact.path, evaluation=compact)
     if config.progress:
         print(
-            f"wrote {out / 'evaluation.md'} (streamed {grid.n_ticks} ticks in "
-            f"{result.seconds:.1f} s)",
+            f"wrote {out / 'evaluation.md'} (streamed {int(grid.present.sum())} readings of "
+            f"{len(grid.tank_ids)} tanks in {result.seconds:.1f} s)",
             file=sys.stderr,
         )
     return summary

@@ -124,7 +124,7 @@ def test_stream_of_a_fleet_equals_each_tank_streamed_alone() -> None:
     rng = np.random.default_rng(4)
     a = [(t0 + k, "A", 100 + rng.normal()) for k in range(60) if k not in (20, 21)]
     a += [(t0 + 9 * 86400 + k, "A", 100 + rng.normal()) for k in range(40)]
-    b = [(t0 + 3600 + k, "B", 50 + rng.normal()) for k in range(70)]
+    b = [(t0 + 3600 + k, "B", 50 + rng.normal() + (30.0 if 50 <= k < 56 else 0)) for k in range(70)]
     fleet = build_grid(_frame(a + b), 1.0, 5)
     r = stream(EwmaForecaster(2), np.ones(2), fleet, holdout_start=0, max_horizon=5)
     for j, rows in enumerate((a, b)):
@@ -139,6 +139,13 @@ def test_stream_of_a_fleet_equals_each_tank_streamed_alone() -> None:
         np.testing.assert_array_equal(
             r.horizon_fc[fleet.present[:, j], j], ra.horizon_fc[alone.present[:, 0], 0]
         )
+    # Replaying the recorded residuals through a default scorer gives the same flags.
+    from models.anomaly import AnomalyScorer
+    from models.evaluate import replay_scorer
+
+    again = replay_scorer(AnomalyScorer(2, n_features=2), fleet, r.residuals, np.ones(2))
+    np.testing.assert_array_equal(again, r.flags)
+    assert r.flags[:, 1].any()  # B's step up is flagged
     # A's in-run gap of 2 ticks: the reading after it has no h1 residual, h3 is scored.
     assert r.count[0, 0] == 19 + 37 + 39 and r.count[0, 2] > 0  # pairs (k, k + 1)
 
