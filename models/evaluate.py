@@ -280,7 +280,7 @@ def replay_scorer(
     feeds residuals only (the stuck detector then never runs).
     """
     std = np.asarray(residual_scale, np.float64)
-    n_ticks, n = grid.present.shape
+    n_ticks = grid.n_ticks
     # Per tank through its own readings, as in stream() (models.packing).
     packed = pack_rows(grid.present, grid.ticks())
     present = packed.valid
