@@ -278,3 +278,42 @@ def test_evaluate_reports_persistence_exactly_and_stores_summary(tmp_path: Path)
     assert set(ticks["anomaly_flag"]) <= {0, 1} and (ticks["scored"] == 1).all()
     assert set(ticks["label"].dropna()) == {"leak"}
     assert ticks["ts"].iloc[0].endswith("Z")
+
+
+def test_evaluate_warns_about_cadence_and_range_and_refuses_the_other_reference(
+    tmp_path: Path,
+) -> None:
+    from producers.csv_source import CsvOptions
+    from tankwatch.errors import ConfigError
+
+    # 1-second readings far above the range the (60 s) model records.
+    rows = [
+        f"{pd.Timestamp(T0.timestamp() + k, unit='s', tz='UTC').isoformat()},T0{j},"
+        f"{300 + np.sin(k / 9 + j):.3f},20.0,"
+        for k in range(120)
+        for j in (1, 2, 3)
+    ]
+    data = tmp_path / "fast.csv"
+    data.write_text("ts,tank_id,pressure_kpa,temperature_c,event\n" + "\n".join(rows) + "\n")
+    art = random_artifact(tmp_path / "art", tmp_path / "fast.csv")
+    meta = json.loads((art / "metadata.json").read_text())
+    meta["value_range"] = {"pressure_kpa": [99.0, 104.0], "temperature_c": [0.0, 30.0]}
+    meta["training"]["data_fingerprint_sha256"] = "0" * 64
+    (art / "metadata.json").write_text(json.dumps(meta))
+    summary = evaluate(
+        EvalConfig(model=art, data=(data,), out=tmp_path / "o", progress=False, plot_tanks=1)
+    )
+    warnings = summary["input"]["warnings"]
+    assert any("about 1 s apart" in w and "60 s" in w for w in warnings)
+    assert any("outside the value range" in w for w in warnings)
+    assert summary["holdout"]["rule"] == "all of the data"
+    with pytest.raises(ConfigError, match="trained on absolute pressure"):
+        evaluate(
+            EvalConfig(
+                model=art,
+                data=(data,),
+                out=tmp_path / "o2",
+                progress=False,
+                csv_options=CsvOptions(pressure_reference="gauge"),
+            )
+        )
