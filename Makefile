@@ -41,6 +41,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/long_span.py
 
 # Regenerate the bundled history byte-for-byte from its committed config and seed.
 data: install

@@ -172,7 +172,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "train",
         help="train the stateful LSTM on a history CSV and write a model artifact",
         description="Train the stateful LSTM (next-step, many-to-many) on readings from "
-        "CSV files, write the artifact directory and evaluate it on the time-based holdout.",
+        "CSV files, write the artifact directory and evaluate it on the holdout (--split: "
+        "by time or per tank). The tick interval is inferred from the data unless given.",
     )
     t.add_argument(
         "--data",

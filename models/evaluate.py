@@ -442,20 +442,16 @@ def _tradeoff(
     result: StreamResult,
     artifact: Artifact,
     labels: pd.DataFrame,
-    holdout_start: int,
+    scored: NDArray[np.bool_],
 ) -> list[dict[str, Any]]:
-    """Recall and false episodes of each :data:`TRADEOFF` setting (one scorer pass each)."""
+    """Recall and false episodes of each :data:`TRADEOFF` setting (one scorer pass each),
+    over the whole stream, the part before the scored part and the scored part."""
     rows = []
     for name, kwargs, with_actual in TRADEOFF:
         scorer = AnomalyScorer(grid.present.shape[1], n_features=grid.values.shape[2], **kwargs)
         flags = replay_scorer(scorer, grid, result.residuals, artifact.scaler.std, with_actual)
         row: dict[str, Any] = {"setting": name}
-        for key, a, b in (
-            ("whole_stream", 0, None),
-            ("tuning_part", 0, holdout_start),
-            ("holdout", holdout_start, None),
-        ):
-            m = score_anomalies(grid, flags, labels, a, b)
+        for key, m in _anomaly_parts(grid, flags, labels, scored).items():
             row[key] = {
                 k: m[k]
                 for k in (
@@ -650,7 +646,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             "labels_file": labels_path.name,
             "scorer": describe_scorer(AnomalyScorer()),
             **_anomaly_parts(grid, result.flags, labels, scored),
-            "tradeoff": _tradeoff(grid, result, artifact, labels, holdout_start),
+            "tradeoff": _tradeoff(grid, result, artifact, labels, scored),
         }
     out = config.out
     out.mkdir(parents=True, exist_ok=True)

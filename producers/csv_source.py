@@ -1,14 +1,18 @@
 """Read readings from CSV files of many shapes into one validated, time-ordered frame.
 
 The default shape is the bundled history (``ts,tank_id,pressure_kpa,temperature_c,
-event``); :class:`CsvOptions` adapts to other separators, column names, time formats
-and zones, units, and one-file-per-tank layouts. Parsing is vectorized pandas (the
+event``); :class:`CsvOptions` adapts to other separators, decimal commas, column
+names, time formats and zones, units, absolute or gauge pressure (with its
+plausibility limits), and one-file-per-tank layouts (tank ids from the files' paths,
+:func:`tank_ids_for_paths`; a collision is an error). Parsing is vectorized pandas (the
 models team loads ~500k rows for training), so validation is done column-wise with
 the same limits as :mod:`tankwatch.codec`.
 
 Bad rows (unparseable time, non-numeric or NaN values, out of the codec's range,
 unknown event, wrong number of fields) are counted and skipped; the first few are
-reported as ``file:line: reason``. ``strict=True`` raises :class:`CsvError` at the
+reported as ``file:line: reason`` and all are counted by reason
+(:mod:`producers.csv_report` turns that into the commands' closing summary and drop
+limit). ``strict=True`` raises :class:`CsvError` at the
 first one instead. A file that cannot be read at all, or lacks a column, always raises
 :class:`CsvError` with one line naming the file and the problem.
 
