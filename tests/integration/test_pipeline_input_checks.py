@@ -64,6 +64,12 @@ def test_out_of_range_readings_are_counted_per_tank_and_shown_in_the_api(
     assert 'tank_out_of_range_readings_total{tank_id="T001"} 7.0' in metrics
     assert 'tank_out_of_range_readings_total{tank_id="T002"} 1.0' in metrics
     assert 'tank_out_of_range_readings_total{tank_id="T000"}' not in metrics
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # the new series keep /metrics clean
+        import subprocess
+
+        check = subprocess.run([promtool, "check", "metrics"], input=metrics.encode())
+        assert check.returncode == 0
     by_id = {t["tank_id"]: t["out_of_range_readings"] for t in fleet["tanks"]}
     assert by_id == {"T000": 0, "T001": 7, "T002": 1}
     assert fleet["model"]["pressure_reference"] == "gauge"
