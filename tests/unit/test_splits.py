@@ -54,3 +54,25 @@ def test_bad_split_options_are_config_errors() -> None:
         make_split(_grid(), "random", 0.1, 0.2)
     with pytest.raises(ConfigError, match="10%"):
         make_split(_grid(), "time", 0.5, 0.45)
+
+
+def test_time_split_masks_train_on_exactly_what_the_slices_did() -> None:
+    # The time split as masks (restrict) gives the batches the old slices gave, so
+    # `make model` still reproduces the shipped weights.
+    from models.dataprep import make_batches, split_ticks
+    from models.scaler import Scaler
+
+    grid = _grid()
+    val_start, test_start = split_ticks(grid.n_ticks, 0.1, 0.2)
+    split = make_split(grid, "time", 0.1, 0.2)
+    pairs = [
+        (grid.slice(0, val_start), grid.restrict(split.train)),
+        (grid.slice(val_start, test_start), grid.restrict(split.validation)),
+    ]
+    scaler = Scaler(np.zeros(2, np.float32), np.ones(2, np.float32))
+    delta = np.ones(2, np.float32)
+    for sliced, masked in pairs:
+        a = make_batches(sliced, scaler, 8, delta)
+        b = make_batches(masked, scaler, 8, delta)
+        for name in ("x", "dx", "mask", "y", "weight", "resets"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
