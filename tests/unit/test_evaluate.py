@@ -307,6 +307,9 @@ def test_evaluate_warns_about_cadence_and_range_and_refuses_the_other_reference(
     assert any("about 1 s apart" in w and "60 s" in w for w in warnings)
     assert any("outside the value range" in w for w in warnings)
     assert summary["holdout"]["rule"] == "all of the data"
+    report = (tmp_path / "o" / "evaluation.md").read_text()
+    assert "Input: 360 CSV rows read, 360 readings used (3 tanks" in report
+    assert "**Warning:** the data's readings are about 1 s apart" in report
     with pytest.raises(ConfigError, match="trained on absolute pressure"):
         evaluate(
             EvalConfig(
