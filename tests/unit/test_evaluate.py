@@ -308,7 +308,9 @@ def test_evaluate_warns_about_cadence_and_range_and_refuses_the_other_reference(
     assert any("outside the value range" in w for w in warnings)
     assert summary["holdout"]["rule"] == "all of the data"
     report = (tmp_path / "o" / "evaluation.md").read_text()
-    assert "Input: 360 CSV rows read, 360 readings used (3 tanks" in report
+    # A 60 s model on 1 s data: 2 ticks x 3 tanks used, the rest shared their tick.
+    assert "Input: 360 CSV rows read, 6 readings used (3 tanks" in report
+    assert "354 readings shared a tick" in report
     assert "**Warning:** the data's readings are about 1 s apart" in report
     with pytest.raises(ConfigError, match="trained on absolute pressure"):
         evaluate(
