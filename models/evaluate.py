@@ -63,7 +63,7 @@ from models.evaluate_report import write_plots, write_report
 from models.fingerprint import data_fingerprint
 from models.packing import pack_rows
 from models.splits import holdout_from_metadata
-from models.ticks_output import tick_frame, write_ticks
+from models.ticks_output import check_format, tick_frame, write_ticks
 from tankwatch.errors import ConfigError, CsvError
 
 log = logging.getLogger(__name__)
@@ -562,6 +562,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     for path in config.data:
         if not path.is_file():
             raise ConfigError(f"data file {path} does not exist")
+    check_format(config.ticks_format)
     loaded, warnings = _load(config, artifact)
     for line in warnings:
         print(f"tankwatch: warning: {line}", file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from models.dataprep import TickGrid
 
-__all__ = ["TICK_FORMATS", "tick_frame", "write_ticks"]
+__all__ = ["TICK_FORMATS", "check_format", "tick_frame", "write_ticks"]
 
 TICK_FORMATS = ("csv", "parquet", "none")
 
@@ -94,6 +94,19 @@ def tick_frame(
     frame = pd.DataFrame(data)
     frame["ts"] = frame["ts"].str.replace(".000000Z", "Z", regex=False)
     return frame
+
+
+def check_format(fmt: str) -> None:
+    """ConfigError (one line) for an unknown format or Parquet without pyarrow: checked
+    before an evaluation runs, not after."""
+    import importlib.util
+
+    from tankwatch.errors import ConfigError
+
+    if fmt not in TICK_FORMATS:
+        raise ConfigError(f"unknown per-tick format {fmt!r} (expected csv, parquet or none)")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError("--ticks-format parquet needs pyarrow (pip install pyarrow), or use csv")
 
 
 def write_ticks(frame: pd.DataFrame, out: Path, fmt: str = "csv") -> Path | None:

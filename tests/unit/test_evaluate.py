@@ -312,6 +312,14 @@ def test_evaluate_warns_about_cadence_and_range_and_refuses_the_other_reference(
     assert "Input: 360 CSV rows read, 6 readings used (3 tanks" in report
     assert "354 readings shared a tick" in report
     assert "**Warning:** the data's readings are about 1 s apart" in report
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:  # refused before any work
+        with pytest.raises(ConfigError, match="needs pyarrow"):
+            evaluate(
+                EvalConfig(model=art, data=(data,), out=tmp_path / "p", ticks_format="parquet")
+            )
+        assert not (tmp_path / "p").exists()
     with pytest.raises(ConfigError, match="trained on absolute pressure"):
         evaluate(
             EvalConfig(
