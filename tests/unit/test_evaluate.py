@@ -300,10 +300,15 @@ def test_evaluate_warns_about_cadence_and_range_and_refuses_the_other_reference(
     meta["value_range"] = {"pressure_kpa": [99.0, 104.0], "temperature_c": [0.0, 30.0]}
     meta["training"]["data_fingerprint_sha256"] = "0" * 64
     (art / "metadata.json").write_text(json.dumps(meta))
+    # Labels written for ids the data does not have: said, not silently matched to nothing.
+    (tmp_path / "labels.csv").write_text(
+        "tank_id,start,end,kind\n0,2024-03-01T00:00:10Z,2024-03-01T00:00:20Z,leak\n"
+    )
     summary = evaluate(
         EvalConfig(model=art, data=(data,), out=tmp_path / "o", progress=False, plot_tanks=1)
     )
     warnings = summary["input"]["warnings"]
+    assert any("1 labelled tank(s) are not in the data (e.g. '0')" in w for w in warnings)
     assert any("about 1 s apart" in w and "60 s" in w for w in warnings)
     assert any("outside the value range" in w for w in warnings)
     assert summary["holdout"]["rule"] == "all of the data"
