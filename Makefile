@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps test test-unit lint format demo bench data model clean
+.PHONY: install sysdeps kafka-jars kafka test test-unit lint format demo bench data model clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,19 @@ install: $(STAMP)
 sysdeps:
 	@bash scripts/sysdeps.sh
 
-test: install sysdeps
+# Apache Kafka's jars from Maven Central into ~/.cache/tankwatch/kafka-<version>/lib
+# (deploy/kafka/pom.xml; once, then cached). The integration and reliability suites
+# run on that broker.
+kafka-jars: install
+	$(BIN)/python -m tankwatch.apache_kafka jars
+
+# Apache Kafka (KRaft, one node) on localhost:9092 for you, no Docker; Ctrl-C stops it.
+kafka: install kafka-jars
+	$(BIN)/python -m tankwatch.apache_kafka run --port $(or $(KAFKA_PORT),9092)
+
+# (TANKWATCH_TEST_BROKER=embedded: the suites on the embedded broker, no Java needed;
+# the tests that need Apache Kafka itself then skip where it cannot run.)
+test: install sysdeps $(if $(filter embedded,$(TANKWATCH_TEST_BROKER)),,kafka-jars)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

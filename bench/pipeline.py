@@ -1,4 +1,4 @@
-"""Pipeline benchmark on the embedded broker: throughput vs a raw consumer, paced
+"""Pipeline benchmark on the embedded broker (``--broker apache``: Apache Kafka):
 end-to-end latency, and the largest fleet one process keeps up with.
 
 Parts (all by default; pick with ``--parts``):
@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -461,6 +462,11 @@ def main() -> int:
         help="full: forecasts topic + per-tank metrics; lean: both off",
     )  # fmt: skip
     parser.add_argument("--model", type=Path, default=None, help="artifact (default: committed)")
+    parser.add_argument(
+        "--broker", default="embedded", choices=["embedded", "apache"],
+        help="embedded: Tansu (in memory); apache: Apache Kafka from its Maven jars "
+        "(tankwatch.apache_kafka, log dir on disk)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from pipeline.config import default_model_dir
@@ -468,8 +474,17 @@ def main() -> int:
     model_dir = args.model or default_model_dir()
     print(f"machine: {machine()}", flush=True)
     out = []
-    with tempfile.TemporaryDirectory() as tmpname, EmbeddedBroker() as broker:
-        tmp = Path(tmpname)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        broker: Any
+        if args.broker == "apache":
+            from tankwatch.apache_kafka import KAFKA_VERSION, ApacheKafka
+
+            broker = stack.enter_context(ApacheKafka(tmp / "kafka"))
+            print(f"broker: Apache Kafka {KAFKA_VERSION} (KRaft, one node)", flush=True)
+        else:
+            broker = stack.enter_context(EmbeddedBroker())
+            print("broker: embedded Tansu (in memory)", flush=True)
         if "throughput" in args.parts:
             out.append(bench_throughput(broker.bootstrap, args.tanks, args.ticks, model_dir))
             print(out[-1] + "\n", flush=True)

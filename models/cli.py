@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from models.artifact import default_model_dir
+from pipeline.config import option_from_env
 from producers.replay_cli import add_csv_format_args, csv_options_from_args, print_csv_summary
 from tankwatch.cli import positive_float, positive_int
 from tankwatch.errors import ConfigError
@@ -191,7 +192,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument(
         "--seed",
         type=int,
-        default=int(_env("TANKWATCH_SEED", "7")),
+        # Checked by the one options table: a bad value is one line, not a traceback
+        # in every subcommand (this default is read whenever the parser is built).
+        default=option_from_env("seed", 7),
         help="random seed (env TANKWATCH_SEED; default %(default)s)",
     )
     t.add_argument("--units", type=positive_int, default=48, help="LSTM units per layer")
@@ -220,7 +223,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument(
         "--interval",
         type=positive_float,
-        default=os.environ.get("TANKWATCH_TICK_INTERVAL") or None,
+        default=option_from_env("tick_interval", None),
         help="tick interval in seconds (env TANKWATCH_TICK_INTERVAL; default: inferred "
         "from the data, the typical spacing of a tank's readings)",
     )

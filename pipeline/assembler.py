@@ -91,6 +91,18 @@ class Columns:
     def __len__(self) -> int:
         return len(self.tank_ids)
 
+    def subset(self, index: NDArray[np.intp]) -> Columns:
+        """The readings at ``index`` (increasing), as Columns."""
+        ids = self.tank_ids
+        return Columns(
+            tank_ids=[ids[i] for i in index.tolist()],
+            ts=self.ts[index],
+            values=self.values[index],
+            event=self.event[index],
+            offsets=self.offsets[index],
+            kafka_ts=self.kafka_ts[index],
+        )
+
     @classmethod
     def of(cls, records: Sequence[Polled]) -> Columns:
         """Columns of ``Polled`` records (all of one partition, in offset order)."""
@@ -145,6 +157,13 @@ class CommitPoint:
 class _Partition:
     max_ts: float = -math.inf
     next_offset: int = 0
+    #: Tanks whose newest reading was too far ahead (tank id -> its ts): the evidence
+    #: that the whole fleet moved on, not one clock (see ``TickAssembler._screen``).
+    ahead: dict[str, float] = field(default_factory=dict)
+
+
+#: Reasons :meth:`TickAssembler.add_columns` rejects a valid reading for (DLQ + metric).
+INTAKE_REJECTS = ("clock_skew", "too_many_tanks")
 
 
 @dataclass(slots=True)
@@ -191,9 +210,23 @@ class TickAssembler:
     ``max_gap_ticks``: gap that resets a row and ends "active".
     """
 
-    def __init__(self, interval_s: float, allowed_lateness_s: float, max_gap_ticks: int) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        allowed_lateness_s: float,
+        max_gap_ticks: int,
+        max_skew_s: float = 0.0,
+        max_tanks: int = 0,
+    ) -> None:
         if interval_s <= 0 or allowed_lateness_s < 0 or max_gap_ticks < 1:
             raise ValueError("interval_s > 0, allowed_lateness_s >= 0, max_gap_ticks >= 1")
+        if max_skew_s < 0 or max_tanks < 0:
+            raise ValueError("max_skew_s >= 0, max_tanks >= 0 (0 = off)")
+        #: A reading more than this ahead of its partition's event time is rejected
+        #: (0 = off); see :meth:`_screen`.
+        self.max_skew = float(max_skew_s)
+        #: Most tanks holding rows at once (0 = unbounded).
+        self.max_tanks = int(max_tanks)
         self.interval = float(interval_s)
         self.lateness = float(allowed_lateness_s)
         self.max_gap = int(max_gap_ticks)
@@ -206,6 +239,12 @@ class TickAssembler:
         self._catchup: list[_Catchup] = []
         self.closed_upto: int | None = None
         self.dropped: dict[str, int] = {"late": 0, "duplicate": 0}
+        # Retired (idle) tanks: tank id -> (last applied tick, partition). Their state
+        # is in the checkpoint; a reading brings them back (:attr:`revived`).
+        self._retired: dict[str, tuple[int, int]] = {}
+        #: (tank_id, row) of retired tanks that reported again since the caller last
+        #: drained this list: their state must be restored into the row.
+        self.revived: list[tuple[str, int]] = []
 
     # ----------------------------------------------------------------- rows
     @property
@@ -234,7 +273,56 @@ class TickAssembler:
             self._last_applied[row] = NO_TICK
             self._last_seen[row] = NO_TICK
             self._row_partition[row] = partition
+            back = self._retired.pop(tank_id, None)
+            if back is not None:
+                self._last_applied[row] = self._last_seen[row] = back[0]
+                self.revived.append((tank_id, row))
         return row
+
+    def idle(self, idle_s: float, partitions: Collection[int]) -> list[tuple[str, int]]:
+        """(tank_id, row) of tanks in these partitions whose newest reading is more
+        than ``idle_s`` of event time behind their partition's and that hold nothing
+        (no reading waiting in an open tick or a catch-up)."""
+        if idle_s <= 0:
+            return []
+        out = []
+        cap = self.capacity
+        seen, applied, part = self._last_seen[:cap], self._last_applied[:cap], self.row_partition
+        for pid in partitions:
+            p = self._parts.get(pid)
+            if p is None or not math.isfinite(p.max_ts):
+                continue
+            limit = math.floor((p.max_ts - idle_s) / self.interval)
+            rows = np.flatnonzero(
+                (part == pid) & (seen < limit) & (seen == applied) & (seen != NO_TICK)
+            )
+            if rows.size:
+                waiting = {c[1] for c in self._catchup}
+                out += [
+                    (t, int(r))
+                    for r in rows.tolist()
+                    if r not in waiting and (t := self.registry.tank_at(r)) is not None
+                ]
+        return out
+
+    def retire(self, tanks: Sequence[tuple[str, int]]) -> None:
+        """Free the rows of idle tanks (their state must be durable already); their
+        last applied tick is remembered so that duplicates stay duplicates."""
+        for tank_id, row in tanks:
+            self._retired[tank_id] = (int(self._last_applied[row]), int(self._row_partition[row]))
+            self._last_applied[row] = NO_TICK
+            self._last_seen[row] = NO_TICK
+            self._row_partition[row] = -1
+        self.registry.release(t for t, _ in tanks)
+
+    def renew(self, row: int) -> None:
+        """Treat the tank in ``row`` as new (its retired state could not be found)."""
+        self._last_applied[row] = NO_TICK
+
+    @property
+    def retired(self) -> int:
+        """Tanks retired and not back yet."""
+        return len(self._retired)
 
     def restore_tank(self, tank_id: str, partition: int, last_applied_tick: int) -> int:
         """Give a restored tank its row and last applied tick; returns the row."""
@@ -273,6 +361,7 @@ class TickAssembler:
                 del self._open[tick]
         for p in gone:
             self._parts.pop(p, None)
+        self._retired = {t: v for t, v in self._retired.items() if v[1] not in gone}
         self._catchup = [c for c in self._catchup if c[3] not in gone]
         released = []
         for tank_id, row in self.registry.items():
@@ -328,20 +417,127 @@ class TickAssembler:
         if run:
             self.add_columns(run[-1].partition, Columns.of(run))
 
-    def add_columns(self, partition: int, cols: Columns) -> None:
+    def add_columns(self, partition: int, cols: Columns) -> list[tuple[int, str]]:
         """Take one partition's decoded readings, in offset order.
 
         The rules are decided per reading in order (module doc). The common case --
         nothing late, every tank's ticks newer than its last one, no catch-up -- is
         decided for the whole poll with array operations; anything else takes the
         per-reading loop (:meth:`_decide`), which is the reference.
+
+        Returns ``(index, reason)`` of the readings rejected before any rule applied
+        (:data:`INTAKE_REJECTS`; the caller dead-letters them): a clock too far ahead,
+        a new tank beyond ``max_tanks``.
         """
         n = len(cols)
         if n == 0:
-            return
+            return []
         p = self._parts.get(partition)
         if p is None:
             p = self._parts[partition] = _Partition()
+        rejected = self._screen(partition, p, cols)
+        if rejected:
+            bad = {i for i, _ in rejected}
+            cols = cols.subset(np.asarray([i for i in range(n) if i not in bad], np.intp))
+            n = len(cols)
+            if n == 0:
+                return rejected
+        self._take(partition, p, cols)
+        return rejected
+
+    def _screen(self, partition: int, p: _Partition, cols: Columns) -> list[tuple[int, str]]:
+        """Readings that must not reach the rules: ``clock_skew`` and ``too_many_tanks``.
+
+        *Clock skew.* The partition's event time is the max ts of the readings accepted
+        from it (``p.max_ts``, restored from the commit point after a restart). A reading
+        more than ``max_skew`` ahead of it is rejected, so one tank's clock never moves
+        the watermark its neighbours are judged by, and the bad max is never persisted.
+        The fleet may really jump (producers paused longer than the skew): a reading is
+        then taken once a strict majority of the partition's tanks have newest readings
+        that far ahead -- the earlier of them are dead-lettered (kept, replayable).
+        Decided in partition order only, so 1x and 1000x replays agree. The first
+        reading a partition ever sees sets its event time (there is nothing to compare
+        it with); a partition with a single tank cannot tell a wrong clock from a jump.
+        """
+        out: list[tuple[int, str]] = []
+        ts = cols.ts
+        ids = cols.tank_ids
+        if self.max_skew > 0:
+            running = np.maximum.accumulate(ts)
+            before = np.empty(len(ts), np.float64)
+            before[0] = p.max_ts
+            np.maximum(running[:-1], p.max_ts, out=before[1:])
+            # Assuming every reading is taken, none is ahead: then none is (induction).
+            ahead = np.isfinite(before) & (ts > before + self.max_skew)
+            if ahead.any() or p.ahead:
+                out = self._screen_skew(
+                    partition, p, ids, ts, int(np.argmax(ahead)) if ahead.any() else len(ts), before
+                )
+        if self.max_tanks:
+            out = self._screen_new_tanks(ids, out)
+        return out
+
+    def _screen_skew(
+        self,
+        partition: int,
+        p: _Partition,
+        ids: Sequence[str],
+        ts: NDArray[np.float64],
+        first: int,
+        before: NDArray[np.float64],
+    ) -> list[tuple[int, str]]:
+        """The per-reading form of the skew rule from index ``first`` on."""
+        out: list[tuple[int, str]] = []
+        ahead = p.ahead
+        for i in range(first):  # taken: their tanks are no longer ahead
+            if ahead:
+                ahead.pop(ids[i], None)
+        m = float(before[first]) if first < len(ts) else p.max_ts
+        tanks = int(np.count_nonzero(self.row_partition == partition))
+        registry = self.registry
+        # Tanks of this partition not registered yet (first seen in this poll).
+        fresh = {t for t in ids[:first] if t not in registry}
+        skew = self.max_skew
+        for i in range(first, len(ts)):
+            t = float(ts[i])
+            tank = ids[i]
+            if tank not in registry:
+                fresh.add(tank)
+            if math.isfinite(m) and t > m + skew:
+                ahead[tank] = t
+                if 2 * len(ahead) <= tanks + len(fresh):
+                    out.append((i, "clock_skew"))
+                    continue
+                ahead.clear()  # the majority moved on: so does the partition
+            else:
+                ahead.pop(tank, None)
+            if t > m:
+                m = t
+        return out
+
+    def _screen_new_tanks(
+        self, ids: Sequence[str], out: list[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        """Readings of new tanks beyond ``max_tanks`` (in order of first appearance)."""
+        room = self.max_tanks - len(self.registry)
+        registry = self.registry
+        if all(t in registry for t in ids):
+            return out
+        skip = {i for i, _ in out}
+        new: set[str] = set()
+        for i, tank in enumerate(ids):
+            if i in skip or tank in registry or tank in new:
+                continue
+            if len(new) < room:
+                new.add(tank)
+                continue
+            out.append((i, "too_many_tanks"))
+        out.sort()
+        return out
+
+    def _take(self, partition: int, p: _Partition, cols: Columns) -> None:
+        """The lateness/duplicate/closing rules for readings that passed the screen."""
+        n = len(cols)
         ts = cols.ts
         tick = np.floor(ts / self.interval).astype(np.int64)
         # The partition's max event ts before each reading (a late reading is older

@@ -15,8 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.assembler import TickAssembler
-from pipeline.checkpoint import Checkpointer
+from pipeline.assembler import INTAKE_REJECTS, TickAssembler
+from pipeline.checkpoint import Checkpointer, check_writable
 from pipeline.config import Settings
 from pipeline.consumer import ReadingsConsumer
 from pipeline.dlq import DeadLetters
@@ -25,7 +25,7 @@ from pipeline.service import ConsumerLike, ModelInfo, Service
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
-from tankwatch.codec import REJECT_REASONS
+from tankwatch.codec import NO_KEY, REJECT_REASONS
 from tankwatch.errors import BrokerError, ConfigError
 
 __all__ = ["build_service", "limit_blas_threads", "make_producer"]
@@ -136,6 +136,9 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     from tankwatch.codec import pressure_limits
 
     limit_blas_threads()
+    # Before any client is built: a state dir that cannot be written is an operator
+    # error (one line, exit 2), not a service that runs without ever checkpointing.
+    check_writable(settings.state_dir)
     artifact = load_artifact(settings.model_dir)
     # The fleet's pressure reference must be the model's (one line, before any I/O).
     reference = settings.pressure_reference or artifact_reference(artifact.metadata)
@@ -168,7 +171,13 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     step = ForecastStep(
         engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std
     )
-    assembler = TickAssembler(artifact.tick_interval_s, settings.allowed_lateness_s, max_gap)
+    assembler = TickAssembler(
+        artifact.tick_interval_s,
+        settings.allowed_lateness_s,
+        max_gap,
+        max_skew_s=settings.max_clock_skew_s,
+        max_tanks=settings.max_tanks,
+    )
     checkpointer = Checkpointer(
         producer,
         settings.bootstrap,
@@ -195,7 +204,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         artifact.model_version,
         settings.engine,
         artifact.tick_interval_s,
-        REJECT_REASONS,
+        (*REJECT_REASONS, NO_KEY, *INTAKE_REJECTS),
         per_tank=settings.metrics_enabled,
     )
 
@@ -222,7 +231,9 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
             assembler,
             step,
             checkpointer,
-            DeadLetters(producer, topics.dlq),
+            DeadLetters(
+                producer, topics.dlq, settings.dlq_max_bytes, metrics.dead_letters_truncated
+            ),
             forecasts,
             History(settings.history_len),
             metrics,

@@ -18,6 +18,7 @@ per partition the commit point with the larger offset.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
@@ -31,11 +32,12 @@ import numpy as np
 
 from pipeline.assembler import CommitPoint
 from pipeline.forecast_step import TankState
-from tankwatch.errors import BrokerError, ConfigError
+from tankwatch.errors import BrokerError, ConfigError, TankwatchError
 
 __all__ = [
     "PARTITION_KEY",
     "Checkpointer",
+    "LocalCheckpointError",
     "decode_point",
     "decode_state",
     "encode_point",
@@ -50,6 +52,41 @@ PARTITION_KEY = b"__partition__"
 FORMAT = 1
 
 
+class LocalCheckpointError(TankwatchError):
+    """The local checkpoint file could not be written (read-only or full disk): not a
+    broker problem, and nothing may be committed until a checkpoint lands."""
+
+
+def check_writable(state_dir: Path) -> None:
+    """Create ``state_dir`` and prove a file can be written, synced and removed there
+    (ConfigError, one line, otherwise): a service that cannot checkpoint must not start."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe = state_dir / f".write-test-{os.getpid()}"
+        with open(probe, "w") as f:
+            f.write("x" * 4096)  # a full disk fails here, not only on create
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"--state-dir / TANKWATCH_STATE_DIR: {state_dir} is not writable "
+            f"({exc.strerror or exc})"
+        ) from None
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _b64(a: np.ndarray, dtype: type) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode()
 
@@ -58,7 +95,7 @@ def _unb64(text: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=dtype).reshape(shape).copy()
 
 
-def encode_state(s: TankState, group: str = "", model: str = "") -> bytes:
+def encode_state(s: TankState, group: str = "", model: str = "", inc: str = "") -> bytes:
     """One tank's state as the ``tank.state`` value (JSON, base64 arrays); ``group`` is
     the consumer group that wrote it and ``model`` the model version whose state it is
     (restore ignores other groups' records and other models' states)."""
@@ -67,6 +104,7 @@ def encode_state(s: TankState, group: str = "", model: str = "") -> bytes:
         "v": FORMAT,
         "group": group,
         "model": model,
+        "inc": inc,
         "tank_id": s.tank_id,
         "partition": s.partition,
         "tick": s.last_tick,
@@ -105,12 +143,13 @@ def _state_of(o: dict[str, Any]) -> TankState:
     )
 
 
-def encode_point(partition: int, point: CommitPoint, group: str = "") -> bytes:
+def encode_point(partition: int, point: CommitPoint, group: str = "", inc: str = "") -> bytes:
     """A partition's commit point as a ``tank.state`` value."""
     max_ts = point.max_ts if math.isfinite(point.max_ts) else None
     obj = {
         "v": FORMAT,
         "group": group,
+        "inc": inc,
         "partition": partition,
         "offset": point.offset,
         "max_ts": max_ts,
@@ -171,6 +210,19 @@ class Checkpointer:
 
     ``producer``: a KafkaProducer (acks=all); ``bootstrap``: for the restore reader;
     ``state_dir``: local directory (created); ``timeout_s``: bound on flush/restore.
+
+    The local file is a journal (``<group>.<topic>.jsonl``): each checkpoint appends one
+    line per tank stepped since the last one and one per partition, then fsyncs -- a
+    checkpoint writes what changed, not every tank ever seen. Only an index (tank ->
+    where its newest line is) stays in memory; the journal is compacted (rewritten with
+    the newest line per key, fsync, rename) when it grows past twice its live size. A
+    torn last line (a crash while appending) is skipped on load.
+
+    Every record carries the *incarnation* of the readings topic (its topic id, learnt
+    at each restore): a local file or ``tank.state`` record from a recreated topic or
+    another broker is ignored, and so is a commit point beyond the partition's end. When
+    a partition's commit points are all discarded so, it resumes from the log start
+    (never past unread data); :attr:`foreign_records` counts them.
     """
 
     def __init__(
@@ -188,36 +240,46 @@ class Checkpointer:
         self.model_version = model_version
         self.bootstrap = bootstrap
         self.topic = state_topic
+        self.readings_topic = readings_topic
         self.group = group
         self.timeout_s = timeout_s
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create state dir {state_dir}: {exc}") from None
+        check_writable(state_dir)
         safe = "".join(
             ch if ch.isalnum() or ch in "._-" else "_" for ch in group + "." + readings_topic
         )
-        self.path = state_dir / f"{safe}.json"
-        # The file's contents, kept in memory so a checkpoint writes only the whole file.
-        self._file_tanks: dict[str, str] = {}
-        self._file_points: dict[str, dict[str, Any]] = {}
+        self.path = state_dir / f"{safe}.jsonl"
+        #: The readings topic's id as of the last restore ("" = unknown).
+        self.incarnation = ""
+        # Journal index: tank -> (offset, length, partition) of its newest line;
+        # partition -> its newest commit-point line's object.
+        self._index: dict[str, tuple[int, int, int]] = {}
+        self._points: dict[int, dict[str, Any]] = {}
+        self._size = 0
+        self._live = 0  # bytes of the newest line per tank (what compaction keeps)
         self._load_file()
+        self._live = sum(n for _, n, _ in self._index.values())
         self.records_written = 0
+        self.bytes_written = 0
         self.foreign_model_records = 0
+        self.foreign_records = 0
 
     # ------------------------------------------------------------- writing
     def save(self, states: list[TankState], points: dict[int, CommitPoint]) -> None:
         """Make these states and commit points durable (file, then topic, flushed).
 
-        Raises BrokerError if the topic write does not complete within the timeout; the
-        caller must then not commit offsets.
+        Raises LocalCheckpointError if the file cannot be written and BrokerError if
+        the topic write does not complete within the timeout; the caller must then not
+        commit offsets.
         """
-        encoded = [(s, encode_state(s, self.group, self.model_version)) for s in states]
-        for s, value in encoded:
-            self._file_tanks[s.tank_id] = value.decode()
-        for p, pt in points.items():
-            self._file_points[str(p)] = json.loads(encode_point(p, pt, self.group))
-        self._write_file()
+        inc = self.incarnation
+        encoded = [(s, encode_state(s, self.group, self.model_version, inc)) for s in states]
+        point_values = {p: encode_point(p, pt, self.group, inc) for p, pt in points.items()}
+        try:
+            self._append(encoded, point_values)
+        except OSError as exc:
+            raise LocalCheckpointError(
+                f"writing {self.path} failed: {exc.strerror or exc}"
+            ) from None
         try:
             for s, value in encoded:
                 self.producer.send(
@@ -225,71 +287,223 @@ class Checkpointer:
                 )
             # The partition record goes last: on one partition, the idempotent producer
             # keeps order, so when it is durable so are the tank records before it.
-            for p, pt in points.items():
-                self.producer.send(
-                    self.topic,
-                    key=PARTITION_KEY,
-                    value=encode_point(p, pt, self.group),
-                    partition=p,
-                )
+            for p, value in point_values.items():
+                self.producer.send(self.topic, key=PARTITION_KEY, value=value, partition=p)
             self.producer.flush(timeout=self.timeout_s)
         except Exception as exc:  # KafkaTimeoutError & co: the checkpoint did not land
             raise BrokerError(f"writing {self.topic} failed: {exc}") from None
         self.records_written += len(encoded) + len(points)
 
-    def _write_file(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        data = json.dumps({"v": FORMAT, "tanks": self._file_tanks, "points": self._file_points})
-        with open(tmp, "w") as f:
-            f.write(data)
+    def _append(
+        self, encoded: list[tuple[TankState, bytes]], point_values: dict[int, bytes]
+    ) -> None:
+        """Append the changed records to the journal (points last), fsync; compact when
+        the journal is more than twice its live size."""
+        lines: list[tuple[str | None, int, bytes]] = [
+            (s.tank_id, s.partition, value + b"\n") for s, value in encoded
+        ]
+        lines += [(None, p, value + b"\n") for p, value in point_values.items()]
+        with open(self.path, "ab") as f:
+            offset = f.tell()
+            index = self._index
+            for tank, p, line in lines:
+                f.write(line)
+                if tank is not None:
+                    old = index.get(tank)
+                    self._live += len(line) - (old[1] if old else 0)
+                    index[tank] = (offset, len(line), p)
+                offset += len(line)
             f.flush()
             os.fsync(f.fileno())
+        for p, value in point_values.items():
+            self._points[p] = json.loads(value)
+        self.bytes_written += sum(len(line) for _, _, line in lines)
+        self._size = offset
+        if self._size > 2 * self._live + (1 << 20):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the journal with the newest line per tank and partition (atomic)."""
+        tmp = self.path.with_suffix(".tmp")
+        index: dict[str, tuple[int, int, int]] = {}
+        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+            for tank, (offset, length, p) in self._index.items():
+                src.seek(offset)
+                index[tank] = (dst.tell(), length, p)
+                dst.write(src.read(length))
+            for obj in self._points.values():
+                dst.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+            dst.flush()
+            os.fsync(dst.fileno())
+            size = dst.tell()
         os.replace(tmp, self.path)
-        try:  # make the rename itself durable
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        _fsync_dir(self.path.parent)
+        self._index, self._size = index, size
 
     def _load_file(self) -> None:
+        """Build the index from the journal (skipping a torn or corrupt line)."""
         if not self.path.exists():
             return
         try:
-            data = json.loads(self.path.read_text())
-            self._file_tanks = dict(data.get("tanks", {}))
-            self._file_points = dict(data.get("points", {}))
-        except (OSError, ValueError) as exc:
+            with open(self.path, "rb") as f:
+                offset = 0
+                for line in f:
+                    n = len(line)
+                    o = _parse(line) if line.endswith(b"\n") else None
+                    if o is not None:
+                        if "offset" in o and "tank_id" not in o:
+                            with contextlib.suppress(KeyError, TypeError, ValueError):
+                                self._points[int(o["partition"])] = o
+                        elif isinstance(o.get("tank_id"), str):
+                            with contextlib.suppress(KeyError, TypeError, ValueError):
+                                self._index[o["tank_id"]] = (offset, n, int(o["partition"]))
+                    offset += n
+                self._size = offset
+        except OSError as exc:
             log.warning(
                 "ignoring unreadable local checkpoint",
                 extra={"path": str(self.path), "error": str(exc)},
             )
-            self._file_tanks, self._file_points = {}, {}
+            self._index, self._points = {}, {}
+
+    def _read_line(self, tank_id: str, f: Any = None) -> dict[str, Any] | None:
+        """The tank's newest journal line, parsed (``f``: the journal, already open)."""
+        entry = self._index.get(tank_id)
+        if entry is None:
+            return None
+        offset, length, _ = entry
+        try:
+            if f is None:
+                with open(self.path, "rb") as own:
+                    own.seek(offset)
+                    return _parse(own.read(length))
+            f.seek(offset)
+            return _parse(f.read(length))
+        except OSError:
+            return None
+
+    def local_state(self, tank_id: str) -> TankState | None:
+        """The tank's newest state in the local journal (this incarnation, this model),
+        or None: how a retired tank's state comes back when it reports again."""
+        tanks: dict[str, TankState] = {}
+        o = self._read_line(tank_id)
+        if o is not None and self._same_incarnation(o):
+            self._merge_tank(tanks, o, {int(o.get("partition", -1))})
+        return tanks.get(tank_id)
+
+    @property
+    def local_tanks(self) -> int:
+        """Tanks in the local journal's index."""
+        return len(self._index)
 
     # ------------------------------------------------------------- reading
     def load(
         self, partitions: Collection[int]
     ) -> tuple[dict[str, TankState], dict[int, CommitPoint]]:
-        """States of tanks in these partitions and their commit points (file + topic)."""
+        """States of tanks in these partitions and their commit points (file + topic),
+        from this incarnation of the readings topic only (see the class doc)."""
         wanted = set(partitions)
+        inc, bounds = self._readings_bounds(wanted)
+        if inc:
+            self.incarnation = inc
         tanks: dict[str, TankState] = {}
-        points: dict[int, CommitPoint] = {}
-        for text in self._file_tanks.values():
-            self._merge_tank(tanks, _parse(text.encode()), wanted)
-        for obj in self._file_points.values():
-            self._merge_point(points, obj, wanted)
+        candidates: dict[int, list[CommitPoint]] = {}
+        mine = [tank for tank, (_, _, p) in self._index.items() if p in wanted]
+        if mine:
+            with open(self.path, "rb") as f:
+                for tank in mine:
+                    o = self._read_line(tank, f)
+                    if o is not None and self._same_incarnation(o, "local file"):
+                        self._merge_tank(tanks, o, wanted)
+        for obj in self._points.values():
+            if self._same_incarnation(obj, "local file"):
+                self._add_point(candidates, obj, wanted)
         for key, value in self._read_topic(wanted):
             o = _parse(value)
             # One state topic may be shared by mistake: never take another group's state.
             if o is None or _text_field(o, "group") != self.group:
                 continue
+            if not self._same_incarnation(o, self.topic):
+                continue
             if key == PARTITION_KEY:
-                self._merge_point(points, o, wanted)
+                self._add_point(candidates, o, wanted)
             else:
                 self._merge_tank(tanks, o, wanted)
+        points: dict[int, CommitPoint] = {}
+        for p, pts in candidates.items():
+            start, end = bounds.get(p, (None, None))
+            ok = [pt for pt in pts if end is None or pt.offset <= end]
+            if len(ok) < len(pts):
+                self.foreign_records += len(pts) - len(ok)
+                log.warning(
+                    "commit point beyond the end of the partition: a checkpoint of another "
+                    "broker or topic incarnation; falling back",
+                    extra={"partition": p, "end": end, "points": [pt.offset for pt in pts]},
+                )
+            if ok:
+                points[p] = max(ok, key=lambda pt: pt.offset)
+            else:  # never seek past unread data: from the log start, judged afresh
+                points[p] = CommitPoint(start or 0, -math.inf)
         return tanks, points
+
+    def _same_incarnation(self, o: dict[str, Any], where: str = "") -> bool:
+        inc = _text_field(o, "inc")
+        if not inc or not self.incarnation or inc == self.incarnation:
+            return True
+        self.foreign_records += 1
+        if where and self.foreign_records <= 3:
+            log.warning(
+                "ignoring a checkpoint record of another topic incarnation (topic or "
+                "broker recreated)",
+                extra={"source": where, "record_topic_id": inc, "topic_id": self.incarnation},
+            )
+        return False
+
+    @staticmethod
+    def _add_point(
+        candidates: dict[int, list[CommitPoint]], o: dict[str, Any], wanted: set[int]
+    ) -> None:
+        try:
+            p, pt = _point_of(o)
+        except (ValueError, KeyError, TypeError):
+            return
+        if p in wanted:
+            candidates.setdefault(p, []).append(pt)
+
+    def _readings_bounds(
+        self, partitions: set[int]
+    ) -> tuple[str, dict[int, tuple[int | None, int | None]]]:
+        """The readings topic's id and, per partition, (log start, end) -- the end from
+        a fetch's high-water mark (Tansu's ListOffsets can report less). Unknown parts
+        are None/"" (then nothing is discarded for them)."""
+        if not partitions:
+            return "", {}
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            request_timeout_ms=int(self.timeout_s * 1000) + 1000,
+        )
+        try:
+            tps = [TopicPartition(self.readings_topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            start = consumer.beginning_offsets(tps)
+            consumer.seek_to_end(*tps)
+            deadline = time.monotonic() + min(self.timeout_s, 10.0)
+            while time.monotonic() < deadline:
+                consumer.poll(timeout_ms=200, max_records=1)
+                if all(consumer.highwater(tp) is not None for tp in tps):
+                    break
+            topic_id = consumer._client.cluster.topic_id(self.readings_topic)
+            bounds = {tp.partition: (start.get(tp), consumer.highwater(tp)) for tp in tps}
+            return (str(topic_id) if topic_id else ""), bounds
+        except Exception as exc:  # bounds are a safety net; the restore goes on without
+            log.warning("cannot read the readings topic's bounds", extra={"error": str(exc)})
+            return "", {}
+        finally:
+            consumer.close()
 
     def _merge_tank(
         self, tanks: dict[str, TankState], o: dict[str, Any] | None, wanted: set[int]
@@ -311,15 +525,6 @@ class Checkpointer:
         old = tanks.get(s.tank_id)
         if old is None or s.last_tick >= old.last_tick:
             tanks[s.tank_id] = s
-
-    @staticmethod
-    def _merge_point(points: dict[int, CommitPoint], o: dict[str, Any], wanted: set[int]) -> None:
-        try:
-            p, pt = _point_of(o)
-        except (ValueError, KeyError, TypeError):
-            return
-        if p in wanted and (p not in points or pt.offset >= points[p].offset):
-            points[p] = pt
 
     def _read_topic(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
         """Every (key, value) in these partitions of the state topic, up to their end."""

@@ -10,6 +10,7 @@ one-line message.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,17 @@ from typing import Any
 from tankwatch.errors import ConfigError
 from tankwatch.topics import Topics
 
-__all__ = ["FIELDS", "Settings", "default_model_dir"]
+__all__ = [
+    "CLI_FIELDS",
+    "FIELDS",
+    "FieldSpec",
+    "Range",
+    "Settings",
+    "default_model_dir",
+    "option_from_env",
+    "option_value",
+    "parse_float",
+]
 
 
 def default_model_dir() -> Path:
@@ -48,7 +59,7 @@ def _parse_opt_int(text: str) -> int | None:
 
 
 def _parse_opt_float(text: str) -> float | None:
-    return None if text.strip().lower() in ("", "none", "auto") else float(text)
+    return None if text.strip().lower() in ("", "none", "auto") else parse_float(text)
 
 
 def _parse_reference(text: str) -> str | None:
@@ -58,6 +69,41 @@ def _parse_reference(text: str) -> str | None:
     if low not in ("absolute", "gauge"):
         raise ValueError("expected absolute or gauge")
     return low
+
+
+def parse_float(text: str) -> float:
+    """A finite number: ``nan``/``inf`` mean nothing for a time, a rate or a limit (a
+    nan checkpoint interval would never checkpoint, a nan timeout never time out)."""
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return x
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric setting: ``lo <= x <= hi`` (``lo < x`` if
+    ``lo_open``); None means unbounded on that side. Values must be finite."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def check(self, value: Any) -> str | None:
+        """A problem description, or None if ``value`` is allowed."""
+        if value is None:
+            return None
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return f"expected a number, got {v!r}"
+            if not math.isfinite(v):
+                return f"expected a finite number, got {v!r}"
+            if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+                return f"must be {'>' if self.lo_open else '>='} {self.lo:g}, got {v!r}"
+            if self.hi is not None and v > self.hi:
+                return f"must be <= {self.hi:g}, got {v!r}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -106,30 +152,54 @@ class Settings:
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 60000
+    #: A reading more than this far ahead of its partition's event time (set by the
+    #: other tanks' accepted readings) is dead-lettered as ``clock_skew``; 0 = off.
+    max_clock_skew_s: float = 3600.0
+    #: Tanks tracked at once; readings of further new tanks are dead-lettered
+    #: (``too_many_tanks``) until idle ones are retired.
+    max_tanks: int = 20000
+    #: A tank without a reading for this long (event time of its partition) is
+    #: checkpointed and its row freed; its state comes back from the checkpoint when
+    #: it reports again. 0 = never.
+    tank_idle_s: float = 86400.0
+    #: Dead letters larger than this keep only their first bytes (headers say so).
+    dlq_max_bytes: int = 512 * 1024
 
     def __post_init__(self) -> None:
         problems = []
+        for spec in FIELDS:  # the ranges of the table, for programmatic values too
+            problem = spec.range.check(getattr(self, spec.name)) if spec.range else None
+            if problem:
+                problems.append(f"{spec.where}: {spec.name} {problem}")
         if self.engine not in ("numpy", "keras"):
-            problems.append(f"engine must be 'numpy' or 'keras', got {self.engine!r}")
+            problems.append(
+                f"{_where('engine')}: engine must be 'numpy' or 'keras', got {self.engine!r}"
+            )
         if not 0 <= self.http_port <= 65535:
-            problems.append(f"http_port must be 0..65535, got {self.http_port}")
-        if self.horizon < 1:
-            problems.append(f"horizon must be >= 1, got {self.horizon}")
+            problems.append(
+                f"{_where('http_port')}: http_port must be 0..65535, got {self.http_port}"
+            )
         if not self.horizons_reported or any(
             h < 1 or h > self.horizon for h in self.horizons_reported
         ):
             problems.append(
-                f"horizons_reported must be within 1..{self.horizon}, got {self.horizons_reported}"
+                f"{_where('horizons_reported')}: horizons_reported must be within "
+                f"1..{self.horizon}, got {self.horizons_reported}"
             )
-        if self.horizon_interval_s < 0:
-            problems.append("horizon_interval_s must be >= 0")
-        if self.allowed_lateness_s < 0:
-            problems.append("allowed_lateness_s must be >= 0")
-        if self.max_gap_ticks is not None and self.max_gap_ticks < 1:
-            problems.append("max_gap_ticks must be >= 1")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            problems.append(
+                f"{_where('heartbeat_interval_ms')}: heartbeat_interval_ms must be below "
+                f"session_timeout_ms ({self.session_timeout_ms}), got {self.heartbeat_interval_ms}"
+            )
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            problems.append(
+                f"{_where('max_poll_interval_ms')}: max_poll_interval_ms must be >= "
+                f"session_timeout_ms ({self.session_timeout_ms}), got {self.max_poll_interval_ms}"
+            )
         if self.pressure_reference not in (None, "absolute", "gauge"):
             problems.append(
-                f"pressure_reference must be absolute or gauge, got {self.pressure_reference!r}"
+                f"{_where('pressure_reference')}: pressure_reference must be absolute or "
+                f"gauge, got {self.pressure_reference!r}"
             )
         else:
             from tankwatch.codec import pressure_limits
@@ -141,19 +211,11 @@ class Settings:
                     self.pressure_max_kpa,
                 )
             except ValueError as exc:
-                problems.append(str(exc))
-        if self.checkpoint_interval_s <= 0:
-            problems.append("checkpoint_interval_s must be > 0")
-        if self.history_len < 1 or self.max_poll_records < 1 or self.poll_timeout_ms < 0:
-            problems.append("history_len and max_poll_records must be >= 1, poll_timeout_ms >= 0")
-        if self.anomaly_threshold <= 0 or self.anomaly_consecutive < 1:
-            problems.append("anomaly_threshold must be > 0 and anomaly_consecutive >= 1")
-        if not 0 < self.anomaly_alpha <= 1 or self.anomaly_warmup < 0:
-            problems.append("anomaly_alpha must be in (0, 1] and anomaly_warmup >= 0")
-        if self.connect_timeout_s <= 0:
-            problems.append("connect_timeout_s must be > 0")
+                problems.append(f"{_where('pressure_min_kpa')}: {exc}")
         if not self.group:
-            problems.append("group must not be empty")
+            problems.append(f"{_where('group')}: group must not be empty")
+        if not self.bootstrap.strip():
+            problems.append(f"{_where('bootstrap')}: bootstrap must not be empty")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -168,7 +230,7 @@ class Settings:
         values: dict[str, Any] = {}
         for spec in FIELDS:
             if spec.env and spec.env in env and env[spec.env] != "":
-                values[spec.name] = _convert(spec, env[spec.env], spec.env)
+                values[spec.name] = _convert(spec, env[spec.env], spec.where)
         d = Topics()
         topics = Topics(
             readings=env.get("TANKWATCH_TOPIC_READINGS") or d.readings,
@@ -182,7 +244,7 @@ class Settings:
                 continue
             spec_by_name = {s.name: s for s in FIELDS}
             if isinstance(value, str) and key in spec_by_name:
-                value = _convert(spec_by_name[key], value, key)
+                value = _convert(spec_by_name[key], value, spec_by_name[key].where)
             values[key] = value
         if "model_dir" in values:
             values["model_dir"] = Path(values["model_dir"])
@@ -204,44 +266,84 @@ class FieldSpec:
     help: str
     #: Command-line flag when it is not ``--`` + the name with dashes.
     flag_name: str = ""
+    #: Allowed values (numbers); checked for flags, environment and code alike.
+    range: Range | None = None
 
     @property
     def flag(self) -> str:
         return self.flag_name or "--" + self.name.replace("_", "-")
 
+    @property
+    def where(self) -> str:
+        """How a user sets it: ``--flag / ENV_VAR`` (every error names both)."""
+        return f"{self.flag} / {self.env}"
+
+
+def _where(name: str) -> str:
+    for spec in FIELDS:
+        if spec.name == name:
+            return spec.where
+    return name
+
 
 def _convert(spec: FieldSpec, text: str, where: str) -> Any:
     try:
-        return spec.parse(text)
+        value = spec.parse(text)
     except ValueError as exc:
         raise ConfigError(f"{where}: bad value {text!r} ({exc})") from None
+    problem = spec.range.check(value) if spec.range else None
+    if problem:
+        raise ConfigError(f"{where}: bad value {text!r} ({spec.name} {problem})")
+    return value
 
 
 #: Every setting except ``topics`` (which uses ``TANKWATCH_TOPIC_*``): name, env var,
-#: parser, help. The CLI builds its flags from this table.
+#: parser, help, flag, allowed range. The CLI builds its flags from this table, and
+#: every value -- flag, environment or code -- is parsed and range-checked by it.
+_POS = Range(0, lo_open=True)
+_DAY = 86400.0
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("bootstrap", "KAFKA_BOOTSTRAP", str, "Kafka bootstrap servers"),
     FieldSpec("model_dir", "TANKWATCH_MODEL", Path, "model artifact directory", "--model"),
     FieldSpec("http_host", "TANKWATCH_HTTP_HOST", str, "address the HTTP server binds"),
-    FieldSpec("http_port", "TANKWATCH_HTTP_PORT", int, "port of /metrics, /healthz, / (0 = any)"),
+    FieldSpec(
+        "http_port",
+        "TANKWATCH_HTTP_PORT",
+        int,
+        "port of /metrics, /healthz, / (0 = any)",
+        range=Range(0, 65535),
+    ),
     FieldSpec("state_dir", "TANKWATCH_STATE_DIR", Path, "local checkpoint directory"),
     FieldSpec("group", "TANKWATCH_GROUP", str, "Kafka consumer group"),
     FieldSpec("engine", "TANKWATCH_ENGINE", str, "inference engine: numpy or keras"),
-    FieldSpec("horizon", "TANKWATCH_HORIZON", int, "ticks forecast ahead"),
+    FieldSpec("horizon", "TANKWATCH_HORIZON", int, "ticks forecast ahead", range=Range(1, 10000)),
     FieldSpec(
-        "horizons_reported", "TANKWATCH_HORIZONS", _parse_ints, "horizons exported, e.g. 1,5,15,30"
+        "horizons_reported",
+        "TANKWATCH_HORIZONS",
+        _parse_ints,
+        "horizons exported, e.g. 1,5,15,30",
+        range=Range(1, 10000),
     ),
     FieldSpec(
         "horizon_interval_s",
         "TANKWATCH_HORIZON_INTERVAL_S",
-        float,
+        parse_float,
         "refresh page/metrics horizons at most this often, s",
+        range=Range(0, 3600),
     ),
     FieldSpec(
-        "allowed_lateness_s", "TANKWATCH_ALLOWED_LATENESS_S", float, "allowed lateness, seconds"
+        "allowed_lateness_s",
+        "TANKWATCH_ALLOWED_LATENESS_S",
+        parse_float,
+        "allowed lateness, seconds",
+        range=Range(0, 365 * _DAY),
     ),
     FieldSpec(
-        "max_gap_ticks", "TANKWATCH_MAX_GAP_TICKS", _parse_opt_int, "reset after a gap (ticks)"
+        "max_gap_ticks",
+        "TANKWATCH_MAX_GAP_TICKS",
+        _parse_opt_int,
+        "reset after a gap (ticks)",
+        range=Range(1, 10**9),
     ),
     FieldSpec(
         "pressure_reference",
@@ -262,7 +364,11 @@ FIELDS: tuple[FieldSpec, ...] = (
         "highest plausible pressure, kPa (default 5000)",
     ),
     FieldSpec(
-        "checkpoint_interval_s", "TANKWATCH_CHECKPOINT_INTERVAL_S", float, "checkpoint period, s"
+        "checkpoint_interval_s",
+        "TANKWATCH_CHECKPOINT_INTERVAL_S",
+        parse_float,
+        "checkpoint period, s",
+        range=Range(0, _DAY, lo_open=True),
     ),
     FieldSpec(
         "forecasts_topic_enabled",
@@ -278,19 +384,152 @@ FIELDS: tuple[FieldSpec, ...] = (
         "export per-tank metrics (true/false)",
         "--per-tank-metrics",
     ),
-    FieldSpec("anomaly_threshold", "TANKWATCH_ANOMALY_THRESHOLD", float, "anomaly score limit"),
     FieldSpec(
-        "anomaly_consecutive", "TANKWATCH_ANOMALY_CONSECUTIVE", int, "exceedances before a flag"
+        "anomaly_threshold",
+        "TANKWATCH_ANOMALY_THRESHOLD",
+        parse_float,
+        "anomaly score limit",
+        range=Range(0, 1e6, lo_open=True),
     ),
-    FieldSpec("anomaly_alpha", "TANKWATCH_ANOMALY_ALPHA", float, "anomaly EWMA weight"),
-    FieldSpec("anomaly_warmup", "TANKWATCH_ANOMALY_WARMUP", int, "updates before scoring"),
-    FieldSpec("history_len", "TANKWATCH_HISTORY_LEN", int, "points per tank for the page"),
-    FieldSpec("poll_timeout_ms", "TANKWATCH_POLL_TIMEOUT_MS", int, "poll timeout, ms"),
-    FieldSpec("max_poll_records", "TANKWATCH_MAX_POLL_RECORDS", int, "records per poll"),
-    FieldSpec("connect_timeout_s", "TANKWATCH_CONNECT_TIMEOUT_S", float, "broker wait at start"),
-    FieldSpec("session_timeout_ms", "TANKWATCH_SESSION_TIMEOUT_MS", int, "group session timeout"),
-    FieldSpec("heartbeat_interval_ms", "TANKWATCH_HEARTBEAT_MS", int, "group heartbeat, ms"),
     FieldSpec(
-        "max_poll_interval_ms", "TANKWATCH_MAX_POLL_INTERVAL_MS", int, "max time between polls"
+        "anomaly_consecutive",
+        "TANKWATCH_ANOMALY_CONSECUTIVE",
+        int,
+        "exceedances before a flag",
+        range=Range(1, 10**6),
+    ),
+    FieldSpec(
+        "anomaly_alpha",
+        "TANKWATCH_ANOMALY_ALPHA",
+        parse_float,
+        "anomaly EWMA weight",
+        range=Range(0, 1, lo_open=True),
+    ),
+    FieldSpec(
+        "anomaly_warmup",
+        "TANKWATCH_ANOMALY_WARMUP",
+        int,
+        "updates before scoring",
+        range=Range(0, 10**6),
+    ),
+    FieldSpec(
+        "history_len",
+        "TANKWATCH_HISTORY_LEN",
+        int,
+        "points per tank for the page",
+        range=Range(1, 10**6),
+    ),
+    FieldSpec(
+        "poll_timeout_ms",
+        "TANKWATCH_POLL_TIMEOUT_MS",
+        int,
+        "poll timeout, ms",
+        range=Range(0, 60000),
+    ),
+    FieldSpec(
+        "max_poll_records",
+        "TANKWATCH_MAX_POLL_RECORDS",
+        int,
+        "records per poll",
+        range=Range(1, 10**6),
+    ),
+    FieldSpec(
+        "connect_timeout_s",
+        "TANKWATCH_CONNECT_TIMEOUT_S",
+        parse_float,
+        "broker wait at start",
+        range=Range(0, 3600, lo_open=True),
+    ),
+    FieldSpec(
+        "session_timeout_ms",
+        "TANKWATCH_SESSION_TIMEOUT_MS",
+        int,
+        "group session timeout",
+        range=Range(1000, 3_600_000),
+    ),
+    FieldSpec(
+        "heartbeat_interval_ms",
+        "TANKWATCH_HEARTBEAT_MS",
+        int,
+        "group heartbeat, ms",
+        range=Range(1, 3_600_000),
+    ),
+    FieldSpec(
+        "max_poll_interval_ms",
+        "TANKWATCH_MAX_POLL_INTERVAL_MS",
+        int,
+        "max time between polls",
+        range=Range(1000, 86_400_000),
+    ),
+    FieldSpec(
+        "max_clock_skew_s",
+        "TANKWATCH_MAX_CLOCK_SKEW_S",
+        parse_float,
+        "dead-letter readings this far ahead of their partition's event time, s (0 = off)",
+        range=Range(0, 1e10),
+    ),
+    FieldSpec(
+        "max_tanks",
+        "TANKWATCH_MAX_TANKS",
+        int,
+        "tanks tracked at once (more: DLQ)",
+        range=Range(1, 10**7),
+    ),
+    FieldSpec(
+        "tank_idle_s",
+        "TANKWATCH_TANK_IDLE_S",
+        parse_float,
+        "retire a tank silent this long (event time), s (0 = never)",
+        range=Range(0, 1e10),
+    ),
+    FieldSpec(
+        "dlq_max_bytes",
+        "TANKWATCH_DLQ_MAX_BYTES",
+        int,
+        "dead letters keep at most this many bytes of the original value",
+        range=Range(1024, 1_000_000),
     ),
 )
+
+
+def _parse_log_level(text: str) -> str:
+    low = text.strip().lower()
+    if low not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return low
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+#: Options of the ``tankwatch`` command itself and of ``topics create`` (not Settings of
+#: ``run``), parsed and range-checked by the same rules: :func:`option_from_env`.
+CLI_FIELDS: dict[str, FieldSpec] = {
+    "log_level": FieldSpec("log_level", "TANKWATCH_LOG_LEVEL", _parse_log_level, "log level"),
+    "partitions": FieldSpec(
+        "partitions", "TANKWATCH_PARTITIONS", int, "partitions per topic", range=Range(1, 100000)
+    ),
+    # ``tankwatch train``: read while the parser of every subcommand is built.
+    "seed": FieldSpec("seed", "TANKWATCH_SEED", int, "random seed", range=Range(0, 2**32 - 1)),
+    "tick_interval": FieldSpec(
+        "tick_interval",
+        "TANKWATCH_TICK_INTERVAL",
+        parse_float,
+        "tick interval, s",
+        "--interval",
+        range=Range(0, 86400, lo_open=True),
+    ),
+}
+
+
+def option_value(spec: FieldSpec, text: str) -> Any:
+    """Parse and range-check one option's text (ConfigError naming flag and variable)."""
+    return _convert(spec, text, spec.where)
+
+
+def option_from_env(name: str, default: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """The value of :data:`CLI_FIELDS` ``name`` from its environment variable (checked),
+    or ``default`` when the variable is unset or empty."""
+    spec = CLI_FIELDS[name]
+    env = os.environ if environ is None else environ
+    text = env.get(spec.env, "")
+    return default if text == "" else option_value(spec, text)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import CorruptRecordError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
 __all__ = ["ReadingsConsumer"]
@@ -39,6 +40,8 @@ class _Listener(AsyncConsumerRebalanceListener):
         self._revoked, self._assigned, self._lost = on_revoked, on_assigned, on_lost
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._owner.blocked.pop(tp.partition, None)
         offsets = self._revoked(sorted(tp.partition for tp in revoked))
         if offsets:
             await self._owner._commit_async(offsets)
@@ -47,6 +50,8 @@ class _Listener(AsyncConsumerRebalanceListener):
         self._assigned(sorted(tp.partition for tp in assigned))
 
     async def on_partitions_lost(self, lost: Any) -> None:
+        for tp in lost:
+            self._owner.blocked.pop(tp.partition, None)
         self._lost(sorted(tp.partition for tp in lost))
 
 
@@ -67,6 +72,9 @@ class ReadingsConsumer:
         max_poll_interval_ms: int = 60000,
     ) -> None:
         self.topic = topic
+        #: Partitions paused because a fetched batch cannot be decoded (codec library
+        #: missing, corrupt batch): partition -> the error. Cleared when it is revoked.
+        self.blocked: dict[int, str] = {}
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group,
@@ -86,6 +94,11 @@ class ReadingsConsumer:
             client_id=f"tankwatch-{group}",
         )
         self.commit_timeout_ms = max(session_timeout_ms, 5000)
+        # Know the topic's partitions before joining: on Apache Kafka with no initial
+        # rebalance delay the join can complete before the client's first metadata
+        # for the topic, and the leader then assigns nothing and was seen not to
+        # rejoin for minutes (kafka-python 3.0.12). Tansu's slow first join hid it.
+        self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe(
             [topic], listener=_Listener(self, on_revoked, on_assigned, on_lost)
         )
@@ -94,9 +107,37 @@ class ReadingsConsumer:
         return TopicPartition(self.topic, partition)
 
     def poll(self, timeout_ms: int) -> dict[int, list[Any]]:
-        """Records by partition (ConsumerRecord lists, in offset order)."""
-        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        """Records by partition (ConsumerRecord lists, in offset order).
+
+        A batch the client cannot decode (kafka-python raises UnsupportedCodecError
+        once, then spins inside ``poll`` on the same broken batch -- 100% CPU, and the
+        loop never returns to see SIGTERM) pauses its partition instead: the partition
+        is listed in :attr:`blocked`, nothing past the batch is committed, and the other
+        partitions go on. Revoking the partition (or a restart with the codec
+        installed) retries it.
+        """
+        try:
+            batch = self._consumer.poll(timeout_ms=timeout_ms)
+        except (UnsupportedCodecError, CorruptRecordError) as exc:
+            self._block(exc)
+            return {}
         return {tp.partition: msgs for tp, msgs in batch.items() if msgs}
+
+    def _block(self, exc: Exception) -> None:
+        fetcher = self._consumer._fetcher  # the library bug lives there; so does the tp
+        parts = getattr(fetcher, "_next_partition_records", None)
+        meta = getattr(fetcher, "_next_in_line_exception_metadata", None)
+        tp = getattr(parts, "topic_partition", None) or getattr(meta, "partition", None)
+        tps = [tp] if tp is not None else list(self._consumer.assignment())
+        for t in tps:
+            self.blocked[t.partition] = f"{type(exc).__name__}: {exc}"
+        self._consumer.pause(*tps)
+        if parts is not None and getattr(parts, "topic_partition", None) in tps:
+            fetcher._next_partition_records = None  # drop the batch it spins on
+        log.error(
+            "undecodable record batch: partition paused",
+            extra={"partitions": [t.partition for t in tps], "error": str(exc)},
+        )
 
     def assigned(self) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment())
@@ -117,8 +158,11 @@ class ReadingsConsumer:
         return out
 
     def lagging(self) -> set[int]:
-        """Partitions that may still have unread data (unknown counts as lagging)."""
-        return {p for p, lag in self.lag().items() if lag is None or lag > 0}
+        """Partitions that may still have unread data (unknown counts as lagging).
+        A blocked partition is not: it must not hold back the others' ticks."""
+        return {
+            p for p, lag in self.lag().items() if (lag is None or lag > 0) and p not in self.blocked
+        }
 
     def probe(self, timeout_ms: int = 2000) -> bool:
         """A cheap round trip to the broker (end offsets of the assignment)."""

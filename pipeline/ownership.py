@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.assembler import TickAssembler
-from pipeline.checkpoint import Checkpointer
+from pipeline.checkpoint import Checkpointer, LocalCheckpointError
+from pipeline.config import Settings
+from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
@@ -48,10 +50,14 @@ class PartitionOwnership:
     _last_points: dict[int, tuple[int, float]]
     _checkpoints: int
     _fatal: BaseException | None
+    #: Why the last checkpoint failed locally (None = fine); shown by ``/healthz``.
+    _checkpoint_problem: str | None
     producer: Any
+    settings: Settings
     assembler: TickAssembler
     step: ForecastStep
     checkpointer: Checkpointer
+    dlq: DeadLetters
     history: History
     metrics: PipelineMetrics
 
@@ -68,11 +74,22 @@ class PartitionOwnership:
     def _try_checkpoint(self, partitions: list[int] | None) -> bool:
         try:
             self.checkpoint(partitions)
-            return True
         except Exception as exc:
-            self._set_broker(False, exc)
-            log.warning("checkpoint failed; offsets not committed", extra={"error": str(exc)})
+            self._checkpoint_failed(exc)
             return False
+        self._checkpoint_problem = None
+        return True
+
+    def _checkpoint_failed(self, exc: BaseException) -> None:
+        """Count a failed checkpoint and say why in health: a local write failure is
+        its own state (the broker is fine), anything else means the broker."""
+        if isinstance(exc, LocalCheckpointError):
+            self._checkpoint_problem = str(exc)
+            self.metrics.checkpoint_failures.labels("local_file").inc()
+        else:
+            self._set_broker(False, exc)
+            self.metrics.checkpoint_failures.labels("broker").inc()
+        log.warning("checkpoint failed; offsets not committed", extra={"error": str(exc)})
 
     def checkpoint(self, partitions: list[int] | None = None) -> None:
         """Flush outputs, make the state durable, then commit (all assigned if None)."""
@@ -106,14 +123,51 @@ class PartitionOwnership:
             self.producer.flush(timeout=self.checkpointer.timeout_s)
         except Exception as exc:
             raise BrokerError(f"flushing outputs failed: {exc}") from None
+        # No dead letter may be lost: one that failed is sent again (header-only)
+        # before the commit passes its source offset.
+        self.dlq.resend_failed(self.checkpointer.timeout_s)
         self.checkpointer.save(states, points)
         for _, r in tanks:
             dirty[r] = False
+        self._retire_idle(list(points))
         self._last_points.update(summary)
         self._checkpoints += 1
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
         return {p: pt.offset for p, pt in points.items()}
+
+    def _retire_idle(self, partitions: list[int]) -> None:
+        """Free the rows of tanks idle longer than ``tank_idle_s`` (event time) whose
+        state the checkpoint just made durable; :meth:`_revive` brings them back."""
+        dirty = self._dirty
+        idle = [
+            (t, r)
+            for t, r in self.assembler.idle(self.settings.tank_idle_s, partitions)
+            if not (r < dirty.shape[0] and dirty[r])
+        ]
+        if not idle:
+            return
+        rows = np.asarray([r for _, r in idle], np.intp)
+        self.assembler.retire(idle)
+        self.step.free(rows)
+        with self._lock:
+            self.history.clear(rows)
+        self.metrics.tanks_retired.inc(len(idle))
+        self._publish_view(None)  # the page and the tank gauge drop them now
+        log.info("idle tanks retired", extra={"tanks": len(idle)})
+
+    def _revive(self) -> None:
+        """Restore the state of retired tanks that reported again (from the local
+        checkpoint journal; the same state is in ``tank.state``)."""
+        revived, self.assembler.revived = self.assembler.revived, []
+        for tank_id, row in revived:
+            state = self.checkpointer.local_state(tank_id)
+            self.step.ensure_capacity(self.assembler.capacity)
+            if state is not None:
+                self.step.restore(row, state)
+                self.metrics.tanks_revived.inc()
+            else:  # no state to continue from: a fresh start, reset and counted as new
+                self.assembler.renew(row)
 
     # ----------------------------------------------------------- rebalance
     def _on_revoked(self, partitions: list[int]) -> dict[int, int]:
@@ -126,8 +180,7 @@ class PartitionOwnership:
             try:
                 offsets = self._save_checkpoint(gone)
             except Exception as exc:
-                self._set_broker(False, exc)
-                log.warning("checkpoint on revoke failed", extra={"error": str(exc)})
+                self._checkpoint_failed(exc)
                 offsets = {}
             self._forget(gone)
             return offsets
@@ -163,11 +216,14 @@ class PartitionOwnership:
         """Load the state of newly assigned partitions and seek to their checkpoints."""
         if not new:
             return
+        foreign = self.checkpointer.foreign_records
         try:
             tanks, points = self.checkpointer.load(new)
         except Exception as exc:  # without the state we must not process these partitions
             self._fatal = BrokerError(f"restoring state of partitions {new} failed: {exc}")
             return
+        if self.checkpointer.foreign_records > foreign:
+            self.metrics.foreign_checkpoints.inc(self.checkpointer.foreign_records - foreign)
         assert self._consumer is not None
         for p in new:
             point = points.get(p)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -37,6 +38,7 @@ from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
 from pipeline.sinks.view import FleetView
 from tankwatch.codec import PRESSURE_RANGE_KPA, decode_batch
+from tankwatch.errors import TankwatchError
 
 __all__ = ["ModelInfo", "Service"]
 
@@ -47,6 +49,31 @@ PROBE_INTERVAL_S = 2.0
 #: A flush or commit blocked this long means the broker is not answering: health goes
 #: red while the loop is still waiting (it cannot run a probe then).
 BROKER_WAIT_S = 3.0
+
+
+#: After SIGTERM/SIGINT, seconds the loop gets to finish, checkpoint and close before
+#: the process exits anyway (non-zero).
+STOP_GRACE_S = 45.0
+
+
+def _exit_stuck(signum: int) -> None:
+    log.error("did not stop within %.0f s of the signal: exiting", STOP_GRACE_S)
+    os._exit(128 + signum)
+
+
+def _unhealthy(alive: bool, up: bool, problem: str | None, blocked: dict[int, str]) -> str | None:
+    """The first reason ``/healthz`` is not OK, or None (the order is the order in which
+    an operator should look)."""
+    if not alive:
+        return "loop stalled"
+    if not up:
+        return "broker unreachable"
+    if problem is not None:
+        return f"checkpoint failing: {problem}"
+    if blocked:
+        parts = ", ".join(f"{p} ({e})" for p, e in sorted(blocked.items()))
+        return f"undecodable batch on partition(s) {parts}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -131,6 +158,7 @@ class Service(PartitionOwnership):
         self._last_loop = 0.0
         self._running = False
         self._fatal: BaseException | None = None
+        self._checkpoint_problem: str | None = None
         self._consumed = 0
         self._ticks: dict[str, int] = {"complete": 0, "watermark": 0, "catchup": 0}
         self._checkpoints = 0
@@ -182,6 +210,7 @@ class Service(PartitionOwnership):
         if stop is not None:
             self._stop = stop
         restore = self._install_signals()
+        final_error: TankwatchError | None = None
         self._running = True
         try:
             self._consumer = self._make_consumer(self._on_revoked, self._on_assigned, self._on_lost)
@@ -196,7 +225,13 @@ class Service(PartitionOwnership):
                 if now >= next_ckpt:
                     self._try_checkpoint(None)
                     next_ckpt = time.monotonic() + self.settings.checkpoint_interval_s
-            self._try_checkpoint(None)
+            if not self._try_checkpoint(None):
+                # Exiting without the final checkpoint loses nothing (offsets were not
+                # committed past it) but must not look like a clean stop.
+                final_error = TankwatchError(
+                    "stopped without a final checkpoint: "
+                    + (self._checkpoint_problem or "the broker did not take it")
+                )
         finally:
             self._running = False
             if self._consumer is not None:
@@ -210,14 +245,25 @@ class Service(PartitionOwnership):
             restore()
         if self._fatal is not None:
             raise self._fatal
+        if final_error is not None:
+            raise final_error
 
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
         def handler(signum: int, frame: FrameType | None) -> None:
+            if self._stop.is_set():  # a second signal: the operator means it
+                log.error("second stop signal: exiting without a final checkpoint")
+                os._exit(128 + signum)
             log.info("stopping", extra={"signal": signum})
             self._stop.set()
+            # Last line of defence: a loop stuck where it cannot see the flag (a client
+            # library spinning) must not make SIGTERM a no-op. Nothing is lost by it:
+            # offsets were never committed past the last durable checkpoint.
+            watchdog = threading.Timer(STOP_GRACE_S, _exit_stuck, args=(signum,))
+            watchdog.daemon = True
+            watchdog.start()
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -240,6 +286,9 @@ class Service(PartitionOwnership):
         # fetched data that does not match a seek); one completed after it returned did not.
         epoch = self._epoch
         self._last_loop = time.monotonic()
+        blocked = getattr(self._consumer, "blocked", None)
+        if blocked is not None:
+            self.metrics.set_blocked(blocked)
         if self._fatal is not None:
             raise self._fatal
         lagging = self._consumer.lagging()
@@ -276,7 +325,10 @@ class Service(PartitionOwnership):
                 continue
             n += len(msgs)
             d = decode_batch(
-                [m.value for m in msgs], [m.key for m in msgs], self.model.pressure_range
+                [m.value for m in msgs],
+                [m.key for m in msgs],
+                self.model.pressure_range,
+                require_key=True,
             )
             for i, exc in d.rejected:
                 m = msgs[i]
@@ -297,8 +349,17 @@ class Service(PartitionOwnership):
                     kafka_ts=np.fromiter((m.timestamp for m in kept), np.float64, len(kept))
                     / 1000.0,
                 )
-                self.assembler.add_columns(partition, cols)
+                # Valid readings the assembler refuses (a clock far ahead, a tank beyond
+                # the limit) are dead letters too, with their own reasons.
+                for i, reason in self.assembler.add_columns(partition, cols):
+                    m = kept[i]
+                    self.dlq.send(m.key, m.value, reason, topic, partition, m.offset)
+                    self.metrics.rejected.labels(reason).inc()
+                    if reason == "clock_skew":
+                        self.metrics.count_clock_skew(d.tank_ids[i])
             self.assembler.advance(partition, msgs[-1].offset + 1)
+            if self.assembler.revived:
+                self._revive()
         self.metrics.consumed.inc(n)
         for reason, count in self.assembler.dropped.items():
             if count > before[reason]:
@@ -422,11 +483,17 @@ class Service(PartitionOwnership):
     def health(self) -> tuple[bool, dict[str, Any]]:
         alive = self._running and time.monotonic() - self._last_loop < 30.0
         up = self.broker_up_now()
-        ok = alive and up
+        problem = self._checkpoint_problem
+        blocked = dict(getattr(self._consumer, "blocked", None) or {})
+        reason = _unhealthy(alive, up, problem, blocked)
+        ok = reason is None
         return ok, {
             "status": "ok" if ok else "unavailable",
+            "reason": reason,
             "loop_alive": alive,
             "broker_up": up,
+            "checkpoint_ok": problem is None,
+            "blocked_partitions": sorted(blocked),
             "assigned_partitions": sorted(self._assigned),
             "tanks": len(self.assembler.registry),
             "model_version": self.model.model_version,

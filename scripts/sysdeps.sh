@@ -8,6 +8,10 @@ command -v prometheus >/dev/null || need+=(prometheus)
 command -v chromium   >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v kcat       >/dev/null || need+=(kcat)
+# Apache Kafka for the integration/reliability suites: Java 17+ runs it, Maven resolves
+# its jars from Maven Central (make kafka-jars; cached in ~/.cache/tankwatch).
+command -v java       >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn        >/dev/null || need+=(maven)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 if [ "$(id -u)" -ne 0 ]; then

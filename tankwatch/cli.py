@@ -85,10 +85,13 @@ def _register_topics(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     c = tsub.add_parser("create", help="create the four topics (tank.state compacted)")
     add_bootstrap_arg(c)
     add_topic_args(c)
+    from pipeline.config import CLI_FIELDS, option_from_env, option_value
+
+    spec = CLI_FIELDS["partitions"]
     c.add_argument(
         "--partitions",
-        type=positive_int,
-        default=int(os.environ.get("TANKWATCH_PARTITIONS", "4")),
+        type=lambda text: option_value(spec, text),
+        default=option_from_env("partitions", 4),
         help="partitions per topic (env TANKWATCH_PARTITIONS; default %(default)s)",
     )
     c.set_defaults(func=_topics_create)
@@ -100,10 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming stateful-LSTM forecaster for tank-farm sensors.",
     )
     parser.add_argument("--version", action="version", version=f"tankwatch {__version__}")
+    from pipeline.config import CLI_FIELDS, LOG_LEVELS, option_from_env, option_value
+
+    log_spec = CLI_FIELDS["log_level"]
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("TANKWATCH_LOG_LEVEL", "warning"),
-        choices=["debug", "info", "warning", "error"],
+        # Checked here, for every subcommand: a bad TANKWATCH_LOG_LEVEL is one line.
+        default=option_from_env("log_level", "warning"),
+        type=lambda text: option_value(log_spec, text),
+        metavar="{" + ",".join(LOG_LEVELS) + "}",
         help="log level (env TANKWATCH_LOG_LEVEL; default %(default)s)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -123,10 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
     try:
+        # Options are parsed (and environment defaults checked) while the parser is
+        # built and run: a ConfigError there is one line and exit 2, like any other.
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        setup_logging(args.log_level)
         code: int = args.func(args)
     except TankwatchError as exc:
         print(f"tankwatch: error: {exc}", file=sys.stderr)

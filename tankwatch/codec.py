@@ -62,7 +62,14 @@ REJECT_REASONS = (
     "out_of_range",
     "unknown_event",
     "key_mismatch",
+    "duplicate_key",
 )
+
+#: A reading valid in itself but sent without a Kafka key (``kcat -P`` without ``-K``).
+#: Raised by :func:`decode_batch` with ``require_key`` (the pipeline): such a reading
+#: lands on an arbitrary partition, where its tank's order cannot be kept. Checked
+#: after every content rule, so a message with another defect keeps that reason.
+NO_KEY = "no_key"
 
 REQUIRED_FIELDS = ("tank_id", "ts", "pressure_kpa", "temperature_c")
 _TANK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -139,7 +146,7 @@ def _parse_ts(value: object) -> float:
     if isinstance(value, bool):
         raise DecodeError("wrong_type", "ts must be an RFC 3339 string or epoch seconds")
     if isinstance(value, int | float):
-        ts = float(value)
+        ts = _to_float(value, "ts")
         if not math.isfinite(ts):
             raise DecodeError("not_finite", "ts is not finite")
     elif isinstance(value, str):
@@ -160,11 +167,27 @@ def _parse_ts(value: object) -> float:
     return ts
 
 
+def _to_float(value: int | float, field: str) -> float:
+    """``float(value)``, but an integer beyond float range (JSON allows 400 digits) is a
+    reject, not an OverflowError that would stop the stream."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise DecodeError(
+            "out_of_range", f"{field} is an integer of {_digits(value)} digits"
+        ) from None
+
+
+def _digits(value: int | float) -> int:
+    # len(str(huge)) is itself limited (sys.int_info.str_digits_check_threshold).
+    return int(abs(value).bit_length() * 0.30103) + 1 if isinstance(value, int) else 0
+
+
 def _number(obj: dict[str, Any], field: str, lo: float, hi: float) -> float:
     value = obj[field]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError("wrong_type", f"{field} must be a number, got {type(value).__name__}")
-    x = float(value)
+    x = _to_float(value, field)
     if not math.isfinite(x):
         raise DecodeError("not_finite", f"{field} is {value}")
     if not lo <= x <= hi:
@@ -238,11 +261,59 @@ def decode_reading(
         raise DecodeError("bad_encoding", "value is not UTF-8") from None
     try:
         obj = json.loads(text)
+        if type(obj) is dict and not _surely_unique(text, obj):
+            json.loads(text, object_pairs_hook=_unique_pairs)  # exact check, slow path
+    except _DuplicateKey as exc:
+        raise DecodeError("duplicate_key", f"key {str(exc)[:40]!r} appears twice") from None
     except ValueError as exc:
         raise DecodeError("bad_json", str(exc)[:120]) from None
     except RecursionError:  # "[[[[...]]]]" within the size limit
         raise DecodeError("bad_json", "nested too deeply") from None
     return validate(obj, key, pressure_range)
+
+
+class _DuplicateKey(Exception):
+    """A JSON object names one key twice (``json.loads`` would keep the last)."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
+def _surely_unique(text: str | bytes, obj: dict[str, Any]) -> bool:
+    """True when ``text`` cannot hold a duplicate key (then the exact, ~3x slower
+    parse with a pairs hook is skipped).
+
+    Every key/value pair of every object in the text has one ``:`` outside strings,
+    and the strings that survived in ``obj`` add their own colons; so when the colon
+    count equals ``len(obj)`` plus the colons of ``obj``'s string keys and values, the
+    text has exactly ``len(obj)`` pairs: no duplicate, no nested object. A typical
+    reading passes; anything else takes the exact check. Text with a backslash is
+    never "sure": an escaped colon (``\\u003a``) is a colon in ``obj`` but not in the text.
+    """
+    if isinstance(text, str):
+        if "\\" in text:
+            return False
+        colons = text.count(":")
+    else:
+        if b"\\" in text:
+            return False
+        colons = text.count(b":")
+    expected = len(obj)
+    for k, v in obj.items():
+        expected += k.count(":")
+        if type(v) is str:
+            expected += v.count(":")
+        elif type(v) is dict or type(v) is list:
+            return False
+    return colons == expected
 
 
 @dataclass(slots=True)
@@ -263,6 +334,7 @@ def decode_batch(
     values: Sequence[bytes | None],
     keys: Sequence[bytes | None],
     pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA,
+    require_key: bool = False,
 ) -> DecodedBatch:
     """:func:`decode_reading` over many messages, into columns (no object per reading).
 
@@ -272,7 +344,8 @@ def decode_batch(
     in range, no event, the key matching -- is taken directly; anything else goes
     through :func:`decode_reading`, which accepts it or names the reason.
     ``loads(bytes.decode())``: strict UTF-8 as in :func:`decode_reading` (``json.loads``
-    of bytes would also take UTF-16/32).
+    of bytes would also take UTF-16/32). ``require_key``: a reading that is valid but
+    has no key is rejected as :data:`NO_KEY` (the pipeline's rule, docs/pipeline.md).
     """
     out = DecodedBatch([], [], [], [], [], [], [])
     index, ids, tss, ps, ts_, evs = (
@@ -311,7 +384,20 @@ def decode_batch(
                         ts = ts_value  # epoch seconds (NaN fails the comparison)
                     else:
                         ts = None
-                    if expected is not None and ts is not None and (key is None or key == expected):
+                    # Duplicate keys (see _surely_unique), inlined for the usual
+                    # four-field reading: one colon per pair plus those in its strings.
+                    # An escape can only hide a colon of those strings, so without one
+                    # there (plain id, epoch ts) no backslash check is needed.
+                    if len(obj) == 4:
+                        extra = tank_id.count(":")
+                        if type(ts_value) is str:
+                            extra += ts_value.count(":")
+                        unique = value.count(b":") == 4 + extra and (
+                            not extra or b"\\" not in value
+                        )
+                    else:
+                        unique = _surely_unique(value, obj)
+                    if expected is not None and ts is not None and key == expected and unique:
                         index.append(i)
                         ids.append(tank_id)
                         tss.append(ts)
@@ -321,6 +407,8 @@ def decode_batch(
                         continue
         try:
             r = decode_reading(value, key, pressure_range)
+            if key is None and require_key:
+                raise DecodeError(NO_KEY, f"reading of {r.tank_id!r} has no key")
         except DecodeError as exc:
             out.rejected.append((i, exc))
             continue

@@ -68,6 +68,10 @@ def create_topics(
             # Another process may create them between list and create: that is fine.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(todo)
+        # Apache Kafka (KRaft) answers CreateTopics before every partition has a leader
+        # in its metadata; a consumer joining in that window gets no partitions and is
+        # not told when they appear. Return only once all four are usable.
+        admin.wait_for_topics([t.name for t in wanted], timeout_ms=30000)
         return [t.name for t in todo]
     except KafkaError as exc:
         raise BrokerError(f"creating topics on {bootstrap} failed: {exc}") from None

@@ -1,7 +1,18 @@
-"""Shared fixtures: one real Kafka-protocol broker per session, fresh topics per test.
+"""Shared fixtures: one real Kafka broker per session, fresh topics per test.
 
-Set ``KAFKA_BOOTSTRAP`` to run the same tests against an external Kafka (e.g. the
-docker-compose stack); otherwise the embedded Tansu broker is started and always stopped.
+Which broker (``broker_kind``):
+
+* ``apache`` (default): Apache Kafka from its Maven Central jars
+  (:mod:`tankwatch.apache_kafka`), one KRaft node with its log directory on disk and the
+  test settings of :func:`tankwatch.apache_kafka.test_props` (aggressive compaction,
+  short group sessions allowed);
+* ``embedded`` (``TANKWATCH_TEST_BROKER=embedded``): the in-memory Tansu broker of
+  ``make demo`` (no Java);
+* ``external``: ``KAFKA_BOOTSTRAP`` set -- the same tests against any Kafka (e.g. the
+  docker-compose stack).
+
+The broker started here is always stopped. Tests that kill, restart or freeze a broker
+take a private one from ``apache_kafka_factory``, never the session broker.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,18 +29,96 @@ from tankwatch.topics import Topics, create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Values of ``TANKWATCH_TEST_BROKER``.
+BROKER_KINDS = ("apache", "embedded")
+
+
+def session_broker_kind() -> str:
+    """``external`` when ``KAFKA_BOOTSTRAP`` is set, else ``TANKWATCH_TEST_BROKER``
+    (``apache`` by default, or ``embedded``)."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        return "external"
+    kind = os.environ.get("TANKWATCH_TEST_BROKER", "apache")
+    if kind not in BROKER_KINDS:
+        raise pytest.UsageError(f"TANKWATCH_TEST_BROKER={kind!r}: one of {BROKER_KINDS}")
+    return kind
+
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    from tankwatch.broker import EmbeddedBroker
+def broker_kind() -> str:
+    return session_broker_kind()
 
-    log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log_path) as broker:
-        yield broker.bootstrap
+
+def require_apache_kafka() -> None:
+    """Skip (outside CI) when Apache Kafka cannot be run here: no Java, or no cached
+    jars and no Maven to resolve them. Under CI it is required: the test fails."""
+    import shutil
+
+    from tankwatch.apache_kafka import jars_resolved
+
+    missing = None
+    if shutil.which("java") is None:
+        missing = "java"
+    elif not jars_resolved() and shutil.which("mvn") is None:
+        missing = "mvn (to resolve the Kafka jars)"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"Apache Kafka is required under CI: no {missing}")
+        pytest.skip(f"Apache Kafka not runnable here: no {missing}")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if broker_kind == "external":
+        yield os.environ["KAFKA_BOOTSTRAP"]
+        return
+    if broker_kind == "embedded":
+        from tankwatch.broker import EmbeddedBroker
+        from tests.integration.helpers import EMBEDDED_BOOTSTRAPS
+
+        log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
+        with EmbeddedBroker(log_path=log_path) as broker:
+            EMBEDDED_BOOTSTRAPS.add(broker.bootstrap)
+            yield broker.bootstrap
+        return
+    require_apache_kafka()
+    from tankwatch.apache_kafka import ApacheKafka, test_props
+
+    # No aggressive compaction on the shared broker: a segment a second for every topic
+    # of a 20-minute suite would pile up files; the compaction test has its own broker.
+    props = test_props(compaction=False)
+    with ApacheKafka(tmp_path_factory.mktemp("kafka"), extra_props=props) as kafka:
+        yield kafka.bootstrap
+
+
+@pytest.fixture
+def apache_kafka_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Factory: a private, started Apache Kafka for this test (``brokers``, extra
+    properties on top of the test settings); every one is stopped at the end."""
+    from tankwatch.apache_kafka import ApacheKafka, test_props
+
+    require_apache_kafka()
+    started: list[ApacheKafka] = []
+
+    def factory(
+        brokers: int = 1,
+        name: str = "kafka",
+        compaction: bool = True,
+        props: dict[str, str] | None = None,
+    ) -> ApacheKafka:
+        kafka = ApacheKafka(
+            tmp_path / f"{name}-{len(started)}",
+            brokers=brokers,
+            extra_props={**test_props(compaction), **(props or {})},
+        )
+        started.append(kafka)
+        return kafka.start()
+
+    try:
+        yield factory
+    finally:
+        for kafka in started:
+            kafka.stop()
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ from pipeline.sinks.view import FleetView
 
 __all__ = ["KPA_TO_PA", "PipelineMetrics", "TankSeries"]
 
+#: Tanks that get their own ``tankwatch_clock_skew_readings_total`` series.
+CLOCK_SKEW_TANKS = 1000
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -145,6 +147,15 @@ class PipelineMetrics:
             "Checkpoints written (state durable, then commit).",
             registry=r,
         )
+        self.checkpoint_failures = Counter(
+            "tankwatch_checkpoint_failures",
+            "Checkpoints that did not complete (offsets not committed), by reason: "
+            "local_file (state dir not writable / full) or broker.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("local_file", "broker"):
+            self.checkpoint_failures.labels(reason)
         self.checkpoint_seconds = Histogram(
             "tankwatch_checkpoint_seconds", "Time to write one checkpoint.", registry=r
         )
@@ -164,6 +175,48 @@ class PipelineMetrics:
                 "tick_interval_seconds": f"{tick_interval_s:g}",
             }
         )
+        self.partitions_blocked = Gauge(
+            "tankwatch_partitions_blocked",
+            "Partitions paused on a record batch the client cannot decode (codec library "
+            "missing or corrupt batch); nothing past it is committed.",
+            registry=r,
+        )
+        self.undecodable_batches = Counter(
+            "tankwatch_undecodable_batches",
+            "Times a partition was paused on a record batch that could not be decoded.",
+            registry=r,
+        )
+        self._blocked_seen: set[int] = set()
+        self.tanks_retired = Counter(
+            "tankwatch_tanks_retired",
+            "Idle tanks whose rows were freed (state kept in the checkpoint).",
+            registry=r,
+        )
+        self.tanks_revived = Counter(
+            "tankwatch_tanks_revived",
+            "Retired tanks that reported again and got their state back.",
+            registry=r,
+        )
+        self.foreign_checkpoints = Counter(
+            "tankwatch_checkpoint_foreign_records",
+            "Checkpoint records ignored at restore because they belong to another broker "
+            "or topic incarnation (topic id differs, or commit point past the log end).",
+            registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "tankwatch_dead_letters_truncated",
+            "Dead letters whose value was cut (larger than the DLQ limit, or refused by the "
+            "broker); headers carry the original size.",
+            registry=r,
+        )
+        self.clock_skew = Counter(
+            "tankwatch_clock_skew_readings",
+            "Readings dead-lettered because their clock ran too far ahead of the fleet, "
+            f'per tank (the first {CLOCK_SKEW_TANKS} tanks; others under tank_id="_other").',
+            ["tank_id"],
+            registry=r,
+        )
+        self._skew_tanks: set[str] = set()
         self.tank_series = TankSeries()
         self.tank_series.enabled = per_tank
         # Few tanks ever get one (a model serving data it was not trained on): an
@@ -179,6 +232,24 @@ class PipelineMetrics:
         """Count readings of ``tank_id`` outside the model's trained value range."""
         if self.tank_series.enabled:
             self.out_of_range_total.labels(tank_id).inc(count)
+
+    def set_blocked(self, blocked: dict[int, str]) -> None:
+        """Publish the consumer's blocked partitions (counting newly blocked ones)."""
+        new = set(blocked) - self._blocked_seen
+        if new:
+            self.undecodable_batches.inc(len(new))
+        self._blocked_seen = set(blocked)
+        self.partitions_blocked.set(len(blocked))
+
+    def count_clock_skew(self, tank_id: str) -> None:
+        """One ``clock_skew`` rejection of ``tank_id`` (series bounded: a flood of new
+        ids with wrong clocks must not grow /metrics without end)."""
+        if tank_id not in self._skew_tanks:
+            if len(self._skew_tanks) >= CLOCK_SKEW_TANKS:
+                tank_id = "_other"  # never a tank id (those start with a letter or digit)
+            else:
+                self._skew_tanks.add(tank_id)
+        self.clock_skew.labels(tank_id).inc()
 
     def set_view(self, view: FleetView) -> None:
         """Publish the latest fleet view to the per-tank collector."""

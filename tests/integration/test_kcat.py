@@ -1,6 +1,7 @@
 """A reading typed by hand into ``kcat -P`` is accepted: the contract really is plain JSON.
 
-Against an external Kafka (``KAFKA_BOOTSTRAP``) kcat talks to it directly. The embedded
+Against Apache Kafka (the session broker) or an external Kafka (``KAFKA_BOOTSTRAP``)
+kcat talks to it directly. Only under ``TANKWATCH_TEST_BROKER=embedded``: the embedded
 Tansu broker answers the ApiVersions v3 handshake with every tagged field present,
 including default ones (``FinalizedFeaturesEpoch = -1``); librdkafka 2.0.2 (Debian 12's
 kcat) fails to skip them ("Read underflow ... ApiVersionRequest failed"). So here the test
@@ -128,10 +129,11 @@ def _relay_connection(client: socket.socket, upstream_port: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def kcat_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("KAFKA_BOOTSTRAP")
-    if external:
-        yield external
+def kcat_bootstrap(
+    broker_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if broker_kind != "embedded":  # a real Kafka needs no relay
+        yield request.getfixturevalue("kafka_bootstrap")
         return
     inner, outer = free_port(), free_port()
     listener = socket.create_server(("127.0.0.1", outer))

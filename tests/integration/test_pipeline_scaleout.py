@@ -60,7 +60,9 @@ def test_two_instances_split_and_hand_over(
                     and b.service.stats["assigned"]
                     and len(a.service.stats["assigned"] + b.service.stats["assigned"]) == 4
                 ),
-                30,
+                # A generous deadline: on Apache Kafka A must revoke (checkpoint, commit)
+                # and rejoin first; at load 20+ on 2 cores 30 s was once not enough.
+                60,
                 "partitions split between A and B",
             )
             owned_a, owned_b = set(a.service.stats["assigned"]), set(b.service.stats["assigned"])

@@ -6,22 +6,24 @@
 * ``reliability_reference`` -- one uninterrupted in-process run of the standard
   reliability history (12 tanks x 300 ticks, a refill event, a gap) on the session
   broker, shared by every test that compares against "the run nothing happened to";
-* ``own_broker`` -- a private embedded broker for a test that freezes the broker or
-  depends on broker-wide state (never the session broker others use).
+* ``own_broker`` -- a private broker of the session's kind (Apache Kafka, or the
+  embedded one under ``TANKWATCH_TEST_BROKER=embedded``) for a test that freezes the
+  broker or depends on broker-wide state (never the session broker others use).
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
 from pipeline.config import default_model_dir
 from tankwatch.broker import EmbeddedBroker
 from tests.integration.helpers import (
+    EMBEDDED_BOOTSTRAPS,
     ServiceThread,
     pipeline_settings,
     produce_readings,
@@ -85,8 +87,27 @@ def reliability_reference(
     )
 
 
+class FreezableBroker(Protocol):
+    """What ``own_broker`` gives: its address and SIGSTOP / SIGCONT of its process."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A private Tansu broker for this test only (stopped, even if frozen, at the end)."""
-    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
-        yield broker
+def own_broker(
+    broker_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[FreezableBroker]:
+    """A private broker for this test only (stopped, even if frozen, at the end):
+    embedded Tansu under ``TANKWATCH_TEST_BROKER=embedded``, else Apache Kafka."""
+    if broker_kind == "embedded":
+        with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+            EMBEDDED_BOOTSTRAPS.add(broker.bootstrap)
+            yield broker
+        return
+    factory: Callable[..., Any] = request.getfixturevalue("apache_kafka_factory")
+    yield factory(name="own")

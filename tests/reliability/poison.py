@@ -200,6 +200,17 @@ def key_mismatch(draw: st.DrawFn) -> Message:
     return key, _dump(obj)
 
 
+@st.composite
+def duplicate_key(draw: st.DrawFn) -> Message:
+    """A valid reading whose text names one field twice (json.loads keeps the last)."""
+    obj = draw(_reading())
+    field = draw(st.sampled_from(sorted(obj)))
+    text = _dump(obj).decode()
+    again = json.dumps({field: obj[field]})[1:-1]  # the same pair, as it is written
+    value = "{" + again + ", " + text[1:]
+    return _keyed(obj, value.encode())
+
+
 #: reason -> strategy of (key, value); covers every reason of the codec.
 STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Message]]] = {
     "oversized": oversized,
@@ -214,6 +225,7 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy[Message]]] = {
     "out_of_range": out_of_range,
     "unknown_event": unknown_event,
     "key_mismatch": key_mismatch,
+    "duplicate_key": duplicate_key,
 }
 assert set(STRATEGIES) == set(REJECT_REASONS), "a rejection reason has no poison strategy"
 

@@ -2,7 +2,8 @@
 pipeline shows the outage on ``/healthz`` / ``tankwatch_broker_up`` while it lasts,
 recovers by itself, and ends with the same forecasts and state as a clean run.
 
-The test runs on its own embedded broker: freezing the session broker would stall
+The test runs on its own broker (Apache Kafka, or Tansu under
+TANKWATCH_TEST_BROKER=embedded): freezing the session broker would stall
 every other test.
 """
 
@@ -16,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tankwatch.broker import EmbeddedBroker
 from tests.integration.helpers import (
     assert_forecasts_equal,
     assert_states_equal,
@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     unique_topics,
     wait_until,
 )
+from tests.reliability.conftest import FreezableBroker
 from tests.reliability.support import (
     PipelineProcess,
     Stopwatch,
@@ -51,7 +52,7 @@ def sample(proc: PipelineProcess) -> tuple[int | None, float | None, float, floa
 def test_broker_freeze_is_visible_and_recovered_from(
     reliability_reference: dict[str, Any],
     model_copy: Path,
-    own_broker: EmbeddedBroker,
+    own_broker: FreezableBroker,
     tmp_path: Path,
 ) -> None:
     history = reliability_reference["history"]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tankwatch.broker import EmbeddedBroker
 from tests.integration.helpers import model_interval_s, produce_raw, unique_topics, wait_until
+from tests.reliability.conftest import FreezableBroker
 from tests.reliability.support import PipelineProcess, Stopwatch, fleet_messages, instance_env
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
@@ -38,7 +38,7 @@ FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # pipeline.consumer: max_partition_
 
 
 def test_memory_stays_bounded_over_a_10k_tank_run(
-    model_copy: Path, own_broker: EmbeddedBroker, tmp_path: Path
+    model_copy: Path, own_broker: FreezableBroker, tmp_path: Path
 ) -> None:
     bootstrap = own_broker.bootstrap
     topics = unique_topics(bootstrap, "soak", PARTITIONS)

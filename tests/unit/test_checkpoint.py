@@ -25,6 +25,18 @@ from pipeline.config import default_model_dir
 from pipeline.forecast_step import ForecastStep, TankState
 
 
+def offline(
+    ck: Checkpointer,
+    topic: list[tuple[bytes, bytes]],
+    inc: str = "",
+    bounds: dict[int, tuple[int | None, int | None]] | None = None,
+) -> None:
+    """No broker: ``tank.state`` holds ``topic``; the readings topic has id ``inc`` and
+    these (start, end) bounds per partition (unknown if None)."""
+    ck._read_topic = lambda partitions: topic  # type: ignore[method-assign]
+    ck._readings_bounds = lambda partitions: (inc, bounds or {})  # type: ignore[method-assign]
+
+
 class RecordingProducer:
     """Stands in for the Kafka producer: keeps what was sent (a unit-test fake)."""
 
@@ -130,7 +142,7 @@ def test_save_writes_file_then_topic_with_partition_record_last(tmp_path: Path) 
     assert producer.flushes == 1 and ck.path.exists()
     # A new checkpointer (a restarted process) finds the same state in the file alone.
     again = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "readings")
-    again._read_topic = lambda partitions: []  # type: ignore[method-assign]
+    offline(again, [])
     tanks, points = again.load([1])
     assert set(tanks) == {"A", "B"} and points == {1: CommitPoint(17, 99.5)}
     assert again.load([0]) == ({}, {})
@@ -152,7 +164,7 @@ def test_restore_prefers_larger_tick_and_larger_offset(tmp_path: Path) -> None:
         # Another consumer group's records on the same topic are never taken.
         (PARTITION_KEY, encode_point(0, CommitPoint(99, 9.0), "other")),
     ]
-    ck._read_topic = lambda partitions: topic  # type: ignore[method-assign]
+    offline(ck, topic)
     tanks, points = ck.load([0])
     assert tanks["A"].last_tick == 5 and np.array_equal(tanks["A"].h, new.h)
     assert points == {0: CommitPoint(30, 3.0)}
@@ -163,7 +175,7 @@ def test_unwritable_state_dir_is_a_config_error(tmp_path: Path) -> None:
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ConfigError, match="cannot create state dir"):
+    with pytest.raises(ConfigError, match="is not writable"):
         Checkpointer(RecordingProducer(), "unused:0", "st", blocker / "sub", "g", "r")
 
 
@@ -196,7 +208,96 @@ def test_another_models_state_is_not_restored(tmp_path: Path) -> None:
         (b"B", encode_state(theirs, "g", "m1")),
         (PARTITION_KEY, encode_point(0, CommitPoint(30, 3.0), "g")),
     ]
-    ck._read_topic = lambda partitions: topic  # type: ignore[method-assign]
+    offline(ck, topic)
     tanks, points = ck.load([0])
     assert set(tanks) == {"A"} and ck.foreign_model_records == 1
     assert points == {0: CommitPoint(30, 3.0)}
+
+
+# --- issue 10 item 6: a state dir that cannot be written ------------------------------
+
+
+def test_unwritable_state_dir_is_a_one_line_config_error(tmp_path: Path) -> None:
+    from pipeline.checkpoint import check_writable
+    from tankwatch.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError) as exc:
+        check_writable(blocker / "state")  # works as root too (chmod would not)
+    text = str(exc.value)
+    assert "--state-dir / TANKWATCH_STATE_DIR" in text and "\n" not in text
+    with pytest.raises(ConfigError):
+        Checkpointer(RecordingProducer(), "b:1", "tank.state", blocker / "s", "g", "r")
+    with pytest.raises(ConfigError):  # exists, is a directory, cannot take a file
+        check_writable(Path("/proc/self"))
+
+
+def test_a_failed_local_write_is_a_local_checkpoint_error(tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.checkpoint import LocalCheckpointError
+
+    state = tmp_path / "state"
+    producer = RecordingProducer()
+    ck = Checkpointer(producer, "b:1", "tank.state", state, "g", "r")
+    shutil.rmtree(state)
+    state.write_text("the directory is gone (full or read-only disk stands in here)")
+    with pytest.raises(LocalCheckpointError):
+        ck.save([], {0: CommitPoint(5, 1.0)})
+    assert producer.sent == []  # the topic is not written ahead of the file
+
+
+# --- issue 10 item 5: a checkpoint of another broker or topic incarnation -------------
+
+
+def test_a_local_file_of_another_incarnation_is_ignored(tmp_path: Path) -> None:
+    step = make_step()
+    run_ticks(step, [0], 0, 3)
+    (state,) = step.snapshot([("A", 0)], np.full(4, 2, np.int64), np.zeros(4, np.int32))
+    old = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    offline(old, [], inc="topic-id-1")
+    old.load([0])
+    old.save([state], {0: CommitPoint(5000, 99.0)})  # the old topic had 5,000+ readings
+    # The topic was recreated (or the in-memory broker restarted): a new topic id, and
+    # tank.state holds a point of the new incarnation at 40.
+    new = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    offline(new, [(PARTITION_KEY, encode_point(0, CommitPoint(40, 7.0), "g", "topic-id-2"))],
+            inc="topic-id-2", bounds={0: (0, 100)})  # fmt: skip
+    tanks, points = new.load([0])
+    assert tanks == {} and points == {0: CommitPoint(40, 7.0)}  # before: 5000 won
+    assert new.foreign_records == 2  # the file's tank and point
+
+
+def test_a_commit_point_beyond_the_log_end_falls_back_to_the_log_start(tmp_path: Path) -> None:
+    ck = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    # Records without a topic id (older format, or the id is unknown): only the log end
+    # can tell. The partition now holds offsets 0..99.
+    offline(
+        ck, [(PARTITION_KEY, encode_point(0, CommitPoint(5000, 99.0), "g"))], bounds={0: (0, 100)}
+    )
+    _, points = ck.load([0])
+    assert points[0].offset == 0 and points[0].max_ts == -math.inf
+    assert ck.foreign_records == 1
+
+
+def test_the_journal_appends_only_what_changed_and_compacts(tmp_path: Path) -> None:
+    """Issue 10 item 9: a checkpoint writes the tanks stepped since the last one, not
+    every tank ever seen; the journal stays bounded by compaction."""
+    step = make_step()
+    tanks = [(f"T{i:03d}", i % 4) for i in range(4)]
+    run_ticks(step, [0, 1, 2, 3], 0, 3)
+    states = step.snapshot(tanks, np.full(4, 2, np.int64), np.zeros(4, np.int32))
+    ck = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    ck.save(states, {0: CommitPoint(10, 1.0)})
+    first = ck.bytes_written
+    ck.save(states[:1], {0: CommitPoint(11, 1.0)})
+    assert ck.bytes_written - first < first / 2  # one tank + one point, not all four
+    for k in range(3000):  # many checkpoints of one tank: compaction keeps it small
+        ck.save(states[:1], {0: CommitPoint(12 + k, 1.0)})
+    assert ck.path.stat().st_size < 3 * (1 << 20)
+    again = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    offline(again, [])
+    got, points = again.load([0])
+    assert set(got) == {t for t, _ in tanks} and points == {0: CommitPoint(3011, 1.0)}
+    assert again.local_state("T002") is not None

@@ -115,6 +115,7 @@ REASON_CASES: dict[str, list[tuple[bytes, bytes | None]]] = {
     ],
     "unknown_event": [(_with(event="exploded"), None)],
     "key_mismatch": [(_with(), b"T02")],
+    "duplicate_key": [(b'{"tank_id":"T01",' + _with()[1:], b"T01")],
 }
 
 

@@ -99,6 +99,22 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     assert base and re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base.group(1))
 
 
+def test_compose_kafka_is_the_version_the_tests_run(compose: dict[str, Any]) -> None:
+    """One Apache Kafka version: the compose image, the Maven descriptor and the
+    launcher the tests use (``make kafka``) -- one kafka-python 3.0 supports (<= 4.3)."""
+    from tankwatch.apache_kafka import KAFKA_VERSION, POM
+
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    pom = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    assert pom and pom.group(1) == KAFKA_VERSION
+    major, minor = (int(x) for x in KAFKA_VERSION.split(".")[:2])
+    assert (4, 0) <= (major, minor) <= (4, 3)
+    # The compose broker's settings match the launcher's (node, roles, no auto-create).
+    env = compose["services"]["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
 def test_the_app_image_runs_as_a_non_root_user() -> None:
     users = re.findall(r"^USER\s+(\S+)", _dockerfile(), re.M)
     assert users and users[-1] not in ("root", "0")

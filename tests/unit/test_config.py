@@ -82,7 +82,7 @@ def test_every_field_has_a_flag_and_an_env_var() -> None:
         (["--bootstrap", "127.0.0.1:1", "--connect-timeout-s", "1"], "cannot reach Kafka"),
         (["--model", "/nonexistent/artifact"], "/nonexistent/artifact"),
         (["--engine", "torch"], "engine must be 'numpy' or 'keras'"),
-        (["--http-port", "eighty"], "http_port: bad value 'eighty'"),
+        (["--http-port", "eighty"], "--http-port / TANKWATCH_HTTP_PORT: bad value 'eighty'"),
         # The shipped model is absolute: a gauge fleet is refused before any I/O.
         (
             ["--pressure-reference", "gauge", "--bootstrap", "127.0.0.1:1"],
@@ -107,3 +107,123 @@ def test_run_fails_fast_with_one_line(args: list[str], message: str) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tankwatch: error: ") and message in lines[0]
+
+
+# --- issue 10 item 10: every option parsed and range-checked in one place -------------
+
+
+@pytest.mark.parametrize(
+    ("env", "flag", "var"),
+    [
+        (
+            {"TANKWATCH_SESSION_TIMEOUT_MS": "0"},
+            "--session-timeout-ms",
+            "TANKWATCH_SESSION_TIMEOUT_MS",
+        ),
+        (
+            {"TANKWATCH_CONNECT_TIMEOUT_S": "nan"},
+            "--connect-timeout-s",
+            "TANKWATCH_CONNECT_TIMEOUT_S",
+        ),
+        (
+            {"TANKWATCH_CONNECT_TIMEOUT_S": "inf"},
+            "--connect-timeout-s",
+            "TANKWATCH_CONNECT_TIMEOUT_S",
+        ),
+        (
+            {"TANKWATCH_CHECKPOINT_INTERVAL_S": "nan"},
+            "--checkpoint-interval-s",
+            "TANKWATCH_CHECKPOINT_INTERVAL_S",
+        ),
+        (
+            {"TANKWATCH_CHECKPOINT_INTERVAL_S": "inf"},
+            "--checkpoint-interval-s",
+            "TANKWATCH_CHECKPOINT_INTERVAL_S",
+        ),
+        (
+            {"TANKWATCH_ANOMALY_THRESHOLD": "nan"},
+            "--anomaly-threshold",
+            "TANKWATCH_ANOMALY_THRESHOLD",
+        ),
+        (
+            {"TANKWATCH_ANOMALY_THRESHOLD": "inf"},
+            "--anomaly-threshold",
+            "TANKWATCH_ANOMALY_THRESHOLD",
+        ),
+        (
+            {"TANKWATCH_ALLOWED_LATENESS_S": "nan"},
+            "--allowed-lateness-s",
+            "TANKWATCH_ALLOWED_LATENESS_S",
+        ),
+        ({"TANKWATCH_ANOMALY_ALPHA": "nan"}, "--anomaly-alpha", "TANKWATCH_ANOMALY_ALPHA"),
+        (
+            {"TANKWATCH_HORIZON_INTERVAL_S": "inf"},
+            "--horizon-interval-s",
+            "TANKWATCH_HORIZON_INTERVAL_S",
+        ),
+        ({"TANKWATCH_HEARTBEAT_MS": "0"}, "--heartbeat-interval-ms", "TANKWATCH_HEARTBEAT_MS"),
+        ({"TANKWATCH_MAX_POLL_RECORDS": "0"}, "--max-poll-records", "TANKWATCH_MAX_POLL_RECORDS"),
+        ({"TANKWATCH_MAX_CLOCK_SKEW_S": "-1"}, "--max-clock-skew-s", "TANKWATCH_MAX_CLOCK_SKEW_S"),
+        ({"TANKWATCH_MAX_TANKS": "0"}, "--max-tanks", "TANKWATCH_MAX_TANKS"),
+        ({"TANKWATCH_TANK_IDLE_S": "nan"}, "--tank-idle-s", "TANKWATCH_TANK_IDLE_S"),
+        ({"TANKWATCH_DLQ_MAX_BYTES": "10"}, "--dlq-max-bytes", "TANKWATCH_DLQ_MAX_BYTES"),
+        ({"TANKWATCH_HTTP_PORT": "65536"}, "--http-port", "TANKWATCH_HTTP_PORT"),
+    ],
+)
+def test_bad_values_name_flag_and_variable(env: dict, flag: str, var: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(environ=env)
+    text = str(exc.value)
+    assert flag in text and var in text and "\n" not in text
+
+
+def test_flag_values_are_range_checked_too() -> None:
+    with pytest.raises(ConfigError, match="--session-timeout-ms / TANKWATCH_SESSION_TIMEOUT_MS"):
+        Settings.from_env(environ={}, session_timeout_ms="0")
+    with pytest.raises(ConfigError, match="--checkpoint-interval-s"):
+        Settings(checkpoint_interval_s=float("nan"))  # programmatic values as well
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "culprit"),
+    [
+        (
+            {"TANKWATCH_PARTITIONS": "abc"},
+            ["topics", "create"],
+            "--partitions / TANKWATCH_PARTITIONS",
+        ),
+        (
+            {"TANKWATCH_PARTITIONS": "0"},
+            ["topics", "create"],
+            "--partitions / TANKWATCH_PARTITIONS",
+        ),
+        (
+            {"TANKWATCH_LOG_LEVEL": "verbose"},
+            ["topics", "create"],
+            "--log-level / TANKWATCH_LOG_LEVEL",
+        ),
+        ({"TANKWATCH_LOG_LEVEL": "verbose"}, ["run"], "--log-level / TANKWATCH_LOG_LEVEL"),
+        (
+            {"TANKWATCH_LOG_LEVEL": "verbose"},
+            ["replay", "x.csv"],
+            "--log-level / TANKWATCH_LOG_LEVEL",
+        ),
+        ({}, ["--log-level", "loud", "run"], "--log-level / TANKWATCH_LOG_LEVEL"),
+        ({"TANKWATCH_SEED": "abc"}, ["run"], "--seed / TANKWATCH_SEED"),
+        ({"TANKWATCH_TICK_INTERVAL": "nan"}, ["run"], "--interval / TANKWATCH_TICK_INTERVAL"),
+    ],
+)
+def test_cli_options_of_every_subcommand_are_one_line_exit_2(
+    env: dict,
+    argv: list[str],
+    culprit: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tankwatch.cli import main
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main([*argv, "--bootstrap", "127.0.0.1:1"] if argv[0] == "topics" else argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tankwatch: error: ") and culprit in err[0]

@@ -1,0 +1,111 @@
+"""A three-broker Apache Kafka cluster (every topic replication factor 3,
+``min.insync.replicas=2``), one broker SIGKILLed mid-replay and left dead: the pipeline
+and the replay carry on with the two survivors, and the result equals the
+uninterrupted reference.
+
+Every node runs in KRaft combined mode (broker and controller) in a static quorum of
+three, so losing any one node leaves a controller majority as well as an in-sync
+replica majority. ``acks=all`` (kafka-python's default and the pipeline's) with
+min ISR 2 means no acknowledged write lived on the dead broker alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tankwatch.topics import Topics, create_topics
+from tests.integration.helpers import (
+    assert_forecasts_equal,
+    assert_states_equal,
+    produce_readings,
+    read_forecasts,
+    read_state,
+    wait_until,
+)
+from tests.reliability.support import PipelineProcess, Stopwatch, instance_env, wait_all_applied
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
+
+PER_TICK_S = 0.1
+VICTIM = 1
+
+
+def leaders(
+    bootstrap: str, topics: Topics
+) -> dict[tuple[str, int], tuple[int, list[int], list[int]]]:
+    """(leader, replicas, isr) of every partition of the four topics."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        out = {}
+        for t in admin.describe_topics(
+            [topics.readings, topics.dlq, topics.forecasts, topics.state]
+        ):
+            for p in t["partitions"]:
+                out[(t["name"], p["partition_index"])] = (
+                    p["leader_id"],
+                    p["replica_nodes"],
+                    p["isr_nodes"],
+                )
+        return out
+    finally:
+        admin.close()
+
+
+def test_one_broker_of_three_killed_pipeline_continues(
+    reliability_reference: dict[str, Any],
+    model_copy: Path,
+    apache_kafka_factory: Any,
+    tmp_path: Path,
+) -> None:
+    history = reliability_reference["history"]
+    kafka = apache_kafka_factory(brokers=3, name="cluster", compaction=False)
+    bootstrap = kafka.bootstrap
+    suffix = tmp_path.name[-8:]
+    topics = Topics(f"r.c.{suffix}", f"d.c.{suffix}", f"f.c.{suffix}", f"s.c.{suffix}")
+    create_topics(bootstrap, topics, partitions=4, replication=3)
+    before = leaders(bootstrap, topics)
+    assert all(sorted(r) == [0, 1, 2] for _, r, _ in before.values()), before
+    assert any(leader == VICTIM for leader, _, _ in before.values()), "victim leads nothing"
+
+    env = instance_env(
+        bootstrap,
+        topics,
+        tmp_path / "state",
+        f"g-{topics.readings}",
+        TANKWATCH_MODEL=str(model_copy),
+    )
+    proc = PipelineProcess(env, tmp_path / "pipeline.log")
+    producer = threading.Thread(
+        target=produce_readings,
+        args=(bootstrap, topics.readings, history),
+        kwargs={"per_tick_sleep_s": PER_TICK_S},
+        daemon=True,
+    )
+    clock = Stopwatch()
+    try:
+        proc.start().wait_healthy(90)
+        producer.start()
+        wait_until(lambda: proc.metric("tankwatch_ticks_closed_total") >= 60, 90, "60 ticks")
+        kafka.kill(VICTIM)
+        killed = clock()
+        producer.join(240)
+        assert not producer.is_alive(), "replay did not finish"
+        wait_all_applied([proc], history, 120)
+        assert proc.alive(), proc.log_tail()
+        after = leaders(f"127.0.0.1:{kafka.nodes[0].port}", topics)
+        assert proc.stop() == 0, proc.log_tail()
+    finally:
+        proc.ensure_dead()
+    print(f"broker {VICTIM} SIGKILLed at {killed:.1f} s; run finished at {clock():.1f} s")
+    # The survivors took over: no partition led by the dead broker, none in its ISR.
+    assert all(leader != VICTIM and VICTIM not in isr for leader, _, isr in after.values()), after
+    survivors = ",".join(n.bootstrap for n in kafka.nodes if n.node_id != VICTIM)
+    got = read_forecasts(survivors, topics.forecasts)  # asserts repeats identical
+    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
+    assert_states_equal(reliability_reference["state"], read_state(survivors, topics.state), 1e-6)
