@@ -22,6 +22,9 @@ Parts (all by default; pick with ``--parts``):
 * ``scale`` -- the same paced run for growing fleets; a fleet "keeps up" when the
   producer could send each tick within its second and the p99 latency to
   ``tank.forecasts`` stays under one tick (1 s) with no backlog at the end.
+* ``group`` (not in the default set) -- the paced full configuration with 1, 2 and 3
+  instances in one consumer group over 6 partitions (``--group-tanks``,
+  ``--group-instances``): what the capacity plan in docs/performance.md extrapolates.
 
 Usage::
 
@@ -64,19 +67,21 @@ from tankwatch.broker import EmbeddedBroker, free_port  # noqa: E402
 from tankwatch.topics import Topics, create_topics  # noqa: E402
 
 PARTITIONS = 4
+#: Partitions of the consumer-group part (split evenly by 1, 2 or 3 instances).
+GROUP_PARTITIONS = 6
 
 
-def new_topics(bootstrap: str, tag: str) -> Topics:
+def new_topics(bootstrap: str, tag: str, partitions: int = PARTITIONS) -> Topics:
     s = f"{tag}.{uuid.uuid4().hex[:6]}"
     topics = Topics(f"r.{s}", f"d.{s}", f"f.{s}", f"s.{s}")
-    create_topics(bootstrap, topics, PARTITIONS)
+    create_topics(bootstrap, topics, partitions)
     return topics
 
 
 # ------------------------------------------------------------------ throughput
-def raw_consume(bootstrap: str, topic: str, total: int) -> float:
-    """Seconds for a bare kafka-python consumer to read and ``json.loads`` ``total``
-    messages (manual assign, from the beginning, large polls)."""
+def raw_consume(bootstrap: str, topic: str, total: int) -> tuple[float, float]:
+    """Seconds (wall, and CPU of this process) for a bare kafka-python consumer to read
+    and ``json.loads`` ``total`` messages (manual assign, from the beginning, large polls)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -89,7 +94,7 @@ def raw_consume(bootstrap: str, topic: str, total: int) -> float:
     )
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     n = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     loads = json.loads
@@ -98,9 +103,9 @@ def raw_consume(bootstrap: str, topic: str, total: int) -> float:
             for m in msgs:
                 loads(m.value)
             n += len(msgs)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     consumer.close()
-    return elapsed
+    return elapsed, cpu
 
 
 def pipeline_inprocess(
@@ -169,8 +174,8 @@ def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path
     topics = new_topics(bootstrap, "tput")
     total, produce_s = produce(bootstrap, topics.readings, fleet_values(n_tanks, n_ticks, interval))
     print(f"produced {total:,} readings in {produce_s:.1f} s ({total / produce_s:,.0f}/s)")
-    raw_s = raw_consume(bootstrap, topics.readings, total)
-    print(f"raw consume+decode: {raw_s:.2f} s")
+    raw_s, raw_cpu = raw_consume(bootstrap, topics.readings, total)
+    print(f"raw consume+decode: {raw_s:.2f} s, {raw_cpu:.2f} CPU s")
     with tempfile.TemporaryDirectory() as tmp:
         off = pipeline_inprocess(bootstrap, topics, total, False, model_dir, Path(tmp))
         print(f"pipeline, forecasts topic off: {off}")
@@ -180,7 +185,7 @@ def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path
         print(f"pipeline, forecasts topic off, horizon 1: {h1}")
     raw_rate = total / raw_s
     rows = [["(a) raw kafka-python consume + json.loads", f"{raw_s:.2f}", f"{raw_rate:,.0f}",
-             "1.00", "-"]]  # fmt: skip
+             "1.00", f"{raw_cpu:.2f}", "1.00", f"{raw_cpu / raw_s:.2f}"]]  # fmt: skip
     for name, r in (
         ("(b) pipeline, forecasts topic off", off),
         ("(b) pipeline, forecasts topic on", on),
@@ -189,7 +194,7 @@ def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path
         rate = total / r["seconds"]
         rows.append(
             [name, f"{r['seconds']:.2f}", f"{rate:,.0f}", f"{rate / raw_rate:.2f}",
-             f"{r['cpu'] / r['seconds']:.2f}"]
+             f"{r['cpu']:.2f}", f"{raw_cpu / r['cpu']:.2f}", f"{r['cpu'] / r['seconds']:.2f}"]
         )  # fmt: skip
     head = (
         f"Throughput: {n_tanks:,} tanks x {n_ticks} ticks = {total:,} readings already in "
@@ -197,9 +202,10 @@ def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path
         f"checkpoint every 2 s\n\n"
     )
     return head + table(
-        ["consumer", "seconds", "readings/s", "ratio to (a)", "CPU cores used (this process)"],
+        ["consumer", "seconds", "readings/s", "ratio to (a)", "CPU s (this process)",
+         "CPU ratio (a)/(b)", "CPU cores used"],
         rows,
-    )
+    )  # fmt: skip
 
 
 # -------------------------------------------------------------------- paced
@@ -207,7 +213,13 @@ class PipelineChild:
     """``tankwatch run`` as a subprocess for the paced runs."""
 
     def __init__(
-        self, bootstrap: str, topics: Topics, model_dir: Path, tmp: Path, lean: bool = False
+        self,
+        bootstrap: str,
+        topics: Topics,
+        model_dir: Path,
+        tmp: Path,
+        lean: bool = False,
+        group: str | None = None,
     ) -> None:
         self.port = free_port()
         env = {
@@ -216,7 +228,7 @@ class PipelineChild:
             "TANKWATCH_MODEL": str(model_dir),
             "TANKWATCH_HTTP_PORT": str(self.port),
             "TANKWATCH_STATE_DIR": str(tmp / f"state-{self.port}"),
-            "TANKWATCH_GROUP": f"bench-{uuid.uuid4().hex[:6]}",
+            "TANKWATCH_GROUP": group or f"bench-{uuid.uuid4().hex[:6]}",
             "TANKWATCH_ENGINE": "numpy",
             "TANKWATCH_TOPIC_READINGS": topics.readings,
             "TANKWATCH_TOPIC_DLQ": topics.dlq,
@@ -246,17 +258,22 @@ class PipelineChild:
         except urllib.error.HTTPError as exc:
             return exc.code, b""
 
+    def assigned(self) -> list[int]:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"pipeline exited with {self.proc.returncode}")
+        try:
+            status, body = self.get("/healthz", 2.0)
+            if status == 200:
+                return list(json.loads(body)["assigned_partitions"])
+        except OSError:
+            pass
+        return []
+
     def wait_assigned(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pipeline exited with {self.proc.returncode}")
-            try:
-                status, body = self.get("/healthz", 2.0)
-                if status == 200 and json.loads(body)["assigned_partitions"]:
-                    return
-            except OSError:
-                pass
+            if self.assigned():
+                return
             time.sleep(0.1)
         raise RuntimeError("pipeline not assigned in time")
 
@@ -276,6 +293,19 @@ class PipelineChild:
         self.log.close()
 
 
+def wait_group(children: list[PipelineChild], partitions: int, timeout_s: float = 90.0) -> None:
+    """Until the instances of one consumer group own every partition exactly once, each
+    at least one (the group has settled)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        owned = [c.assigned() for c in children]
+        flat = sorted(p for ps in owned for p in ps)
+        if flat == list(range(partitions)) and all(owned):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("consumer group did not settle in time")
+
+
 _LAST_TICK = re.compile(rb"^tankwatch_last_tick_timestamp_seconds (\S+)$", re.M)
 
 
@@ -287,13 +317,20 @@ def paced_run(
     tmp: Path,
     watch_metrics: bool,
     lean: bool = False,
+    instances: int = 1,
+    partitions: int = PARTITIONS,
 ) -> dict[str, Any]:
     """One paced run; returns latencies (s) per observer and producer figures. ``lean``:
-    forecasts topic and per-tank metrics off (then only /metrics can be watched)."""
+    forecasts topic and per-tank metrics off (then only /metrics can be watched).
+    ``instances`` > 1: that many pipelines in one consumer group (forecasts only)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    topics = new_topics(bootstrap, f"paced{n_tanks}")
-    child = PipelineChild(bootstrap, topics, model_dir, tmp, lean)
+    topics = new_topics(bootstrap, f"paced{n_tanks}", partitions)
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    children = [
+        PipelineChild(bootstrap, topics, model_dir, tmp, lean, group) for _ in range(instances)
+    ]
+    child = children[0]
     sent_at: dict[int, float] = {}
     send_s: list[float] = []
     seen_kafka: dict[int, float] = {}
@@ -301,10 +338,13 @@ def paced_run(
     scrape_s: list[float] = []
     stop = threading.Event()
     try:
-        child.wait_assigned()
+        if instances == 1:
+            child.wait_assigned()
+        else:
+            wait_group(children, partitions)
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                  enable_auto_commit=False, fetch_max_wait_ms=5)  # fmt: skip
-        tps = [TopicPartition(topics.forecasts, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(topics.forecasts, p) for p in range(partitions)]
         consumer.assign(tps)
         consumer.seek_to_end(*tps)
         counts: dict[int, int] = defaultdict(int)
@@ -370,14 +410,15 @@ def paced_run(
         seen = seen_metrics if lean else seen_kafka
         while time.time() < deadline and max(seen, default=0) < max(sent_at):
             time.sleep(0.05)
-        rss = child.rss_mib()
+        rss = max(c.rss_mib() for c in children)
         stop.set()
         reader.join(5)
         if watch_metrics:
             watcher.join(5)
         consumer.close()
     finally:
-        child.stop()
+        for c in children:
+            c.stop()
     warm = sorted(sent_at)[3:]  # the first ticks include new-tank setup
     lat_k = [seen_kafka[t] - sent_at[t] for t in warm if t in seen_kafka]
     lat_m = [seen_metrics[t] - sent_at[t] for t in warm if t in seen_metrics]
@@ -447,10 +488,39 @@ def bench_scale(
     )  # fmt: skip
 
 
+def bench_group(
+    bootstrap: str, n_tanks: int, instances: list[int], n_ticks: int, model_dir: Path, tmp: Path
+) -> str:
+    """The full configuration with 1..k instances in one consumer group (6 partitions)."""
+    rows = []
+    for k in instances:
+        r = paced_run(bootstrap, n_tanks, n_ticks, model_dir, tmp, watch_metrics=False,
+                      instances=k, partitions=GROUP_PARTITIONS)  # fmt: skip
+        lat, missing = r["kafka"], r["missing_kafka"]
+        p99, send99 = percentile(lat, 99), percentile(r["send_s"], 99)
+        keeps = missing == 0 and p99 < 1.0 and send99 < 1.0
+        rows.append([k, f"{n_tanks:,}", r["ticks"], ms(percentile(r["send_s"], 50)), ms(send99),
+                     ms(percentile(lat, 50)), ms(p99), missing, f"{r['rss_mib']:.0f}",
+                     "yes" if keeps else "no"])  # fmt: skip
+        print(rows[-1], flush=True)
+    head = (
+        f"Consumer group (full configuration; latency to tank.forecasts): {n_tanks:,} tanks, "
+        f"one tick per second, {n_ticks} ticks, {GROUP_PARTITIONS} partitions, k instances "
+        "(subprocesses) in one group, all on the same 2 cores with the producer and broker\n\n"
+    )
+    return head + table(
+        ["instances", "tanks", "ticks", "send p50 ms", "send p99 ms", "latency p50 ms",
+         "latency p99 ms", "ticks not seen", "max RSS MiB", "keeps up"],
+        rows,
+    )  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["throughput", "latency", "scale"],
-                        choices=["throughput", "latency", "scale"])  # fmt: skip
+                        choices=["throughput", "latency", "scale", "group"])  # fmt: skip
+    parser.add_argument("--group-tanks", type=int, default=10000)
+    parser.add_argument("--group-instances", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--tanks", type=int, default=1000)
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--latency-tanks", type=int, default=1000)
@@ -502,6 +572,18 @@ def main() -> int:
                     )
                 )
                 print(out[-1] + "\n", flush=True)
+        if "group" in args.parts:
+            out.append(
+                bench_group(
+                    broker.bootstrap,
+                    args.group_tanks,
+                    args.group_instances,
+                    args.scale_ticks,
+                    fast,
+                    tmp,
+                )
+            )
+            print(out[-1] + "\n", flush=True)
     print("\n\n".join(out))
     return 0
 

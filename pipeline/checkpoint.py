@@ -32,6 +32,7 @@ import numpy as np
 
 from pipeline.assembler import CommitPoint
 from pipeline.forecast_step import TankState
+from pipeline.sinks.batch_produce import BatchProducer
 from tankwatch.errors import BrokerError, ConfigError, TankwatchError
 
 __all__ = [
@@ -280,16 +281,22 @@ class Checkpointer:
             raise LocalCheckpointError(
                 f"writing {self.path} failed: {exc.strerror or exc}"
             ) from None
+        failed: list[BaseException] = []
         try:
+            # A partition's tank records at once, as whole batches (BatchProducer).
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
             for s, value in encoded:
-                self.producer.send(
-                    self.topic, key=s.tank_id.encode(), value=value, partition=s.partition
-                )
+                by_partition.setdefault(s.partition, []).append((s.tank_id.encode(), value))
+            batch = BatchProducer(self.producer, self.topic, lambda n, exc: failed.append(exc))
+            for p, records in by_partition.items():
+                batch.send_to(p, records)
             # The partition record goes last: on one partition, the idempotent producer
             # keeps order, so when it is durable so are the tank records before it.
             for p, value in point_values.items():
                 self.producer.send(self.topic, key=PARTITION_KEY, value=value, partition=p)
             self.producer.flush(timeout=self.timeout_s)
+            if failed:
+                raise failed[0]
         except Exception as exc:  # KafkaTimeoutError & co: the checkpoint did not land
             raise BrokerError(f"writing {self.topic} failed: {exc}") from None
         self.records_written += len(encoded) + len(points)

@@ -19,10 +19,17 @@ Speed (the cell is memory-bound: a dozen elementwise passes per matmul):
   reported the gather/scatter is skipped;
 * buffers are preallocated per size and reused;
 * ``forecast`` runs the horizon in chunks of rows (rows are independent), so a
-  chunk's h, c and gates stay in the CPU cache for all the steps.
+  chunk's h, c and gates stay in the CPU cache for all the steps;
+* in the horizon, each fed-back input is a linear function of the previous step's
+  ``s`` (scaled input) and ``h`` (see :func:`_horizon_weights`), so from the second
+  step on one matmul of ``[1, s, h]`` gives the next gates *and* this step's output:
+  no head matmul, no input concatenation and no bias pass per step.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -42,6 +49,17 @@ __all__ = ["NumpyEngine"]
 
 #: Rows per chunk in ``forecast``: a chunk's gates (rows x 4U float32) fit in L2.
 FORECAST_CHUNK = 1024
+#: Threads for the horizon of a single-layer network (``NumpyEngine.horizon_threads``,
+#: env TANKWATCH_HORIZON_THREADS). One by default: on the loaded 2-core machine of
+#: docs/performance.md two threads made the 10,000-row horizon slower in wall time
+#: (three runs: 637, 742, 450 ms vs 639, 146, 153 ms; a tick waits for its slower
+#: half), for ~8 % more CPU.
+#: Two pay off only with a core to spare; unlike OpenBLAS's threads they never spin.
+HORIZON_THREADS = int(os.environ.get("TANKWATCH_HORIZON_THREADS", "1"))
+#: The horizon's matrices have a multiple of this many columns (see _horizon_fused).
+PAD_ROWS = 16
+#: Fewer rows than twice this run in the calling thread (a hand-off costs ~0.1 ms).
+MIN_THREAD_ROWS = 256
 
 
 def _internal_gates(a: FloatArray, units: int) -> FloatArray:
@@ -49,6 +67,41 @@ def _internal_gates(a: FloatArray, units: int) -> FloatArray:
     u = units
     i, f, g, o = a[..., :u], a[..., u : 2 * u], a[..., 2 * u : 3 * u], a[..., 3 * u :]
     return np.ascontiguousarray(np.concatenate([i * 0.5, f * 0.5, o * 0.5, g], axis=-1))
+
+
+def _horizon_weights(
+    weights: dict[str, FloatArray], units: int, residual: bool, change_input: bool
+) -> tuple[FloatArray, FloatArray]:
+    """Precomputed layouts for :meth:`NumpyEngine.forecast` (float32, computed in float64).
+
+    Returns ``first`` (1 + F_in + U, 4U): ``[1, inp0, h] @ first`` is the first step's
+    pre-activations; and ``fed`` (1 + F + U, 4U + F): ``[1, s_k, h_k] @ fed`` gives the
+    pre-activations of step k+1 (first 4U columns) and the scaled output ``y_k`` of step
+    k (last F columns). Gate columns in the internal order (module docstring).
+
+    Derivation: ``y_k = s_k Qs + h_k D + d`` (``Qs`` = I when residual, else 0); the next
+    input is ``x = y_k`` and, with ``change_input``, ``dx = y_k - s_k``; so with
+    ``W = Wx + Wdx``: ``z_{k+1} = s_k (Qs W - Wdx) + h_k (D W + R) + (b + d W)``.
+    """
+    k0 = np.asarray(weights["lstm0_kernel"], np.float64)
+    rec = np.asarray(weights["lstm0_recurrent"], np.float64)
+    b = np.asarray(weights["lstm0_bias"], np.float64)
+    dk = np.asarray(weights["dense_kernel"], np.float64)
+    db = np.asarray(weights["dense_bias"], np.float64)
+    nf = dk.shape[1]
+    first = np.vstack([b[None, :], k0, rec])
+    wx = k0[:nf]
+    wdx = k0[nf : 2 * nf] if change_input else np.zeros_like(wx)
+    w = wx + wdx
+    qs = np.eye(nf) if residual else np.zeros((nf, nf))
+    gates = np.vstack([(b + db @ w)[None, :], qs @ w - wdx, dk @ w + rec])
+    head = np.vstack([db[None, :], qs, dk])
+    return (
+        _internal_gates(first.astype(np.float32), units),
+        np.ascontiguousarray(
+            np.hstack([_internal_gates(gates.astype(np.float32), units), head.astype(np.float32)])
+        ),
+    )
 
 
 class NumpyEngine:
@@ -92,6 +145,18 @@ class NumpyEngine:
             _internal_gates(np.asarray(weights[f"lstm{i}_bias"], np.float32), self._units)
             for i in range(layers)
         ]
+        # The horizon's fused layouts (single-layer networks; deeper ones step _cell).
+        fused = (
+            _horizon_weights(weights, units, self._residual, self._change_input)
+            if layers == 1
+            else None
+        )
+        #: Transposed copies (what ``_horizon_fused`` multiplies with).
+        self._fused_t = (
+            None
+            if fused is None
+            else (np.ascontiguousarray(fused[0].T), np.ascontiguousarray(fused[1].T))
+        )
         self._head_w = np.asarray(weights["dense_kernel"], np.float32)
         self._head_b = np.asarray(weights["dense_bias"], np.float32)
         self._mean = scaler.mean.astype(np.float32)
@@ -100,6 +165,8 @@ class NumpyEngine:
         self._c = np.zeros((layers, 0, self._units), np.float32)
         self._last = np.zeros((0, self._nf), np.float32)
         self._bufs: dict[int, tuple[list[FloatArray], FloatArray, FloatArray]] = {}
+        self.horizon_threads = max(1, HORIZON_THREADS)
+        self._pool: ThreadPoolExecutor | None = None
         if n_rows:
             self.add_rows(n_rows)
 
@@ -147,14 +214,24 @@ class NumpyEngine:
         out += self._head_b
         return out
 
-    def _with_change(self, xs: FloatArray, last: FloatArray, h_top: FloatArray) -> FloatArray:
+    def _with_change(
+        self,
+        xs: FloatArray,
+        last: FloatArray,
+        h_top: FloatArray | None,
+        head: FloatArray | None = None,
+    ) -> FloatArray:
         """[xs, dx] (n, 2F): dx = xs - previous reading, 0 where the row has none.
 
         The previous reading (scaled) is ``held forecast - head(h_top)``: the residual
         network's own identity, so RowState (h, c, last_forecast) is all it needs.
+        ``head``: ``head(h_top)`` when the caller has it already.
         """
         prev = (last - self._mean) / self._std
-        prev -= self._head(h_top)
+        if head is None:
+            assert h_top is not None
+            head = self._head(h_top)
+        prev -= head
         dx = xs - prev
         dx[~np.isfinite(dx).all(axis=1)] = 0.0  # never stepped / just reset
         return np.concatenate([xs, dx], axis=1)
@@ -235,7 +312,12 @@ class NumpyEngine:
         idx = np.arange(self.n_rows) if rows is None else check_rows(rows, self.n_rows)
         out = np.empty((horizon, idx.size, self._nf), np.float32)
         out[0] = self._last[idx]
-        for lo in range(0, idx.size if horizon > 1 else 0, FORECAST_CHUNK):
+        if horizon == 1:
+            return out
+        if self._fused_t is not None:
+            self._forecast_fused(idx, out)
+            return out
+        for lo in range(0, idx.size, FORECAST_CHUNK):
             rows_ = idx[lo : lo + FORECAST_CHUNK]
             h = self._h[:, rows_]  # fancy indexing copies: the live state stays as it is
             c = self._c[:, rows_]
@@ -251,6 +333,99 @@ class NumpyEngine:
                 inp0 = np.concatenate([y, y - scaled], axis=1) if self._change_input else y
                 scaled = y
         return out
+
+    def _forecast_fused(self, idx: IndexArray, out: FloatArray) -> None:
+        """The single-layer horizon of rows ``idx`` into ``out`` (H, n, F), in chunks
+        of rows, spread over :data:`HORIZON_THREADS` threads when there are enough rows
+        (NumPy releases the GIL in matmul and the ufuncs; chunks write disjoint slices).
+        """
+        n = idx.size
+        if n == 0:
+            return
+        threads = self.horizon_threads if n >= 2 * MIN_THREAD_ROWS else 1
+        chunk = min(FORECAST_CHUNK, -(-n // threads))
+        bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+
+        def run(lo_hi: tuple[int, int]) -> None:
+            lo, hi = lo_hi
+            rows_ = idx[lo:hi]
+            block = out[:, lo:hi]
+            scaled = (block[0] - self._mean) / self._std
+            m = hi - lo
+            # h padded like the horizon's matrices (see _horizon_fused), so the head
+            # inside _with_change sums each row the same way whatever m is.
+            hp = np.zeros((-(-m // PAD_ROWS) * PAD_ROWS, self._units), np.float32)
+            hp[:m] = self._h[0, rows_]
+            h = hp[:m]
+            inp0 = (
+                self._with_change(scaled, block[0], None, self._head(hp)[:m])
+                if self._change_input
+                else scaled
+            )
+            self._horizon_fused(scaled, inp0, h, self._c[0, rows_], block)
+
+        if threads == 1 or len(bounds) == 1:
+            for b in bounds:
+                run(b)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="horizon")
+        list(self._pool.map(run, bounds))
+
+    def _horizon_fused(
+        self, scaled: FloatArray, inp0: FloatArray, h: FloatArray, c: FloatArray, block: FloatArray
+    ) -> None:
+        """Steps 1..H-1 of a single-layer horizon for one chunk of m rows, written to
+        ``block[1:]`` (H, m, F) in physical units.
+
+        Step 1 from ``first.T @ [1, inp0, h].T``; then each step's matmul of ``fed.T``
+        with ``[1, s, h].T`` yields the next gates and the current output
+        (``_horizon_weights``). Transposed, every gate block and the state are
+        contiguous (m-long rows), which the elementwise passes run fastest on.
+        """
+        first_t, fed_t = self._fused_t  # type: ignore[misc]
+        m, u, nf = h.shape[0], self._units, self._nf
+        # Columns padded to a multiple of PAD_ROWS (zeros): OpenBLAS computes a
+        # column that sits in a partial block of the matrix (or in a small matrix) with
+        # another summation order, so without this a row's forecast would depend on
+        # how many rows were forecast with it (differences ~1e-6 after 29 steps).
+        mp = -(-m // PAD_ROWS) * PAD_ROWS
+        g4 = 4 * u
+        a0 = np.zeros((first_t.shape[1], mp), np.float32)  # [1; inp0; h]
+        a0[0, :m] = 1.0
+        a0[1 : 1 + inp0.shape[1], :m] = inp0.T
+        a0[1 + inp0.shape[1] :, :m] = h.T
+        z = np.empty((fed_t.shape[0], mp), np.float32)  # [gates; y]
+        zg = z[:g4]
+        np.matmul(first_t, a0, out=zg)
+        a = np.zeros((fed_t.shape[1], mp), np.float32)  # [1; s; h], h written in place
+        a[0, :m] = 1.0
+        a[1 : 1 + nf, :m] = scaled.T
+        hs = a[1 + nf :]
+        ct = np.zeros((u, mp), np.float32)
+        ct[:, :m] = c.T
+        tmp = np.empty((u, mp), np.float32)
+        i_g, f_g, o_g, g_g = zg[:u], zg[u : 2 * u], zg[2 * u : 3 * u], zg[3 * u :]
+        gates = zg[: 3 * u]
+        ys = block[1:]  # scaled outputs first, converted to physical units at the end
+        last = ys.shape[0] - 1
+        for k in range(ys.shape[0]):
+            np.tanh(zg, out=zg)  # i/2, f/2, o/2 pre-halved: tanh; candidate: tanh
+            gates *= 0.5
+            gates += 0.5  # sigmoid(z) = (1 + tanh(z / 2)) / 2
+            ct *= f_g
+            np.multiply(i_g, g_g, out=tmp)
+            ct += tmp
+            np.tanh(ct, out=hs)
+            hs *= o_g
+            if k == last:  # only this step's output is needed
+                ys[k] = (fed_t[g4:] @ a)[:, :m].T
+                break
+            np.matmul(fed_t, a, out=z)
+            a[1 : 1 + nf] = z[g4:]
+            ys[k] = z[g4:, :m].T
+        ys *= self._std
+        ys += self._mean
 
     def reset_rows(self, rows: IndexArray) -> None:
         idx = check_rows(rows, self.n_rows)

@@ -6,6 +6,7 @@ import json
 
 import jsonschema
 import numpy as np
+import pytest
 
 from pipeline.sinks.forecasts import encode_records, schema
 from tests.unit.test_checkpoint import make_step, series, tick
@@ -33,3 +34,51 @@ def test_records_follow_the_schema_and_carry_exact_values() -> None:
     second_rec = json.loads(encode_records(second, ids, 60.0, (1, 5, 15, 30), "v", "t")[1][1])
     assert second_rec["residual"]["pressure_kpa"] == float(second.residual[1, 0])
     assert second_rec["reset"] is None and second_rec["anomaly_flag"] is False
+
+
+def _edge_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 values widened to float64 (as the records carry them), with the
+    magnitudes where repr switches to exponent form, zeros, NaN and inf mixed in."""
+    v = (rng.normal(0, 1, shape) * 10.0 ** rng.integers(-9, 20, shape)).astype(np.float32)
+    flat = v.reshape(-1)
+    picks = rng.integers(0, flat.size, 12)
+    flat[picks] = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-4, 9.9e-5, 1e16, 1e-5, -1e17, 5.0, 1.0]
+    return v
+
+
+def test_numbers_are_written_exactly_as_repr_writes_them() -> None:
+    from pipeline.sinks import forecasts
+
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        a = _edge_values(rng, (500, 4))
+        flat = np.asarray(a, np.float64).reshape(-1)
+        assert forecasts._nums(a) == forecasts._nums_repr(flat)
+        assert forecasts._num_rows(a) == forecasts._rows(forecasts._nums_repr(flat), 4)
+    plain = (200 + 40 * rng.random((300, 4))).astype(np.float32)  # the common case
+    flat = np.asarray(plain, np.float64).reshape(-1)
+    assert forecasts._num_rows(plain) == forecasts._rows(forecasts._nums_repr(flat), 4)
+
+
+def test_records_are_byte_identical_to_the_repr_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from pipeline.sinks import forecasts
+
+    step = make_step()
+    step.apply(tick(0, [0, 1], np.asarray([series(0, 0), series(1, 0)]), [-9, -9], [1, 1]))
+    out = step.apply(tick(1, [0, 1], np.asarray([series(0, 1), series(1, 1)]), [0, 0]))
+    rng = np.random.default_rng(5)
+    odd = replace(
+        out,
+        forecast=_edge_values(rng, out.forecast.shape),
+        horizons=_edge_values(rng, out.horizons.shape),
+        score=np.asarray([3.2e-07, 1e16]),
+    )
+    ids = ["A", "B", None, None]
+    for o in (out, odd):
+        fast = encode_records(o, ids, 60.0, (1, 5, 15, 30), "lstm-x", "tank.readings")
+        with monkeypatch.context() as m:
+            m.setattr(forecasts, "_orjson", None)  # every number through repr
+            slow = encode_records(o, ids, 60.0, (1, 5, 15, 30), "lstm-x", "tank.readings")
+        assert fast == slow
