@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps kafka-jars kafka test test-unit lint format demo bench data model clean
+.PHONY: install sysdeps kafka-jars kafka test test-unit lint format demo bench bench-page data model clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/long_span.py
+
+# The dashboard page at 24 / 1,000 / 5,000 tanks in headless Chromium (docs/performance.md).
+bench-page: install sysdeps
+	$(BIN)/python bench/page.py
 
 # Regenerate the bundled history byte-for-byte from its committed config and seed.
 data: install

@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -310,7 +311,16 @@ def save_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
     try:
-        keras_model.save(tmp / MODEL_FILE)
+        with warnings.catch_warnings():
+            # Keras saves each variable through np.array(tf_tensor); TensorFlow 2.21's
+            # EagerTensor.__array__ lacks NumPy 2's ``copy`` keyword, so NumPy warns
+            # once per save. Nothing of ours to change; the file written is the same.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"__array__ implementation doesn't accept a copy keyword",
+                category=DeprecationWarning,
+            )
+            keras_model.save(tmp / MODEL_FILE)
         arrays: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         np.savez(tmp / WEIGHTS_FILE, **arrays)
         meta = {"format_version": FORMAT_VERSION, **metadata}

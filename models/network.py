@@ -55,10 +55,18 @@ __all__ = [
 
 
 def import_keras() -> Any:
-    """Import Keras (TensorFlow backend) with TensorFlow's C++ start-up chatter silenced."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import Keras (TensorFlow backend) with TensorFlow's C++ start-up chatter silenced
+    (unless debug logging: :func:`tankwatch.logs.quiet_native_stderr`)."""
+    from tankwatch.logs import native_debug, quiet_native_stderr
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if native_debug() else "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
+    with quiet_native_stderr():
+        import keras
+        import tensorflow as tf
+
+        # The first device query probes CUDA (and logs its failure on a CPU-only box).
+        tf.config.list_logical_devices("CPU")
 
     return keras
 

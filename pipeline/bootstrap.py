@@ -21,7 +21,8 @@ from pipeline.config import Settings
 from pipeline.consumer import ReadingsConsumer
 from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
-from pipeline.service import ConsumerLike, ModelInfo, Service
+from pipeline.ports import ConsumerLike, ModelInfo
+from pipeline.service import Service
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
-from pipeline.config import FIELDS, Settings
+from pipeline.config import FIELDS, FieldSpec, Settings
+from tankwatch.topics import Topics
 
 __all__ = ["register"]
 
@@ -24,19 +26,72 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument(
             spec.flag,
             dest=spec.name,
-            default=None,
-            metavar="VALUE",
-            help=f"{spec.help} (env {spec.env})",
+            default=None,  # Settings.from_env applies env and defaults
+            metavar=_metavar(spec),
+            help=f"{spec.help} (env {spec.env}; default {_default_text(spec)})",
         )
+    topics = Topics()
     for name in ("readings", "dlq", "forecasts", "state"):
         p.add_argument(
             f"--topic-{name}",
             dest=f"topic_{name}",
             default=None,
             metavar="NAME",
-            help=f"{name} topic (env TANKWATCH_TOPIC_{name.upper()})",
+            help=f"{name} topic (env TANKWATCH_TOPIC_{name.upper()}; "
+            f"default {getattr(topics, name)})",
         )
     p.set_defaults(func=_run)
+
+
+#: Choices shown in ``run --help`` (Settings validates them).
+_CHOICES = {"engine": ("numpy", "keras")}
+
+
+def _metavar(spec: FieldSpec) -> str:
+    """What a flag's value looks like: its choices, unit or kind."""
+    if spec.name in _CHOICES:
+        return "{" + ",".join(_CHOICES[spec.name]) + "}"
+    value = _default(spec)
+    if spec.name == "bootstrap":
+        return "HOST:PORT[,...]"
+    if isinstance(value, bool):
+        return "{true,false}"
+    if spec.name.endswith("_ms"):
+        return "MS"
+    if spec.name.endswith("_s"):
+        return "SECONDS"
+    if spec.name.endswith("_dir"):
+        return "DIR"
+    if isinstance(value, tuple):
+        return "N[,N...]"
+    if isinstance(value, int) or spec.name == "max_gap_ticks":
+        return "N"
+    if isinstance(value, float):
+        return "X"
+    return "TEXT"
+
+
+def _default(spec: FieldSpec) -> Any:
+    f = {f.name: f for f in dataclasses.fields(Settings)}[spec.name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _default_text(spec: FieldSpec) -> str:
+    """The default as the help shows it (the Settings field default)."""
+    if spec.name == "model_dir":
+        return "the model committed in the installed package (models/artifacts/default)"
+    value = _default(spec)
+    if value is None:
+        return "from the model artifact" if spec.name == "max_gap_ticks" else "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -122,8 +122,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         metavar="CSV",
         default=None,
-        help="history CSV to replay instead of the bundled data/history.csv.gz "
-        "(same columns: ts,tank_id,pressure_kpa,temperature_c[,event])",
+        help="history CSV to replay instead of the bundled data/history.csv.gz; read "
+        "with the CSV format options below, like replay (default: the bundled history)",
     )
     p.add_argument(
         "--model",
@@ -137,6 +137,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="don't print the 'open this in your browser' hint (for scripts)",
     )
+    from producers.replay_cli import add_csv_format_args
+
+    add_csv_format_args(p)
     p.set_defaults(func=run_demo)
 
 
@@ -206,7 +209,7 @@ def _stop_broker(broker: EmbeddedBroker, grace_s: float = 1.0) -> None:
 
 
 def _replay_target(
-    source: Path,
+    frame: Any,
     bootstrap: str,
     topic: str,
     speed: float,
@@ -217,19 +220,10 @@ def _replay_target(
     x event time, looping (each pass shifted forward, so event time never goes back)."""
     import numpy as np
 
-    from producers.csv_source import CsvOptions, load_frame
     from producers.replay import ReplayOptions, replay
 
     def run() -> object:
-        import sys
-
-        from producers.csv_report import summary_lines
-
-        loaded = load_frame([source], CsvOptions())
-        # The demo replays until stopped: its CSV summary comes once it is loaded.
-        for line in summary_lines(loaded):
-            print(f"tankwatch: {line}", file=sys.stderr, flush=True)
-        frame = loaded.frame
+        nonlocal frame
         ts = np.unique(frame["ts"].to_numpy(dtype=np.float64))
         interval = float(np.median(np.diff(ts))) if len(ts) > 1 else 60.0
         split = float(ts[0]) + warmup_ticks * interval
@@ -288,6 +282,31 @@ def _print_banner(
     print("\n".join(lines), file=out, flush=True)
 
 
+def _load_history(source: Path, args: argparse.Namespace) -> Any:
+    """The readings to replay, validated: a one-line ConfigError/CsvError if unusable."""
+    from producers.csv_source import load_frame
+    from producers.replay_cli import csv_options_from_args
+
+    if not source.is_file():
+        raise ConfigError(f"history file not found: {source}")
+    loaded = load_frame([source], csv_options_from_args(args))
+    if loaded.frame.empty:
+        first = f"; first: {loaded.errors[0]}" if loaded.errors else ""
+        raise ConfigError(
+            f"{source}: no usable readings ({loaded.bad_rows} bad rows{first}); "
+            "see the CSV format options of tankwatch demo --help"
+        )
+    # The drop limit and the CSV summary, as for replay/train/evaluate (the demo runs
+    # until stopped, so its summary comes once the file is loaded).
+    from producers.csv_report import check_drops, summary_lines
+
+    if hasattr(args, "drop_limit"):
+        check_drops(loaded, args.drop_limit, args.allow_drops)
+    for line in summary_lines(loaded):
+        print(f"tankwatch: {line}", file=sys.stderr, flush=True)
+    return loaded.frame
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Entry point of ``tankwatch demo``; returns the exit code."""
     from pipeline.bootstrap import build_service
@@ -297,8 +316,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from tankwatch.topics import Topics, create_topics
 
     source = args.tanks_file or bundled_history()
-    if not source.is_file():
-        raise ConfigError(f"history file not found: {source}")
+    frame = _load_history(source, args)  # before anything starts or is announced
     stop = threading.Event()
     replay_stop = threading.Event()
     workers: list[_Worker] = []
@@ -335,7 +353,7 @@ def run_demo(args: argparse.Namespace) -> int:
         rep = _Worker(
             "replay",
             _replay_target(
-                source, bootstrap, topics.readings, args.speed, args.warmup_ticks, replay_stop
+                frame, bootstrap, topics.readings, args.speed, args.warmup_ticks, replay_stop
             ),
         )
         rep.start()

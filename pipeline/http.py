@@ -1,4 +1,4 @@
-"""One HTTP port: ``/metrics``, ``/healthz``, ``/api/fleet``, ``/api/tank/<id>``, ``/``.
+"""One HTTP port: ``/metrics``, ``/healthz``, ``/api/fleet?...``, ``/api/tank/<id>``, ``/``.
 
 A ``ThreadingHTTPServer`` in a daemon thread. Handlers only read immutable snapshots
 (:class:`~pipeline.sinks.view.FleetView`) or copies taken under a short lock, so the
@@ -15,10 +15,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from pipeline.api import FleetQuery, QueryError
 from tankwatch.errors import ConfigError
 
 __all__ = ["ApiSource", "HttpServer"]
@@ -41,7 +42,7 @@ class ApiSource(Protocol):
 
     def metrics_text(self) -> bytes: ...
 
-    def fleet_json(self) -> dict[str, Any]: ...
+    def fleet_json(self, query: FleetQuery | None = None) -> dict[str, Any]: ...
 
     def tank_json(self, tank_id: str) -> dict[str, Any] | None: ...
 
@@ -83,7 +84,8 @@ def _handler(source: ApiSource) -> type[BaseHTTPRequestHandler]:
             self.do_GET()
 
         def do_GET(self) -> None:
-            path = urlsplit(self.path).path
+            parts = urlsplit(self.path)
+            path = parts.path
             try:
                 if path == "/metrics":
                     self._send(200, source.metrics_text(), CONTENT_TYPE_LATEST)
@@ -91,7 +93,12 @@ def _handler(source: ApiSource) -> type[BaseHTTPRequestHandler]:
                     ok, body = source.health()
                     self._json(200 if ok else 503, body)
                 elif path == "/api/fleet":
-                    self._json(200, source.fleet_json())
+                    try:
+                        query = FleetQuery.parse(parse_qs(parts.query))
+                    except QueryError as exc:
+                        self._json(400, {"error": str(exc)})
+                    else:
+                        self._json(200, source.fleet_json(query))
                 elif path.startswith("/api/tank/"):
                     tank = source.tank_json(unquote(path[len("/api/tank/") :]))
                     if tank is None:

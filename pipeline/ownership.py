@@ -30,7 +30,7 @@ from pipeline.sinks.metrics import PipelineMetrics
 from tankwatch.errors import BrokerError
 
 if TYPE_CHECKING:
-    from pipeline.service import ConsumerLike
+    from pipeline.ports import ConsumerLike
 
 __all__ = ["PartitionOwnership"]
 

@@ -18,13 +18,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from pipeline.api import fleet_json, tank_json
+from pipeline.api import Dashboard, FleetQuery, model_json
 from pipeline.assembler import RESET_REASONS, Columns, TickAssembler
 from pipeline.checkpoint import Checkpointer
 from pipeline.config import Settings
@@ -33,11 +32,12 @@ from pipeline.forecast_step import ForecastStep
 from pipeline.http import HttpServer
 from pipeline.input_checks import InputChecks
 from pipeline.ownership import PartitionOwnership
+from pipeline.ports import ConsumerFactory, ConsumerLike, ModelInfo
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
 from pipeline.sinks.view import FleetView
-from tankwatch.codec import PRESSURE_RANGE_KPA, decode_batch
+from tankwatch.codec import decode_batch
 from tankwatch.errors import TankwatchError
 
 __all__ = ["ModelInfo", "Service"]
@@ -74,43 +74,6 @@ def _unhealthy(alive: bool, up: bool, problem: str | None, blocked: dict[int, st
         parts = ", ".join(f"{p} ({e})" for p, e in sorted(blocked.items()))
         return f"undecodable batch on partition(s) {parts}"
     return None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    model_version: str
-    engine: str
-    tick_interval_s: float
-    max_gap_ticks: int
-    path: str
-    #: The fleet's pressure reference and the limits readings are validated against.
-    pressure_reference: str = "absolute"
-    pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA
-    #: (low (F,), high (F,)) of the readings the model was trained on, if recorded.
-    value_range: tuple[Any, Any] | None = None
-
-
-class ConsumerLike(Protocol):
-    def poll(self, timeout_ms: int) -> dict[int, list[Any]]: ...
-    def assigned(self) -> list[int]: ...
-    def seek(self, partition: int, offset: int) -> None: ...
-    def lag(self) -> dict[int, int | None]: ...
-    def lagging(self) -> set[int]: ...
-    def probe(self, timeout_ms: int = ...) -> bool: ...
-    def commit(self, offsets: dict[int, int]) -> None: ...
-    def close(self) -> None: ...
-
-
-#: make_consumer(on_revoked, on_assigned, on_lost) -> consumer; on_revoked returns the
-#: offsets to commit (the consumer commits them on its IO thread).
-ConsumerFactory = Callable[
-    [
-        Callable[[list[int]], dict[int, int]],
-        Callable[[list[int]], None],
-        Callable[[list[int]], None],
-    ],
-    ConsumerLike,
-]
 
 
 class Service(PartitionOwnership):
@@ -154,6 +117,7 @@ class Service(PartitionOwnership):
         self._view = FleetView(horizons_reported=settings.horizons_reported)
         self.input_checks = InputChecks(model.tick_interval_s, model.value_range)
         self._broker_up = False
+        self._broker_lost = False  # lost at least once since start (see _set_broker)
         self._blocked_since: float | None = None  # monotonic start of a broker wait
         self._last_loop = 0.0
         self._running = False
@@ -170,6 +134,21 @@ class Service(PartitionOwnership):
         metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
         self._lag_confirmed = time.monotonic()  # last probe the broker answered
         metrics.lag_age.set_function(lambda: time.monotonic() - self._lag_confirmed)
+        self.dashboard = Dashboard(
+            lambda: self._view,
+            history,
+            self._lock,
+            model_json(
+                model.model_version,
+                model.engine,
+                model.tick_interval_s,
+                model.max_gap_ticks,
+                settings.horizons_reported,
+                settings.horizon,
+            )
+            | self._model_checks_json(model),
+            model.tick_interval_s,
+        )
         self._http = HttpServer(self, settings.http_host, settings.http_port)
         self._http.start()
 
@@ -340,6 +319,8 @@ class Service(PartitionOwnership):
                 ts = np.asarray(d.ts, np.float64)
                 for tank, count in self.input_checks.observe(d.tank_ids, ts, values).items():
                     self.metrics.out_of_range(tank, count)
+                if self.input_checks.cadence_message and not self._model_warnings:
+                    self._model_warnings.append(self.input_checks.cadence_message)
                 cols = Columns(
                     tank_ids=d.tank_ids,
                     ts=ts,
@@ -419,15 +400,30 @@ class Service(PartitionOwnership):
         self._next_horizon = now + self.settings.horizon_interval_s
         return True
 
+    def _model_checks_json(self, model: ModelInfo) -> dict[str, Any]:
+        """The pressure reference, limits, trained value range and data warnings for the
+        ``model`` object of /api/fleet (``warnings`` fills in once the cadence is judged)."""
+        self._model_warnings: list[str] = []
+        vr = model.value_range
+        return {
+            "pressure_reference": model.pressure_reference,
+            "pressure_limits_kpa": list(model.pressure_range),
+            "value_range": None
+            if vr is None
+            else {"low": [float(v) for v in vr[0]], "high": [float(v) for v in vr[1]]},
+            "warnings": self._model_warnings,
+        }
+
     def _publish_view(self, last_tick: int | None) -> None:
         n = self.assembler.capacity
+        ids = self.assembler.registry.ids()
         f = self.step.fleet
         last_tick_ts = self._view.last_tick_ts
         if last_tick is not None:
             last_tick_ts = last_tick * self.assembler.interval
             self.metrics.last_tick.set(last_tick_ts)
         self._view = FleetView(
-            ids=self.assembler.registry.ids(),
+            ids=ids,
             actual=f.actual[:n].copy(),
             forecast=f.held[:n].copy(),
             horizons=f.horizons[:n].copy(),
@@ -439,14 +435,26 @@ class Service(PartitionOwnership):
             horizons_reported=self.settings.horizons_reported,
             last_tick_ts=last_tick_ts,
             published=time.time(),
+            out_of_range=np.array(
+                [self.input_checks.out_of_range.get(t, 0) if t else 0 for t in ids], np.int64
+            ),
         )
         self.metrics.set_view(self._view)
         self.metrics.tanks.set(len(self.assembler.registry))
 
     # -------------------------------------------------------- broker health
     def _set_broker(self, up: bool, exc: BaseException | None = None) -> None:
-        if up != self._broker_up:
-            log.warning("broker up" if up else "broker unreachable", extra={"error": str(exc)})
+        # Reaching the broker is news only after it was lost (info on start-up: the
+        # first probe always flips the initial False); losing it is a warning, with
+        # the error only when there is one.
+        if up and not self._broker_up:
+            if self._broker_lost:
+                log.warning("broker reachable again")
+            else:
+                log.info("broker up")
+        elif not up and self._broker_up:
+            self._broker_lost = True
+            log.warning("broker unreachable", extra={"error": str(exc)} if exc else {})
         self._broker_up = up
 
     def broker_up_now(self) -> bool:
@@ -499,23 +507,8 @@ class Service(PartitionOwnership):
             "model_version": self.model.model_version,
         }
 
-    def fleet_json(self) -> dict[str, Any]:
-        return fleet_json(
-            self._view,
-            self.model,
-            self.settings,
-            dict(self.input_checks.out_of_range),
-            self.input_checks.cadence_message,
-        )
+    def fleet_json(self, query: FleetQuery | None = None) -> dict[str, Any]:
+        return self.dashboard.fleet_json(query)
 
     def tank_json(self, tank_id: str) -> dict[str, Any] | None:
-        view = self._view
-        row = view.row_of(tank_id)
-        if row is None:
-            return None
-        with self._lock:
-            if row >= self.history.capacity:
-                ts, values = np.zeros(0), np.zeros((0, 6), np.float32)
-            else:
-                ts, values = self.history.series(row)
-        return tank_json(view, row, ts, values, self.model.tick_interval_s)
+        return self.dashboard.tank_json(tank_id)

@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 
+from producers.sim_config import SimConfig
 from tankwatch.cli import add_bootstrap_arg, positive_float, positive_int
+
+#: Defaults shown in ``simulate --help`` (a --config file or the flags override them).
+_SIM = SimConfig()
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -36,17 +40,27 @@ def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--out", help="history CSV to write (.csv or .csv.gz)")
     p.add_argument("--labels", help="anomaly labels CSV to write (tank_id,start,end,kind)")
     p.add_argument(
-        "--tanks", type=positive_int, default=None, help="number of tanks (env TANKWATCH_SIM_TANKS)"
+        "--tanks",
+        type=positive_int,
+        default=None,
+        help=f"number of tanks (env TANKWATCH_SIM_TANKS; default {_SIM.tanks})",
     )
-    p.add_argument("--days", type=positive_float, default=None, help="simulated days (history)")
+    p.add_argument(
+        "--days",
+        type=positive_float,
+        default=None,
+        help=f"simulated days (history; default {_SIM.days:g})",
+    )
     p.add_argument(
         "--interval",
         type=positive_float,
         default=None,
-        help="tick interval in seconds (env TANKWATCH_SIM_INTERVAL)",
+        help=f"tick interval in seconds (env TANKWATCH_SIM_INTERVAL; default {_SIM.interval_s:g})",
     )
-    p.add_argument("--seed", type=int, default=None, help="random seed")
-    p.add_argument("--start", default=None, help="start time, RFC 3339 (history)")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed (default {_SIM.seed})")
+    p.add_argument(
+        "--start", default=None, help=f"start time, RFC 3339 (history; default {_SIM.start})"
+    )
     p.add_argument(
         "--live", action="store_true", help="stream to Kafka in real time instead of writing a file"
     )

@@ -127,7 +127,39 @@ def build_parser() -> argparse.ArgumentParser:
             module.register
         )
         register(sub)
+    show_defaults(parser)
     return parser
+
+
+def _default_repr(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default X)`` to every option's help that does not state its default,
+    in this parser and all its subcommands, so every ``--help`` tells the defaults.
+
+    Flags (store_true) and options without a default are left alone; a help text that
+    already says "default" (or uses ``%(default)s``) is the author's wording and kept.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                show_defaults(child)
+            continue
+        text = action.help
+        if not action.option_strings or text is None or text == argparse.SUPPRESS:
+            continue
+        if "default" in text.lower() or action.nargs == 0:
+            continue
+        if action.default is None or action.default is argparse.SUPPRESS:
+            continue
+        value = _default_repr(action.default).replace("%", "%%")
+        action.help = f"{text} (default {value})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,23 @@
-"""Structured, quiet-by-default logging: one JSON object per line on stderr."""
+"""Structured, quiet-by-default logging: one JSON object per line on stderr.
+
+Libraries stay silent unless asked for: at the default level (``warning``) and at
+``error`` the loggers of kafka-python, TensorFlow and friends are raised to CRITICAL —
+a refused connection is reported once, by our own one-line error, not by 21 retries —
+at ``info`` their warnings show and at ``debug`` everything does. TensorFlow's native
+start-up chatter (oneDNN notice, CUDA probing on a CPU-only machine) is written by C++
+straight to file descriptor 2 before its log level is read, so :func:`quiet_native_stderr`
+closes that descriptor around the import (see ``models.network.import_keras``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -27,6 +39,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+#: Third-party loggers that are noise unless asked for (see the module docstring).
+LIBRARY_LOGGERS = ("kafka", "tensorflow", "absl", "keras", "h5py", "matplotlib", "PIL", "urllib3")
+
+
+def library_level(level: int) -> int:
+    """The level of :data:`LIBRARY_LOGGERS` for a root ``level``.
+
+    >>> [logging.getLevelName(library_level(x)) for x in (10, 20, 30, 40)]
+    ['DEBUG', 'WARNING', 'CRITICAL', 'CRITICAL']
+    """
+    if level <= logging.DEBUG:
+        return logging.DEBUG
+    return logging.WARNING if level <= logging.INFO else logging.CRITICAL
+
+
 def setup_logging(level: str = "warning") -> None:
     """Configure the root logger once. Level names: debug, info, warning, error."""
     handler = logging.StreamHandler(sys.stderr)
@@ -34,5 +61,41 @@ def setup_logging(level: str = "warning") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # kafka-python is chatty at INFO; its warnings still come through.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level(root.level))
+    # TensorFlow reads this when it loads (3 = errors too: "failed call to cuInit" on a
+    # CPU-only machine is an error line); an explicit setting by the user wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if root.level <= logging.DEBUG else "3")
+
+
+def native_debug() -> bool:
+    """True when the user asked for debug logs (then native chatter is kept)."""
+    return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (unless debug logging).
+
+    For imports whose C++ code prints before any log level applies. Python-level errors
+    raised inside the block still propagate and are printed after it.
+    """
+    if native_debug():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

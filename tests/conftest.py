@@ -142,3 +142,13 @@ def make_topics(kafka_bootstrap: str) -> Callable[..., Topics]:
 @pytest.fixture
 def topics(make_topics: Callable[..., Topics]) -> Topics:
     return make_topics()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the screenshots the browser tests kept, so a human can look at them."""
+    from tests.integration.browser import WRITTEN
+
+    if WRITTEN:
+        terminalreporter.section("test artifacts")
+        for path in WRITTEN:
+            terminalreporter.write_line(str(path))

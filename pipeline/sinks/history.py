@@ -66,3 +66,15 @@ class History:
         m = min(n, self.length)
         order = (np.arange(n - m, n)) % self.length
         return self.ts[row, order].copy(), self.values[row, order].copy()
+
+    def tail(self, rows: NDArray[np.intp], n: int, column: int) -> NDArray[np.float32]:
+        """The last ``n`` points of one column for many rows: (len(rows), n), oldest
+        first, NaN-padded on the left where a row has fewer points (one gather, no
+        per-row Python work: the fleet page asks this for a whole page of rows)."""
+        rows = np.asarray(rows, np.intp)
+        n = max(0, min(int(n), self.length))
+        count = self.count[rows][:, None]
+        idx = count - n + np.arange(n)[None, :]  # absolute point numbers
+        valid = idx >= 0
+        out = self.values[rows[:, None], idx % self.length, column]
+        return np.where(valid, out, np.float32(np.nan)).astype(np.float32, copy=False)

@@ -40,6 +40,9 @@ class FleetView:
     last_tick_ts: float = float("nan")
     #: Wall-clock time the view was published (s).
     published: float = 0.0
+    #: (n,) readings per row outside the model's trained value range (the
+    #: ``out_of_range`` mark of /api/fleet); None before the first publication.
+    out_of_range: NDArray[np.int64] | None = None
 
     def row_of(self, tank_id: str) -> int | None:
         try:

@@ -1,13 +1,30 @@
 // The built-in live dashboard: polls /api/fleet and /api/tank/<id> and draws the fleet
 // table and one tank's charts as inline SVG. Plain browser JavaScript, no dependencies.
+//
+// Fleet scale: the server sorts, filters and pages (/api/fleet?sort=&status=&q=&offset=
+// &limit=&spark=), so each poll carries one page of rows and the fleet's summary counts,
+// however large the fleet; sparklines come from the server's history (spark=N points).
+// The view (tank, sort, order, status filter, id search, page) lives in the URL hash,
+// so it survives a reload and can be bookmarked or shared.
 "use strict";
 const POLL_MS = 1500;
-const SPARK_POINTS = 90;          // fleet sparklines: last N polls per tank, kept client-side
-const STALE_TICKS = 10;           // a tank this many tick intervals behind is "stale"
+const PAGE_SIZE = 50;             // fleet rows per page
+const SPARK_POINTS = 60;          // sparkline points per row, served from history
+const STALE_TICKS = 10;           // fallback only: the server says each tank's status
 const NS = "http://www.w3.org/2000/svg";
+const SORTS = ["tank_id", "anomaly", "staleness", "residual"];
+const STATUSES = ["all", "anomaly", "stale", "ok", "marked"];
+const MARKS = { out_of_range: ["OOR", "a reading outside the sensor's range"],
+                model_mismatch: ["MODEL", "the tank does not match the model's operating range"],
+                uncalibrated: ["UNCAL", "uncalibrated sensor"] };
 
-const state = { selected: null, interval: 60, spark: new Map(), fleetOk: false };
+const state = {
+  selected: null, sort: "tank_id", desc: null, status: "all", q: "", page: 1,
+  interval: 60, matched: 0, fleetSeq: 0, rendered: false, tankRendered: false,
+};
 const $ = (id) => document.getElementById(id);
+const defaultDesc = (sort) => sort !== "tank_id";
+const isDesc = () => (state.desc === null ? defaultDesc(state.sort) : state.desc);
 
 // Tank ids come from producers: never let one be markup.
 function esc(text) {
@@ -44,19 +61,24 @@ function resetsTitle(r) {
   return r && typeof r === "object" ? Object.entries(r).map(([k, v]) => `${k}: ${v}`).join(", ") : "";
 }
 function statusOf(t) {
+  if (t.status) return t.status;
   if (t.anomaly_flag) return "anomaly";
   if (Number.isFinite(t.staleness_s) && t.staleness_s > STALE_TICKS * state.interval) return "stale";
   return "ok";
 }
 
 // ---- SVG path of points (x, y) with gaps where y is null/NaN -------------------
-function pathData(xs, ys, sx, sy) {
-  let d = "", pen = false;
+// maxGap (x units): a longer step between points lifts the pen, so a tank that was
+// silent for hours is not drawn as a straight line across the silence.
+function pathData(xs, ys, sx, sy, maxGap) {
+  let d = "", pen = false, lastX = NaN;
   for (let i = 0; i < xs.length; i++) {
     const y = ys[i];
     if (y === null || y === undefined || !Number.isFinite(y) || !Number.isFinite(xs[i])) { pen = false; continue; }
+    if (maxGap && xs[i] - lastX > maxGap) pen = false;
     d += (pen ? "L" : "M") + sx(xs[i]).toFixed(1) + "," + sy(y).toFixed(1);
     pen = true;
+    lastX = xs[i];
   }
   return d;
 }
@@ -121,7 +143,7 @@ function drawChart(svg, series, opts) {
   if (opts.zero && yr[0] < 0 && yr[1] > 0) el("line", { class: "zero", x1: m.l, x2: w - m.r, y1: sy(0), y2: sy(0) }, svg);
   if (opts.now !== undefined && opts.now <= x1) el("line", { class: "now", x1: sx(opts.now), x2: sx(opts.now), y1: m.t, y2: h - m.b }, svg);
   for (const s of series) {
-    const d = pathData(s.xs, s.ys, sx, sy);
+    const d = pathData(s.xs, s.ys, sx, sy, s.cls === "horizon" ? 0 : 3 * state.interval);
     if (d) el("path", { class: s.cls, d }, svg);
   }
   for (const mk of opts.markers || []) {
@@ -133,6 +155,7 @@ function drawChart(svg, series, opts) {
 
 function sparkline(values) {
   const svg = el("svg", { class: "spark", viewBox: "0 0 120 24", preserveAspectRatio: "none" });
+  values = (values || []).map((v) => (v === null ? NaN : v));
   const ys = values.filter(Number.isFinite), span = Math.max(values.length, 24);
   if (ys.length >= 2) {
     let lo = Math.min(...ys), hi = Math.max(...ys);
@@ -145,6 +168,67 @@ function sparkline(values) {
   return svg;
 }
 
+// ---- the view in the URL: #tank=T01&sort=anomaly&order=desc&status=stale&q=T0&page=2 ----
+function readHash() {
+  const p = new URLSearchParams(location.hash.replace(/^#/, "") || location.search.replace(/^\?/, ""));
+  state.selected = p.get("tank") || null;
+  state.sort = SORTS.includes(p.get("sort")) ? p.get("sort") : "tank_id";
+  const order = p.get("order");
+  state.desc = order === "asc" ? false : order === "desc" ? true : null;
+  state.status = STATUSES.includes(p.get("status")) ? p.get("status") : "all";
+  state.q = (p.get("q") || "").slice(0, 200);
+  const page = parseInt(p.get("page") || "1", 10);
+  state.page = Number.isFinite(page) && page >= 1 ? page : 1;
+}
+function viewHash(tank) {
+  const p = new URLSearchParams();
+  if (tank) p.set("tank", tank);
+  if (state.sort !== "tank_id") p.set("sort", state.sort);
+  if (state.desc !== null && state.desc !== defaultDesc(state.sort)) p.set("order", state.desc ? "desc" : "asc");
+  if (state.status !== "all") p.set("status", state.status);
+  if (state.q) p.set("q", state.q);
+  if (state.page > 1) p.set("page", String(state.page));
+  return "#" + p.toString();
+}
+function writeHash() {
+  const h = viewHash(state.selected);
+  if (h !== location.hash && !(h === "#" && !location.hash)) history.replaceState(null, "", h);
+  $("tank-link").href = h;
+}
+function syncControls() {
+  $("sort").value = state.sort;
+  $("status").value = state.status;
+  if (document.activeElement !== $("q")) $("q").value = state.q;
+  $("order").textContent = isDesc() ? "↓" : "↑";
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    const on = th.dataset.sort === state.sort;
+    th.classList.toggle("sorted", on);
+    th.setAttribute("aria-sort", on ? (isDesc() ? "descending" : "ascending") : "none");
+    th.title = on ? "sorted; click to reverse" : "click to sort";
+  }
+  $("order").title = isDesc() ? "descending (worst first); click for ascending" : "ascending; click for descending";
+}
+function fleetUrl() {
+  const p = new URLSearchParams({
+    sort: state.sort, order: isDesc() ? "desc" : "asc", status: state.status, q: state.q,
+    offset: String((state.page - 1) * PAGE_SIZE), limit: String(PAGE_SIZE), spark: String(SPARK_POINTS),
+  });
+  return "api/fleet?" + p.toString();
+}
+function marksHtml(t) {
+  let out = "";
+  for (const [key, [label, title]] of Object.entries(MARKS)) {
+    if (t[key]) out += ` <span class="mark ${key}" title="${esc(title)}">${label}</span>`;
+  }
+  return out;
+}
+function sourceText(src) {
+  if (src === null || src === undefined) return "";
+  if (typeof src === "string") return src;
+  if (Array.isArray(src)) return src.join(", ");
+  return Object.entries(src).map(([k, v]) => `${k.replace(/_(kpa|c)$/, "")}: ${v}`).join(", ");
+}
+
 // ---- fleet ---------------------------------------------------------------------
 function renderFleet(data) {
   state.interval = data.interval_s || state.interval;
@@ -152,44 +236,55 @@ function renderFleet(data) {
   $("model").textContent = model.model_version || model.version || "–";
   $("interval").textContent = fmt(state.interval, 0) + " s";
   $("now").textContent = fmtTime(data.now_ts, true);
-  $("updated").textContent = new Date().toLocaleTimeString();
-  const tanks = (data.tanks || []).slice().sort((a, b) => String(a.tank_id).localeCompare(String(b.tank_id)));
+  $("updated").textContent = new Date().toISOString().slice(11, 19);
+  const tanks = data.tanks || [];
+  const sum = data.summary || {};
+  const total = sum.tanks ?? tanks.length, matched = sum.matched ?? tanks.length;
+  state.matched = matched;
+  $("n-tanks").textContent = total.toLocaleString("en-US");
+  $("n-anomaly").textContent = sum.anomalous ?? tanks.filter((t) => statusOf(t) === "anomaly").length;
+  $("n-stale").textContent = sum.stale ?? tanks.filter((t) => statusOf(t) === "stale").length;
+  $("n-marked").textContent = sum.marked ?? 0;
+  $("mean-err").textContent = fmt(sum.mean_abs_residual_pressure_kpa, 3);
+  const pages = Math.max(1, Math.ceil(matched / PAGE_SIZE));
+  const offset = (state.page - 1) * PAGE_SIZE;
+  $("page-info").textContent = matched
+    ? `${(offset + 1).toLocaleString("en-US")}–${(offset + tanks.length).toLocaleString("en-US")} of ${matched.toLocaleString("en-US")}` +
+      (matched < total ? " matching" : "")
+    : "none";
+  $("prev").disabled = state.page <= 1;
+  $("next").disabled = state.page >= pages;
   const body = $("fleet-rows");
-  if (!tanks.length) { body.innerHTML = '<tr><td colspan="10" class="empty">waiting for data…</td></tr>'; return; }
-  let nA = 0, nS = 0, errSum = 0, errN = 0;
+  if (!tanks.length) {
+    if (matched && state.page > pages) { state.page = pages; writeHash(); pollFleet(); return; }
+    const text = total ? "no tank matches this filter" : "waiting for data…";
+    body.innerHTML = `<tr><td colspan="10" class="empty">${text}</td></tr>`;
+    return;
+  }
   const rows = document.createDocumentFragment();
   for (const t of tanks) {
-    const buf = state.spark.get(t.tank_id) || [];
-    if (buf.lastTs !== t.ts) { buf.push(t.pressure_kpa); buf.lastTs = t.ts; }
-    while (buf.length > SPARK_POINTS) buf.shift();
-    state.spark.set(t.tank_id, buf);
     const st = statusOf(t);
-    if (st === "anomaly") nA++; else if (st === "stale") nS++;
-    if (Number.isFinite(t.residual_pressure_kpa)) { errSum += Math.abs(t.residual_pressure_kpa); errN++; }
     const tr = document.createElement("tr");
     tr.dataset.tank = t.tank_id;
     if (t.tank_id === state.selected) tr.className = "selected";
     const score = Number.isFinite(t.anomaly_score) ? t.anomaly_score : 0;
     const pct = Math.min(100, (score / 6) * 100), col = score > 5 ? "var(--bad)" : score > 3 ? "var(--warn)" : "var(--ok)";
+    const src = sourceText(t.source);
     tr.innerHTML =
-      `<td><b>${esc(t.tank_id)}</b></td>` +
+      `<td${src ? ` title="forecast source: ${esc(src)}"` : ""}><b>${esc(t.tank_id)}</b>${marksHtml(t)}</td>` +
       `<td class="l"><span class="badge ${st}">${st.toUpperCase()}</span></td>` +
       `<td>${fmt(t.pressure_kpa, 2)}</td><td class="l spark-cell"></td>` +
       `<td>${fmt(t.temperature_c, 2)}</td>` +
       `<td>${fmt(t.residual_pressure_kpa, 3)}</td><td>${fmt(t.residual_temperature_c, 3)}</td>` +
       `<td>${fmt(t.anomaly_score, 1)}<span class="scorebar"><i style="width:${pct}%;background:${col}"></i></span></td>` +
       `<td>${fmtAge(t.staleness_s)}</td><td title="${esc(resetsTitle(t.resets))}">${resetsTotal(t.resets)}</td>`;
-    tr.querySelector(".spark-cell").appendChild(sparkline(buf));
-    tr.addEventListener("click", () => selectTank(t.tank_id));
+    tr.querySelector(".spark-cell").appendChild(sparkline(t.spark));
     rows.appendChild(tr);
   }
   body.replaceChildren(rows);
-  $("n-tanks").textContent = tanks.length;
-  $("n-anomaly").textContent = nA;
-  $("n-stale").textContent = nS;
-  $("mean-err").textContent = errN ? (errSum / errN).toFixed(3) : "–";
-  if (!state.selected || !tanks.some((t) => t.tank_id === state.selected)) {
-    // Default: the most anomalous tank, else the first one.
+  if (!state.rendered) { state.rendered = true; performance.mark("tankwatch:fleet-rendered"); }
+  if (!state.selected) {
+    // Nothing asked for: the most anomalous tank on this page, else its first one.
     const worst = tanks.slice().sort((a, b) => (b.anomaly_score || 0) - (a.anomaly_score || 0))[0];
     selectTank(tanks.some((t) => t.anomaly_flag) ? worst.tank_id : tanks[0].tank_id);
   }
@@ -215,7 +310,11 @@ function renderTank(d) {
     ["last reading", fmtTime(now, true)],
     ["points", String(n)],
   ];
+  const src = sourceText(d.source);
+  if (src) kv.push(["forecast source", src]);
   $("tank-kv").innerHTML = kv.map(([k, v]) => `<span>${k} <b>${esc(v)}</b></span>`).join("");
+  $("tank-marks").innerHTML = Object.entries(MARKS).filter(([key]) => d[key])
+    .map(([key, [label, title]]) => `<span class="mark ${key}">${label}</span> ${esc(title)}`).join(" · ");
   // The horizon line starts at the last actual so it reads as "continuing from now".
   const hzTs = [now, ...(hz.ts || [])];
   const xrange = [ts[0], Math.max(now, ...hzTs.filter(Number.isFinite))];
@@ -233,11 +332,19 @@ function renderTank(d) {
   drawChart($("chart-residual"), [{ cls: "resid", xs: ts, ys: resid }], { now, xrange, zero: true });
   const score = h.anomaly_score || [];
   drawChart($("chart-score"), [{ cls: "score", xs: ts, ys: score }], { now, xrange, markers: [flagged("anomaly_score")] });
+  if (!state.tankRendered) { state.tankRendered = true; performance.mark("tankwatch:tank-rendered"); }
+}
+function renderUnknownTank(id) {
+  $("tank-id").textContent = id;
+  $("tank-kv").innerHTML = `<span class="unknown">no tank <b>${esc(id)}</b> on this pipeline instance (yet)</span>`;
+  $("tank-marks").innerHTML = "";
+  for (const c of ["chart-pressure", "chart-temperature", "chart-residual", "chart-score"]) drawChart($(c), [], {});
 }
 
 function selectTank(id) {
   state.selected = id;
   for (const tr of document.querySelectorAll("#fleet-rows tr")) tr.classList.toggle("selected", tr.dataset.tank === id);
+  writeHash();
   pollTank();
 }
 
@@ -249,29 +356,75 @@ function setConn(ok, text) {
 }
 async function getJson(path) {
   const r = await fetch(path, { cache: "no-store" });
+  if (r.status === 404) return null;
   if (!r.ok) throw new Error(path + ": HTTP " + r.status);
   return r.json();
 }
-let tankBusy = false;
+let tankBusy = false, tankAgain = false;
 async function pollTank() {
-  if (!state.selected || tankBusy) return;
+  if (!state.selected) return;
+  if (tankBusy) { tankAgain = true; return; }
   tankBusy = true;
-  try { renderTank(await getJson("api/tank/" + encodeURIComponent(state.selected))); }
-  catch (e) { /* a tank may disappear on rebalance; the fleet poll picks another */ }
-  finally { tankBusy = false; }
-}
-async function pollFleet() {
   try {
-    renderFleet(await getJson("api/fleet"));
-    setConn(true, "live");
-  } catch (e) {
-    setConn(false, "disconnected");
+    const id = state.selected;
+    const d = await getJson("api/tank/" + encodeURIComponent(id));
+    if (id === state.selected) { if (d) renderTank(d); else renderUnknownTank(id); }
+  } catch (e) { /* the next poll retries */ }
+  finally {
+    tankBusy = false;
+    if (tankAgain) { tankAgain = false; pollTank(); }
   }
 }
+async function pollFleet() {
+  const seq = ++state.fleetSeq;  // a newer request (filter change) wins over older ones
+  try {
+    const data = await getJson(fleetUrl());
+    if (seq !== state.fleetSeq) return;
+    renderFleet(data || {});
+    setConn(true, "live");
+  } catch (e) {
+    if (seq === state.fleetSeq) setConn(false, "disconnected");
+  }
+}
+function viewChanged() {
+  syncControls();
+  writeHash();
+  pollFleet();
+}
+
+// ---- controls ------------------------------------------------------------------
+$("sort").addEventListener("change", (e) => { state.sort = e.target.value; state.desc = null; state.page = 1; viewChanged(); });
+$("order").addEventListener("click", () => { state.desc = !isDesc(); state.page = 1; viewChanged(); });
+$("status").addEventListener("change", (e) => { state.status = e.target.value; state.page = 1; viewChanged(); });
+let qTimer = null;
+$("q").addEventListener("input", (e) => {
+  clearTimeout(qTimer);
+  qTimer = setTimeout(() => { state.q = e.target.value.trim(); state.page = 1; viewChanged(); }, 250);
+});
+// Column headers sort too; a second click on the sorted column reverses it.
+for (const th of document.querySelectorAll("th[data-sort]")) {
+  th.addEventListener("click", () => {
+    if (state.sort === th.dataset.sort) state.desc = !isDesc();
+    else { state.sort = th.dataset.sort; state.desc = null; }
+    state.page = 1;
+    viewChanged();
+  });
+}
+$("prev").addEventListener("click", () => { if (state.page > 1) { state.page--; viewChanged(); } });
+$("next").addEventListener("click", () => { state.page++; viewChanged(); });
+$("fleet-rows").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr[data-tank]");
+  if (tr) selectTank(tr.dataset.tank);
+});
+window.addEventListener("hashchange", () => { readHash(); syncControls(); pollFleet(); pollTank(); });
+window.addEventListener("resize", pollTank);
+
 async function loop() {
   await pollFleet();
   await pollTank();
   setTimeout(loop, POLL_MS);
 }
-window.addEventListener("resize", pollTank);
+readHash();
+syncControls();
+writeHash();
 loop();
