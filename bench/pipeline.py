@@ -19,6 +19,11 @@ Parts (all by default; pick with ``--parts``):
   the tick; a watcher thread scrapes every 5 ms while a sent tick has not shown) and
   (2) all its records read back from ``tank.forecasts`` by a consumer. Warm-up ticks
   are skipped; a tick not visible 10 s after the last send counts as "not seen".
+* ``eos`` (not in the default set; needs a broker with transactions: ``--broker
+  apache`` or ``--bootstrap``) -- the cost of exactly-once outputs in one run:
+  throughput in-process with transactions off and on, and the paced latency to
+  ``tank.forecasts`` as its reader sees it (read_committed when transactional) with
+  transactions off, and on at checkpoint intervals of 1 s and 0.25 s.
 * ``scale`` -- the same paced run for growing fleets; a fleet "keeps up" when the
   producer could send each tick within its second and the p99 latency to
   ``tank.forecasts`` stays under one tick (1 s) with no backlog at the end.
@@ -116,6 +121,7 @@ def pipeline_inprocess(
     model_dir: Path,
     tmp: Path,
     horizon: int = 30,
+    exactly_once: str = "off",
 ) -> dict[str, float]:
     """Run the service in this process over ``total`` readings already in the topic;
     returns seconds (from assignment to done), CPU seconds of this process, checkpoints."""
@@ -137,6 +143,7 @@ def pipeline_inprocess(
         checkpoint_interval_s=2.0,
         horizon=horizon,
         horizons_reported=tuple(h for h in (1, 5, 15, 30) if h <= horizon),
+        exactly_once=exactly_once,
     )
     svc = build_service(settings, CollectorRegistry())
     thread = threading.Thread(target=svc.run, name="pipeline", daemon=True)
@@ -220,6 +227,7 @@ class PipelineChild:
         tmp: Path,
         lean: bool = False,
         group: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         env = {
@@ -241,6 +249,7 @@ class PipelineChild:
         if lean:  # the core loop only: no forecast records, no per-tank series
             env["TANKWATCH_FORECASTS_TOPIC"] = "false"
             env["TANKWATCH_METRICS"] = "false"
+        env.update(extra_env or {})
         self.log = open(tmp / f"pipeline-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "tankwatch"), "run"],
@@ -317,6 +326,8 @@ def paced_run(
     tmp: Path,
     watch_metrics: bool,
     lean: bool = False,
+    extra_env: dict[str, str] | None = None,
+    isolation: str = "read_uncommitted",
     instances: int = 1,
     partitions: int = PARTITIONS,
 ) -> dict[str, Any]:
@@ -328,7 +339,8 @@ def paced_run(
     topics = new_topics(bootstrap, f"paced{n_tanks}", partitions)
     group = f"bench-{uuid.uuid4().hex[:6]}"
     children = [
-        PipelineChild(bootstrap, topics, model_dir, tmp, lean, group) for _ in range(instances)
+        PipelineChild(bootstrap, topics, model_dir, tmp, lean, group, extra_env)
+        for _ in range(instances)
     ]
     child = children[0]
     sent_at: dict[int, float] = {}
@@ -343,7 +355,8 @@ def paced_run(
         else:
             wait_group(children, partitions)
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                 enable_auto_commit=False, fetch_max_wait_ms=5)  # fmt: skip
+                                 enable_auto_commit=False, fetch_max_wait_ms=5,
+                                 isolation_level=isolation)  # fmt: skip
         tps = [TopicPartition(topics.forecasts, p) for p in range(partitions)]
         consumer.assign(tps)
         consumer.seek_to_end(*tps)
@@ -488,6 +501,56 @@ def bench_scale(
     )  # fmt: skip
 
 
+def bench_exactly_once(
+    bootstrap: str, n_tanks: int, n_ticks: int, lat_tanks: int, lat_ticks: int,
+    model_dir: Path, fast: Path, tmp: Path,
+) -> str:  # fmt: skip
+    """The cost of exactly-once outputs, same broker, same run: throughput (in-process,
+    forecasts topic on, checkpoint every 2 s) and paced latency to ``tank.forecasts``
+    as its downstream reader sees it (read_committed when transactional), with
+    transactions off and on; on, at two checkpoint intervals, which bound how long a
+    committed reader waits."""
+    from models.artifact import load_artifact
+
+    interval = load_artifact(model_dir).tick_interval_s
+    topics = new_topics(bootstrap, "eos")
+    total, _ = produce(bootstrap, topics.readings, fleet_values(n_tanks, n_ticks, interval))
+    tput = {}
+    for mode in ("off", "on"):
+        tput[mode] = pipeline_inprocess(
+            bootstrap, topics, total, True, model_dir, tmp, exactly_once=mode
+        )
+        print(f"throughput, exactly-once {mode}: {tput[mode]}", flush=True)
+    rows = []
+    base = total / tput["off"]["seconds"]
+    for mode in ("off", "on"):
+        r = tput[mode]
+        rate = total / r["seconds"]
+        rows.append([f"throughput, exactly-once {mode}", f"{rate:,.0f}", f"{rate / base:.2f}",
+                     "-", "-", "-"])  # fmt: skip
+    for mode, ckpt in (("off", "10"), ("on", "1"), ("on", "0.25")):
+        env = {"TANKWATCH_EXACTLY_ONCE": mode, "TANKWATCH_CHECKPOINT_INTERVAL_S": ckpt}
+        iso = "read_committed" if mode == "on" else "read_uncommitted"
+        r = paced_run(bootstrap, lat_tanks, lat_ticks, fast, tmp, watch_metrics=False,
+                      extra_env=env, isolation=iso)  # fmt: skip
+        print(f"paced, exactly-once {mode}, checkpoint {ckpt} s: p99 "
+              f"{ms(percentile(r['kafka'], 99))} ms", flush=True)  # fmt: skip
+        rows.append([f"paced latency, exactly-once {mode}, checkpoint every {ckpt} s ({iso})",
+                     "-", "-", ms(percentile(r["kafka"], 50)), ms(percentile(r["kafka"], 99)),
+                     r["missing_kafka"]])  # fmt: skip
+    head = (
+        f"Exactly-once cost: throughput over {n_tanks:,} tanks x {n_ticks} ticks "
+        f"({total:,} readings, in-process, forecasts topic on, checkpoint every 2 s); "
+        f"paced latency {lat_tanks:,} tanks x {lat_ticks} ticks at one tick per second, "
+        "from the send of a tick's last reading to all its forecasts read back\n\n"
+    )
+    return head + table(
+        ["run", "readings/s", "ratio to off", "latency p50 ms", "latency p99 ms",
+         "ticks not seen"],
+        rows,
+    )  # fmt: skip
+
+
 def bench_group(
     bootstrap: str, n_tanks: int, instances: list[int], n_ticks: int, model_dir: Path, tmp: Path
 ) -> str:
@@ -518,9 +581,14 @@ def bench_group(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["throughput", "latency", "scale"],
-                        choices=["throughput", "latency", "scale", "group"])  # fmt: skip
+                        choices=["throughput", "latency", "scale", "group", "eos"])  # fmt: skip
     parser.add_argument("--group-tanks", type=int, default=10000)
     parser.add_argument("--group-instances", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument(
+        "--bootstrap", default=None,
+        help="use this running Kafka instead of starting one (--broker); the 'eos' part "
+        "needs one with transactions (Apache Kafka)",
+    )  # fmt: skip
     parser.add_argument("--tanks", type=int, default=1000)
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--latency-tanks", type=int, default=1000)
@@ -546,36 +614,42 @@ def main() -> int:
     out = []
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        broker: Any
-        if args.broker == "apache":
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+            print(f"broker: {bootstrap} (--bootstrap)", flush=True)
+        elif args.broker == "apache":
             from tankwatch.apache_kafka import KAFKA_VERSION, ApacheKafka
 
-            broker = stack.enter_context(ApacheKafka(tmp / "kafka"))
+            bootstrap = stack.enter_context(ApacheKafka(tmp / "kafka")).bootstrap
             print(f"broker: Apache Kafka {KAFKA_VERSION} (KRaft, one node)", flush=True)
         else:
-            broker = stack.enter_context(EmbeddedBroker())
+            bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
             print("broker: embedded Tansu (in memory)", flush=True)
         if "throughput" in args.parts:
-            out.append(bench_throughput(broker.bootstrap, args.tanks, args.ticks, model_dir))
+            out.append(bench_throughput(bootstrap, args.tanks, args.ticks, model_dir))
             print(out[-1] + "\n", flush=True)
         fast = fast_artifact(model_dir, tmp / "model-1s", 1.0)
         if "latency" in args.parts:
+            out.append(bench_latency(bootstrap, args.latency_tanks, args.latency_ticks, fast, tmp))
+            print(out[-1] + "\n", flush=True)
+        if "eos" in args.parts:
             out.append(
-                bench_latency(broker.bootstrap, args.latency_tanks, args.latency_ticks, fast, tmp)
-            )
+                bench_exactly_once(
+                    bootstrap, args.tanks, args.ticks, args.latency_tanks, args.latency_ticks,
+                    model_dir, fast, tmp,
+                )
+            )  # fmt: skip
             print(out[-1] + "\n", flush=True)
         if "scale" in args.parts:
             for mode in args.scale_mode:
                 out.append(
-                    bench_scale(
-                        broker.bootstrap, args.scale, args.scale_ticks, fast, tmp, mode == "lean"
-                    )
+                    bench_scale(bootstrap, args.scale, args.scale_ticks, fast, tmp, mode == "lean")
                 )
                 print(out[-1] + "\n", flush=True)
         if "group" in args.parts:
             out.append(
                 bench_group(
-                    broker.bootstrap,
+                    bootstrap,
                     args.group_tanks,
                     args.group_instances,
                     args.scale_ticks,

@@ -26,16 +26,23 @@ from pipeline.service import Service
 from pipeline.sinks.forecasts import ForecastSink
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
+from pipeline.transactions import (
+    TransactionalOutputs,
+    broker_has_transactions,
+    default_transactional_id,
+)
 from tankwatch.codec import NO_KEY, REJECT_REASONS
 from tankwatch.errors import BrokerError, ConfigError
+from tankwatch.logs import quiet_kafka_logs
 
 __all__ = ["build_service", "limit_blas_threads", "make_producer"]
 
 log = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap: str) -> Any:
-    """The shared producer: idempotent, acks=all, batched; sends never block for long."""
+def make_producer(bootstrap: str, **config: Any) -> Any:
+    """The shared producer: idempotent, acks=all, batched; sends never block for long.
+    ``config``: more KafkaProducer arguments (security, ``transactional_id``)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -49,9 +56,17 @@ def make_producer(bootstrap: str) -> Any:
             # stalling the loop for a minute.
             max_block_ms=2000,
             client_id="tankwatch-pipeline",
+            **config,
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+
+
+def transaction_timeout_s(settings: Settings) -> float:
+    """How long the broker lets a checkpoint's transaction stay open before aborting it:
+    a few checkpoint intervals, at least 10 s. A new owner's restore waits for (at
+    most) this long on a transaction its frozen predecessor left open in ``tank.state``."""
+    return max(10.0, 3.0 * settings.checkpoint_interval_s)
 
 
 def _wait_tcp(bootstrap: str, timeout_s: float) -> None:
@@ -81,20 +96,31 @@ def _wait_tcp(bootstrap: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _check_topics(bootstrap: str, settings: Settings, timeout_s: float) -> None:
-    """Bounded wait for the broker, then make sure the topics exist (one-line errors)."""
+def _check_topics(
+    bootstrap: str, settings: Settings, timeout_s: float, client: dict[str, Any] | None = None
+) -> dict[int, Any]:
+    """Bounded wait for the broker, then make sure the topics exist (one-line errors);
+    returns the broker's ApiVersions (key -> (min, max); {} if unknown)."""
     _wait_tcp(bootstrap, timeout_s)
+    hint = settings.security.hint()
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
     try:
-        probe = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+        with quiet_kafka_logs():  # our one-line error, not kafka-python's retries
+            probe = KafkaConsumer(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=int(timeout_s * 1000),
+                **(client or {}),
+            )
         try:
             existing = probe.topics()
+            data = getattr(getattr(probe, "_manager", None), "broker_version_data", None)
+            api_versions = dict(getattr(data, "api_versions", None) or {})
         finally:
             probe.close()
     except KafkaError as exc:
-        raise BrokerError(f"Kafka at {bootstrap} did not answer: {exc}") from None
+        raise BrokerError(f"Kafka at {bootstrap} did not answer: {exc}{hint}") from None
     t = settings.topics
     needed = [t.readings, t.state] + ([t.forecasts] if settings.forecasts_topic_enabled else [])
     needed.append(t.dlq)
@@ -104,6 +130,7 @@ def _check_topics(bootstrap: str, settings: Settings, timeout_s: float) -> None:
             f"missing topic(s) {', '.join(missing)} on {bootstrap} "
             "(create them with `tankwatch topics create`)"
         )
+    return api_versions
 
 
 #: Environment variables through which a user picks the BLAS thread count himself.
@@ -158,9 +185,45 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         ),
         value_range=range_bounds(artifact.metadata, artifact.features),
     )
-    _check_topics(settings.bootstrap, settings, settings.connect_timeout_s)
-    producer = make_producer(settings.bootstrap)
+    security = settings.security.client_kwargs()
+    api_versions = _check_topics(settings.bootstrap, settings, settings.connect_timeout_s, security)
     topics = settings.topics
+    exactly_once = settings.exactly_once == "on" or (
+        settings.exactly_once == "auto" and broker_has_transactions(api_versions)
+    )
+    restore_timeout_s = 30.0
+    reader = dict(security)
+    producer: Any
+    if exactly_once:
+        txn_timeout_s = transaction_timeout_s(settings)
+        tid = settings.transactional_id or default_transactional_id(
+            settings.group, settings.state_dir
+        )
+
+        def make_txn_producer() -> Any:
+            return make_producer(
+                settings.bootstrap,
+                transactional_id=tid,
+                transaction_timeout_ms=int(txn_timeout_s * 1000),
+                **security,
+            )
+
+        producer = TransactionalOutputs(
+            make_txn_producer, topics.readings, init_timeout_s=settings.connect_timeout_s * 2
+        )
+        reader["isolation_level"] = "read_committed"
+        # A restore may wait for a transaction a frozen predecessor left open.
+        restore_timeout_s += txn_timeout_s
+    else:
+        producer = make_producer(settings.bootstrap, **security)
+    log.info(
+        "outputs",
+        extra={
+            "exactly_once": exactly_once,
+            "mode": settings.exactly_once,
+            "security": settings.security.describe(),
+        },
+    )
     scorer = AnomalyScorer(
         0,
         alpha=settings.anomaly_alpha,
@@ -186,7 +249,10 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         settings.state_dir,
         settings.group,
         topics.readings,
+        timeout_s=restore_timeout_s,
         model_version=artifact.model_version,
+        client_config=reader,
+        use_file=not exactly_once,
     )
     forecasts = (
         ForecastSink(
@@ -209,6 +275,9 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         per_tank=settings.metrics_enabled,
     )
 
+    if isinstance(producer, TransactionalOutputs):
+        producer.on_outcome = lambda outcome: metrics.transactions.labels(outcome).inc()
+
     def make_consumer(on_revoked: Any, on_assigned: Any, on_lost: Any) -> ConsumerLike:
         return ReadingsConsumer(
             settings.bootstrap,
@@ -221,6 +290,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            client_config=reader,
         )
 
     try:

@@ -236,7 +236,15 @@ class Checkpointer:
         readings_topic: str,
         timeout_s: float = 30.0,
         model_version: str = "",
+        client_config: dict[str, Any] | None = None,
+        use_file: bool = True,
     ) -> None:
+        # client_config: more KafkaConsumer arguments for the restore reader (security;
+        # isolation_level='read_committed' with exactly-once outputs). use_file=False
+        # (exactly-once): tank.state alone is the checkpoint -- a file written before
+        # the transaction commits could hold state whose outputs were aborted.
+        self.client_config = dict(client_config or {})
+        self.use_file = use_file
         self.producer = producer
         self.model_version = model_version
         self.bootstrap = bootstrap
@@ -257,7 +265,8 @@ class Checkpointer:
         self._points: dict[int, dict[str, Any]] = {}
         self._size = 0
         self._live = 0  # bytes of the newest line per tank (what compaction keeps)
-        self._load_file()
+        if use_file:
+            self._load_file()
         self._live = sum(n for _, n, _ in self._index.values())
         self.records_written = 0
         self.bytes_written = 0
@@ -275,12 +284,13 @@ class Checkpointer:
         inc = self.incarnation
         encoded = [(s, encode_state(s, self.group, self.model_version, inc)) for s in states]
         point_values = {p: encode_point(p, pt, self.group, inc) for p, pt in points.items()}
-        try:
-            self._append(encoded, point_values)
-        except OSError as exc:
-            raise LocalCheckpointError(
-                f"writing {self.path} failed: {exc.strerror or exc}"
-            ) from None
+        if self.use_file:
+            try:
+                self._append(encoded, point_values)
+            except OSError as exc:
+                raise LocalCheckpointError(
+                    f"writing {self.path} failed: {exc.strerror or exc}"
+                ) from None
         failed: list[BaseException] = []
         try:
             # A partition's tank records at once, as whole batches (BatchProducer).
@@ -492,6 +502,7 @@ class Checkpointer:
             enable_auto_commit=False,
             group_id=None,
             request_timeout_ms=int(self.timeout_s * 1000) + 1000,
+            **self.client_config,
         )
         try:
             tps = [TopicPartition(self.readings_topic, p) for p in sorted(partitions)]
@@ -545,6 +556,7 @@ class Checkpointer:
             group_id=None,
             max_poll_records=10000,
             request_timeout_ms=int(self.timeout_s * 1000) + 1000,
+            **self.client_config,
         )
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tankwatch.errors import ConfigError
+from tankwatch.kafka_security import OPTIONS as SECURITY_OPTIONS
+from tankwatch.kafka_security import KafkaSecurity, Secret
 from tankwatch.topics import Topics
 
 __all__ = [
@@ -68,6 +70,19 @@ def _parse_reference(text: str) -> str | None:
         return None
     if low not in ("absolute", "gauge"):
         raise ValueError("expected absolute or gauge")
+    return low
+
+
+EXACTLY_ONCE_MODES = ("auto", "on", "off")
+
+
+def _parse_exactly_once(text: str) -> str:
+    low = text.strip().lower()
+    low = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}.get(
+        low, low
+    )
+    if low not in EXACTLY_ONCE_MODES:
+        raise ValueError("expected auto, on or off")
     return low
 
 
@@ -164,6 +179,26 @@ class Settings:
     tank_idle_s: float = 86400.0
     #: Dead letters larger than this keep only their first bytes (headers say so).
     dlq_max_bytes: int = 512 * 1024
+    #: Transactions per checkpoint: "on", "off", or "auto" (on when the broker has
+    #: them). See docs/pipeline.md "Delivery guarantees".
+    exactly_once: str = "auto"
+    #: Transactional id of this instance; "" = ``tankwatch-<group>-<id kept in state_dir>``.
+    transactional_id: str = ""
+    #: Connection security (tankwatch.kafka_security.OPTIONS; secrets are Secret).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: Secret | None = None
+
+    @property
+    def security(self) -> KafkaSecurity:
+        """The connection security of every client of this instance."""
+        return KafkaSecurity(**{o.name: getattr(self, o.name) for o in SECURITY_OPTIONS})
 
     def __post_init__(self) -> None:
         problems = []
@@ -171,6 +206,12 @@ class Settings:
             problem = spec.range.check(getattr(self, spec.name)) if spec.range else None
             if problem:
                 problems.append(f"{spec.where}: {spec.name} {problem}")
+        if self.exactly_once not in EXACTLY_ONCE_MODES:
+            problems.append(f"exactly_once must be auto, on or off, got {self.exactly_once!r}")
+        try:
+            self.security  # noqa: B018 -- validates the combination and the files
+        except ConfigError as exc:
+            problems.append(str(exc))
         if self.engine not in ("numpy", "keras"):
             problems.append(
                 f"{_where('engine')}: engine must be 'numpy' or 'keras', got {self.engine!r}"
@@ -489,6 +530,19 @@ FIELDS: tuple[FieldSpec, ...] = (
         "dead letters keep at most this many bytes of the original value",
         range=Range(1024, 1_000_000),
     ),
+    FieldSpec(
+        "exactly_once",
+        "TANKWATCH_EXACTLY_ONCE",
+        _parse_exactly_once,
+        "one transaction per checkpoint: auto (when the broker has transactions), on, off",
+    ),
+    FieldSpec(
+        "transactional_id",
+        "TANKWATCH_TRANSACTIONAL_ID",
+        str,
+        "transactional id of this instance (default: derived from group and state dir)",
+    ),
+    *(FieldSpec(o.name, o.env, o.parse, o.help) for o in SECURITY_OPTIONS),
 )
 
 

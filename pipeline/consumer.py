@@ -70,7 +70,11 @@ class ReadingsConsumer:
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 1000,
         max_poll_interval_ms: int = 60000,
+        client_config: dict[str, Any] | None = None,
     ) -> None:
+        """``client_config``: more KafkaConsumer arguments -- connection security
+        (:meth:`tankwatch.kafka_security.KafkaSecurity.client_kwargs`) and, with
+        exactly-once outputs, ``isolation_level='read_committed'``."""
         self.topic = topic
         #: Partitions paused because a fetched batch cannot be decoded (codec library
         #: missing, corrupt batch): partition -> the error. Cleared when it is revoked.
@@ -92,6 +96,7 @@ class ReadingsConsumer:
             fetch_max_wait_ms=50,
             request_timeout_ms=max(session_timeout_ms + 5000, 30000),
             client_id=f"tankwatch-{group}",
+            **(client_config or {}),
         )
         self.commit_timeout_ms = max(session_timeout_ms, 5000)
         # Know the topic's partitions before joining: on Apache Kafka with no initial
@@ -182,6 +187,10 @@ class ReadingsConsumer:
             self._consumer.commit(
                 {self.tp(p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
             )
+
+    def group_metadata(self) -> Any:
+        """This member's generation, for ``send_offsets_to_transaction`` (KIP-447)."""
+        return self._consumer.group_metadata()
 
     async def _commit_async(self, offsets: dict[int, int]) -> None:
         """Commit from the IO thread (inside a rebalance listener). Failures are logged:

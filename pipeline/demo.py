@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -35,6 +36,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tankwatch.cli import positive_float
 from tankwatch.errors import ConfigError, TankwatchError
+from tankwatch.kafka_security import OPTIONS as SECURITY_OPTIONS
+from tankwatch.kafka_security import KafkaSecurity, add_security_args, security_from_args
 
 if TYPE_CHECKING:
     from tankwatch.broker import EmbeddedBroker
@@ -140,6 +143,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from producers.replay_cli import add_csv_format_args
 
     add_csv_format_args(p)
+    add_security_args(p)  # for an external Kafka (KAFKA_BOOTSTRAP); the embedded one is plain
     p.set_defaults(func=run_demo)
 
 
@@ -215,6 +219,7 @@ def _replay_target(
     speed: float,
     warmup_ticks: int,
     stop: threading.Event,
+    security: KafkaSecurity | None = None,
 ) -> Callable[[], object]:
     """The replay thread: warm-up ticks as fast as possible, then the rest at ``speed``
     x event time, looping (each pass shifted forward, so event time never goes back)."""
@@ -234,6 +239,7 @@ def _replay_target(
                 topic,
                 replay_options=ReplayOptions(speed=None, progress=False),
                 stop_event=stop,
+                security=security,
             )
             frame = frame[frame["ts"] >= split]
         if stop.is_set():
@@ -244,6 +250,7 @@ def _replay_target(
             topic,
             replay_options=ReplayOptions(speed=speed, loop=True, progress=False),
             stop_event=stop,
+            security=security,
         )
 
     return run
@@ -323,6 +330,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as cleanup, _stop_on_signals(stop):
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
         embedded = not bootstrap
+        security = KafkaSecurity() if embedded else security_from_args(args)
         with quiet_kafka_logs():
             if embedded:
                 broker = EmbeddedBroker()
@@ -330,7 +338,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 broker.start()
                 bootstrap = broker.bootstrap
             topics = Topics.from_env()
-            create_topics(bootstrap, topics)
+            create_topics(bootstrap, topics, security=security)
         # A fresh state directory and group each run: the embedded broker forgets
         # everything when it stops, so an old checkpoint would not match its offsets.
         state_dir = Path(tempfile.mkdtemp(prefix="tankwatch-demo-"))
@@ -345,7 +353,11 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.model is not None:
             overrides["model_dir"] = args.model
         with quiet_kafka_logs():
-            service = build_service(Settings.from_env(**overrides))
+            settings = dataclasses.replace(
+                Settings.from_env(**overrides),
+                **{o.name: getattr(security, o.name) for o in SECURITY_OPTIONS},
+            )
+            service = build_service(settings)
 
         svc = _Worker("pipeline", lambda: service.run(stop))
         svc.start()
@@ -353,7 +365,13 @@ def run_demo(args: argparse.Namespace) -> int:
         rep = _Worker(
             "replay",
             _replay_target(
-                frame, bootstrap, topics.readings, args.speed, args.warmup_ticks, replay_stop
+                frame,
+                bootstrap,
+                topics.readings,
+                args.speed,
+                args.warmup_ticks,
+                replay_stop,
+                security,
             ),
         )
         rep.start()

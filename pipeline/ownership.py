@@ -8,6 +8,15 @@ point; on loss (membership expired) they are just forgotten.
 
 kafka-python 3 calls the rebalance hooks on its IO thread, so every method here takes
 the service's work lock, and none holds it across a blocking consumer call.
+
+With exactly-once outputs (``self.producer`` is a
+:class:`~pipeline.transactions.TransactionalOutputs`) a checkpoint always covers every
+assigned partition and ends the open transaction: outputs since the last checkpoint,
+state and commit-point records and the consumed offsets commit together (the commit
+blocks on the producer, never on the consumer, so it runs under the work lock). An
+aborted transaction discarded outputs the in-memory state already reflects, so the
+partitions are rewound: forgotten and restored from the last committed checkpoint.
+On loss the open transaction is aborted the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.sinks.history import History
 from pipeline.sinks.metrics import PipelineMetrics
+from pipeline.transactions import TransactionAborted
 from tankwatch.errors import BrokerError
 
 if TYPE_CHECKING:
@@ -96,13 +106,45 @@ class PartitionOwnership:
         if self._consumer is None:
             return
         with self._broker_wait():
+            if self._transactional():
+                with self._work:
+                    if not self._commit_transaction():
+                        self._rewind(sorted(self._assigned))
+                        raise BrokerError("checkpoint transaction aborted; partitions rewound")
+                return
             with self._work:
                 offsets = self._save_checkpoint(partitions)
             if offsets:
                 self._consumer.commit(offsets)
 
-    def _save_checkpoint(self, partitions: list[int] | None) -> dict[int, int]:
-        """The durable half of a checkpoint; returns the offsets to commit (may be {})."""
+    # ------------------------------------------------------- exactly-once
+    def _transactional(self) -> bool:
+        return bool(getattr(self.producer, "exactly_once", False))
+
+    def _commit_transaction(self) -> bool:
+        """Checkpoint every assigned partition in the open transaction and commit it with
+        the consumed offsets (caller holds the work lock). False: aborted, the outputs
+        since the last checkpoint are gone and the caller must rewind. A flush that
+        timed out raises BrokerError and leaves the transaction open for the next try."""
+        assert self._consumer is not None
+        offsets = self._save_checkpoint(None, force=self.producer.in_transaction)
+        try:
+            self.producer.commit(offsets, self._consumer.group_metadata())
+        except TransactionAborted as exc:
+            self._set_broker(False, exc)
+            log.warning("checkpoint transaction aborted", extra={"error": str(exc)})
+            return False
+        return True
+
+    def _rewind(self, partitions: list[int]) -> None:
+        """Back to the last committed checkpoint of these partitions (after an abort)."""
+        if partitions:
+            self._forget(partitions)
+            self._restore(partitions)
+
+    def _save_checkpoint(self, partitions: list[int] | None, force: bool = False) -> dict[int, int]:
+        """The durable half of a checkpoint; returns the offsets to commit (may be {}).
+        ``force``: write the commit points even if nothing changed since the last one."""
         wanted = sorted(self._assigned if partitions is None else set(partitions) & self._assigned)
         if not wanted:
             return {}
@@ -116,7 +158,8 @@ class PartitionOwnership:
             if int(part[r]) in points and r < dirty.shape[0] and dirty[r]
         ]
         summary = {p: (pt.offset, pt.max_ts) for p, pt in points.items()}
-        if not tanks and all(self._last_points.get(p) == s for p, s in summary.items()):
+        unchanged = all(self._last_points.get(p) == s for p, s in summary.items())
+        if not tanks and unchanged and not force:
             return {}  # nothing new since the last checkpoint
         states = self.step.snapshot(tanks, self.assembler.last_applied, part)
         try:
@@ -177,6 +220,19 @@ class PartitionOwnership:
             gone = [p for p in partitions if p in self._assigned]
             if not gone:
                 return {}
+            if self._transactional():
+                # The open transaction holds every partition's outputs: commit them all.
+                try:
+                    ok = self._commit_transaction()
+                except Exception as exc:
+                    self._set_broker(False, exc)
+                    log.warning("checkpoint on revoke failed", extra={"error": str(exc)})
+                    self.producer.abort()
+                    ok = False
+                self._forget(gone)
+                if not ok:
+                    self._rewind(sorted(self._assigned))
+                return {}  # the offsets went with the transaction
             try:
                 offsets = self._save_checkpoint(gone)
             except Exception as exc:
@@ -189,6 +245,11 @@ class PartitionOwnership:
         """Membership expired: another member may own these already, so no checkpoint."""
         with self._work:
             self._forget([p for p in partitions if p in self._assigned])
+            if self._transactional() and self.producer.in_transaction:
+                # Outputs of the lost partitions must not become visible; the others'
+                # go with them and are produced again from their last checkpoint.
+                self.producer.abort()
+                self._rewind(sorted(self._assigned))
 
     def _forget(self, gone: list[int]) -> None:
         if not gone:

@@ -11,6 +11,7 @@ import os
 
 from producers.sim_config import SimConfig
 from tankwatch.cli import add_bootstrap_arg, positive_float, positive_int
+from tankwatch.kafka_security import add_security_args
 
 #: Defaults shown in ``simulate --help`` (a --config file or the flags override them).
 _SIM = SimConfig()
@@ -65,6 +66,7 @@ def _register_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--live", action="store_true", help="stream to Kafka in real time instead of writing a file"
     )
     add_bootstrap_arg(p)
+    add_security_args(p)
     p.add_argument(
         "--topic",
         default=os.environ.get("TANKWATCH_TOPIC_READINGS", "tank.readings"),

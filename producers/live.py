@@ -23,6 +23,7 @@ from producers.sim_config import SimConfig
 from producers.sim_output import LABELS_HEADER
 from producers.simulator import EVENT_NAMES, TankFarm
 from tankwatch.codec import Reading, encode_reading, format_ts
+from tankwatch.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,14 @@ def run_live(
     labels_path: str | None = None,
     stop_event: threading.Event | None = None,
     max_ticks: int | None = None,
+    security: KafkaSecurity | None = None,
 ) -> int:
-    """Produce simulated readings until Ctrl-C, ``stop_event`` or ``max_ticks``; returns 0."""
+    """Produce simulated readings until Ctrl-C, ``stop_event`` or ``max_ticks``; returns 0.
+    ``security``: TLS/SASL of the connection."""
     now = time.time()
     start = float(np.floor(now / config.interval_s) * config.interval_s)
     farm = TankFarm(replace(config, start=format_ts(start)))
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, **(security.client_kwargs() if security else {}))
     stopped = stop_event.is_set if stop_event is not None else (lambda: False)
     # Simulate a day ahead when that is cheap (anomalies need chunks longer than 8 h);
     # for very large farms or short intervals an hour at a time keeps memory bounded.
@@ -53,7 +56,7 @@ def run_live(
     if labels_path:
         Path(labels_path).write_text(LABELS_HEADER + "\n", encoding="utf-8")
     try:
-        _check_topic(producer, bootstrap, topic)
+        _check_topic(producer, bootstrap, topic, security)
         while not stopped() and (max_ticks is None or ticks < max_ticks):
             chunk = farm.run(chunk_ticks)
             if labels_path and chunk.labels:

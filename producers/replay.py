@@ -21,8 +21,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,6 +32,8 @@ import pandas as pd
 from producers.csv_source import CsvOptions, LoadResult, load_frame
 from tankwatch.codec import Reading, encode_reading, format_ts
 from tankwatch.errors import BrokerError, ConfigError, CsvError
+from tankwatch.kafka_security import KafkaSecurity
+from tankwatch.logs import quiet_kafka_logs
 
 log = logging.getLogger(__name__)
 
@@ -145,23 +146,6 @@ class _Progress:
         self.stream.flush()
 
 
-@contextmanager
-def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
-    """Raise the ``kafka`` logger to ``level`` for a while (unless we debug).
-
-    kafka-python logs every refused connection at ERROR; the user gets our one-line
-    BrokerError instead of a screenful of retries.
-    """
-    logger = logging.getLogger("kafka")
-    before = logger.level
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logger.setLevel(max(level, before))
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
-
-
 def make_producer(bootstrap: str, **overrides: Any) -> Any:
     """A throughput-tuned idempotent KafkaProducer, or BrokerError if Kafka is unreachable.
 
@@ -186,12 +170,19 @@ def make_producer(bootstrap: str, **overrides: Any) -> Any:
         with quiet_kafka_logs():
             return KafkaProducer(**config)
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        hint = (
+            ""
+            if "sasl_mechanism" not in config and "ssl_cafile" not in config
+            else (" (check the credentials and certificates)")
+        )
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}{hint}") from None
     except ValueError as exc:  # e.g. a malformed bootstrap address
         raise BrokerError(f"bad Kafka bootstrap {bootstrap!r}: {exc}") from None
 
 
-def _check_topic(producer: Any, bootstrap: str, topic: str) -> None:
+def _check_topic(
+    producer: Any, bootstrap: str, topic: str, security: KafkaSecurity | None = None
+) -> None:
     """BrokerError unless ``topic`` exists. Asked via the admin API first, because some
     brokers (Tansu) create any topic a producer asks metadata for, and a typo in
     ``--topic`` must not silently start a new topic."""
@@ -206,6 +197,7 @@ def _check_topic(producer: Any, bootstrap: str, topic: str) -> None:
                 request_timeout_ms=wait_ms,
                 bootstrap_timeout_ms=wait_ms,
                 client_id="tankwatch-replay-admin",
+                **(security.client_kwargs() if security else {}),
             )
             try:
                 existing = set(admin.list_topics())
@@ -236,6 +228,7 @@ def replay(
     replay_options: ReplayOptions | None = None,
     stop_event: threading.Event | None = None,
     progress_stream: TextIO | None = None,
+    security: KafkaSecurity | None = None,
 ) -> ReplaySummary:
     """Send every valid reading of ``source`` to ``topic``; returns a summary.
 
@@ -243,7 +236,7 @@ def replay(
     :func:`~producers.csv_source.load_frame` columns, or a LoadResult. Raises CsvError
     for unreadable input, BrokerError if Kafka is unreachable (within ~10 s).
     Ctrl-C (KeyboardInterrupt in this thread) or ``stop_event`` end it early,
-    flushed, with ``interrupted=True``.
+    flushed, with ``interrupted=True``. ``security``: TLS/SASL of the connection.
     """
     opts = replay_options or ReplayOptions()
     loaded = _load(source, csv_options)
@@ -270,7 +263,7 @@ def replay(
 
     from kafka.errors import KafkaError
 
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, **(security.client_kwargs() if security else {}))
     summary = ReplaySummary(bad_rows=loaded.bad_rows, errors=list(loaded.errors))
     failures: list[BaseException] = []
 
@@ -284,7 +277,7 @@ def replay(
     speed = opts.speed
     stopped = stop_event.is_set if stop_event is not None else (lambda: False)
     try:
-        _check_topic(producer, bootstrap, topic)
+        _check_topic(producer, bootstrap, topic, security)
         passes = 0
         while not stopped():
             if passes and (not opts.loop or (opts.max_loops and passes >= opts.max_loops)):

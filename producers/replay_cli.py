@@ -13,6 +13,7 @@ from producers.replay import ReplayOptions, quiet_kafka_logs, replay
 from tankwatch.cli import add_bootstrap_arg, positive_float
 from tankwatch.codec import PRESSURE_REFERENCES, parse_ts
 from tankwatch.errors import ConfigError, DecodeError
+from tankwatch.kafka_security import add_security_args, security_from_args
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -168,6 +169,7 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV files (.csv or .csv.gz)")
     add_bootstrap_arg(p)
+    add_security_args(p)
     p.add_argument(
         "--topic",
         default=_env("TANKWATCH_TOPIC_READINGS", "tank.readings"),
@@ -263,6 +265,7 @@ def print_csv_summary(loaded: object, used: int | None = None, extra: str = "") 
 def run_replay(args: argparse.Namespace) -> int:
     if args.max_loops is not None and args.max_loops < 1:
         raise ConfigError(f"--max-loops must be >= 1, got {args.max_loops}")
+    security = security_from_args(args)
     options = ReplayOptions(
         speed=None if args.as_fast_as_possible else args.speed,
         loop=args.loop,
@@ -277,7 +280,9 @@ def run_replay(args: argparse.Namespace) -> int:
     check_drops(loaded, args.drop_limit, args.allow_drops)
     # kafka-python warns about its own event loop when we keep the GIL busy; not news.
     with quiet_kafka_logs(logging.ERROR):
-        summary = replay(loaded, args.bootstrap, args.topic, replay_options=options)
+        summary = replay(
+            loaded, args.bootstrap, args.topic, replay_options=options, security=security
+        )
     print(f"tankwatch: {summary.describe()}", file=sys.stderr)
     # Used = sent (the valid rows inside --start/--end); a loop sends them many times.
     print_csv_summary(loaded, used=None if args.loop else summary.rows_sent)

@@ -43,9 +43,15 @@ def run_simulate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.live:
         from producers.live import run_live
+        from tankwatch.kafka_security import security_from_args
 
         return run_live(
-            config, args.bootstrap, args.topic, speed=args.speed or 1.0, labels_path=args.labels
+            config,
+            args.bootstrap,
+            args.topic,
+            speed=args.speed or 1.0,
+            labels_path=args.labels,
+            security=security_from_args(args),
         )
     if not args.out:
         raise ConfigError("simulate needs --out FILE.csv[.gz] (or --live)")

@@ -122,8 +122,15 @@ def resolve_jars(version: str = KAFKA_VERSION, quiet: bool = True) -> Path:
 
 
 def new_cluster_id() -> str:
-    """A random KRaft cluster id (Kafka's ``Uuid``: 22 chars of URL-safe base64)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random KRaft cluster id (Kafka's ``Uuid``: 22 chars of URL-safe base64).
+
+    Never one starting with ``-`` (1 in 64 would): StorageTool's argument parser takes
+    ``-t -abc...`` for a missing value (Kafka's own ``Uuid.randomUuid`` avoids them too).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def test_props(compaction: bool = True) -> dict[str, str]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from tankwatch import __version__
 from tankwatch.errors import TankwatchError
+from tankwatch.kafka_security import add_security_args, security_from_args
 from tankwatch.logs import setup_logging
 from tankwatch.topics import Topics, create_topics
 
@@ -74,7 +75,12 @@ def positive_float(text: str) -> float:
 
 
 def _topics_create(args: argparse.Namespace) -> int:
-    created = create_topics(args.bootstrap, topics_from_args(args), args.partitions)
+    created = create_topics(
+        args.bootstrap,
+        topics_from_args(args),
+        args.partitions,
+        security=security_from_args(args),
+    )
     print(f"created: {', '.join(created) if created else '(all topics already existed)'}")
     return 0
 
@@ -84,6 +90,7 @@ def _register_topics(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     tsub = p.add_subparsers(dest="topics_cmd", required=True, metavar="{create}")
     c = tsub.add_parser("create", help="create the four topics (tank.state compacted)")
     add_bootstrap_arg(c)
+    add_security_args(c)
     add_topic_args(c)
     from pipeline.config import CLI_FIELDS, option_from_env, option_value
 

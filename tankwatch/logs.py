@@ -3,7 +3,9 @@
 Libraries stay silent unless asked for: at the default level (``warning``) and at
 ``error`` the loggers of kafka-python, TensorFlow and friends are raised to CRITICAL —
 a refused connection is reported once, by our own one-line error, not by 21 retries —
-at ``info`` their warnings show and at ``debug`` everything does. TensorFlow's native
+at ``info`` their warnings show and at ``debug`` everything does — except kafka-python,
+which stays at WARNING or above because its DEBUG output prints its configuration,
+SASL password included. TensorFlow's native
 start-up chatter (oneDNN notice, CUDA probing on a CPU-only machine) is written by C++
 straight to file descriptor 2 before its log level is read, so :func:`quiet_native_stderr`
 closes that descriptor around the import (see ``models.network.import_keras``).
@@ -63,6 +65,9 @@ def setup_logging(level: str = "warning") -> None:
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level(root.level))
+    # kafka-python logs its configuration -- SASL password included -- and the SASL
+    # exchange at DEBUG: the ``kafka`` logger never goes below WARNING.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, library_level(root.level)))
     # TensorFlow reads this when it loads (3 = errors too: "failed call to cuInit" on a
     # CPU-only machine is an error line); an explicit setting by the user wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if root.level <= logging.DEBUG else "3")
@@ -99,3 +104,21 @@ def quiet_native_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """Raise the ``kafka`` logger to ``level`` for a while (unless we debug).
+
+    kafka-python logs every refused connection (and every failed authentication, which
+    the broker answers by closing the connection) at ERROR; the user gets our one-line
+    BrokerError instead of a screenful of retries.
+    """
+    logger = logging.getLogger("kafka")
+    before = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 
 from tankwatch.errors import BrokerError
+from tankwatch.kafka_security import KafkaSecurity
+from tankwatch.logs import quiet_kafka_logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,11 @@ class Topics:
 
 
 def create_topics(
-    bootstrap: str, topics: Topics, partitions: int = 4, replication: int = 1
+    bootstrap: str,
+    topics: Topics,
+    partitions: int = 4,
+    replication: int = 1,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create the four topics (existing ones are left alone); returns the names created.
 
@@ -45,11 +51,16 @@ def create_topics(
     if partitions < 1:
         raise BrokerError(f"partitions must be >= 1, got {partitions}")
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=10000, bootstrap_timeout_ms=10000
-        )
+        with quiet_kafka_logs():
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=10000,
+                bootstrap_timeout_ms=10000,
+                **(security.client_kwargs() if security else {}),
+            )
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+        hint = security.hint() if security else ""
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}{hint}") from None
     try:
         existing = set(admin.list_topics())
         wanted = [

@@ -111,6 +111,14 @@ class PipelineMetrics:
         )
         for reason in RESET_REASONS[1:]:
             self.resets.labels(reason)
+        self.transactions = Counter(
+            "tankwatch_transactions",
+            "Checkpoint transactions (exactly-once outputs), by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("committed", "aborted"):
+            self.transactions.labels(outcome)
         self.tick_seconds = Histogram(
             "tankwatch_tick_processing_seconds",
             "Time to apply one closed tick.",

@@ -20,6 +20,8 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
     cid = new_cluster_id()
     assert len(cid) == 22 and "=" not in cid
     assert len(base64.urlsafe_b64decode(cid + "==")) == 16
+    # StorageTool would read "-t -xyz" as a missing value: never a leading dash.
+    assert not any(new_cluster_id().startswith("-") for _ in range(2000))
 
 
 def test_cache_dir_is_outside_the_source_tree_and_overridable(

@@ -1,0 +1,258 @@
+"""Exactly-once outputs on Apache Kafka: one transaction per checkpoint.
+
+Everything here reads the outputs as a downstream consumer with
+``isolation_level='read_committed'`` would, and asserts *no repeats at all* -- not the
+"repeats are identical" of the at-least-once mode:
+
+* a pipeline SIGKILLed mid-run and started again: every (tank, tick) forecast and every
+  dead letter exactly once, equal to an uninterrupted run;
+* a frozen instance (SIGSTOP past its session timeout, then SIGCONT) on a compacted
+  ``tank.state``: its partitions move to the other instance, and what it writes after
+  waking up is aborted -- committed state records never go back in tick and commit
+  points never go back in offset, the instance reports aborted transactions, and the
+  final state equals a single-instance run.
+
+The broker is a private Apache Kafka (``tankwatch.apache_kafka``) with aggressive
+compaction and a 1 s check for timed-out transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.checkpoint import PARTITION_KEY, decode_point, decode_state
+from tests.integration.helpers import (
+    assert_forecasts_equal,
+    assert_states_equal,
+    http_get,
+    produce_raw,
+    produce_readings,
+    synthetic_history,
+    unique_topics,
+    wait_until,
+)
+from tests.reliability.conftest import RELIABILITY_HISTORY, run_reference_with
+from tests.reliability.support import PipelineProcess, instance_env, wait_all_applied
+
+apache_kafka = pytest.importorskip("tankwatch.apache_kafka")
+
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+
+
+@pytest.fixture(scope="module")
+def eos_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private Apache Kafka: compaction within seconds, timed-out transactions
+    aborted within a second of their timeout."""
+    props = apache_kafka.test_props(compaction=True)
+    props["transaction.abort.timed.out.transaction.cleanup.interval.ms"] = "1000"
+    kafka = apache_kafka.ApacheKafka(tmp_path_factory.mktemp("eos-kafka"), extra_props=props)
+    with kafka:
+        yield kafka
+
+
+@pytest.fixture(scope="module")
+def eos_reference(
+    eos_kafka: Any, tmp_path_factory: pytest.TempPathFactory, model_copy: Path
+) -> dict[str, Any]:
+    """An uninterrupted single-instance run (exactly-once mode, as auto picks it)."""
+    history = synthetic_history(**RELIABILITY_HISTORY)
+    return run_reference_with(
+        eos_kafka.bootstrap, history, tmp_path_factory.mktemp("eos-ref"), model_copy
+    )
+
+
+# -------------------------------------------------------------- committed view
+def read_committed(
+    bootstrap: str, topic: str, timeout_s: float = 60.0, isolation: str = "read_committed"
+) -> list[Any]:
+    """Every record a read_committed consumer sees, in log order per partition.
+
+    Done when each partition's position reached its high-water mark, which in
+    read_committed mode also means no transaction in it is still open."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level=isolation,
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for msgs in consumer.poll(timeout_ms=200).values():
+                out.extend(msgs)
+            if all(
+                (hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw
+                for tp in tps
+            ):
+                return out
+            assert time.monotonic() < deadline, f"reading {topic} (read_committed) timed out"
+    finally:
+        consumer.close()
+
+
+def committed_forecasts(bootstrap: str, topic: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """Forecast records by (tank, tick); asserts that none is there twice."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for m in read_committed(bootstrap, topic):
+        rec = json.loads(m.value)
+        key = (rec["tank_id"], rec["tick"])
+        assert key not in out, f"forecast {key} committed twice"
+        out[key] = rec
+    return out
+
+
+def committed_state(bootstrap: str, topic: str) -> dict[str, Any]:
+    """Latest committed state per tank; asserts that, in log order, no tank's committed
+    state goes back in tick and no partition's commit point goes back in offset (what a
+    fenced instance's late writes did before transactions)."""
+    states: dict[str, Any] = {}
+    points: dict[int, int] = {}
+    for m in read_committed(bootstrap, topic):
+        if m.key == PARTITION_KEY:
+            p, pt = decode_point(m.value)
+            assert pt.offset >= points.get(p, -1), f"commit point of {p} went back"
+            points[p] = pt.offset
+            continue
+        s = decode_state(m.value)
+        old = states.get(s.tank_id)
+        assert old is None or s.last_tick >= old.last_tick, (
+            f"{s.tank_id}: committed state went back from tick {old.last_tick} to {s.last_tick}"
+        )
+        states[s.tank_id] = s
+    return states
+
+
+# ---------------------------------------------------------------------- tests
+def test_sigkill_mid_run_forecasts_and_dead_letters_exactly_once(
+    eos_kafka: Any, eos_reference: dict[str, Any], model_copy: Path, tmp_path: Path
+) -> None:
+    bootstrap = eos_kafka.bootstrap
+    history = eos_reference["history"]
+    topics = unique_topics(bootstrap, "eos-kill")
+    group = f"g-{topics.readings}"
+    proc = PipelineProcess(
+        instance_env(bootstrap, topics, tmp_path / "state", group, TANKWATCH_MODEL=str(model_copy)),
+        tmp_path / "run.log",
+    )
+    poison = [(b"T000", b"{not json"), (b"T001", b'{"tank_id": "T001"}')]
+    producer = threading.Thread(
+        target=produce_readings,
+        args=(bootstrap, topics.readings, history),
+        kwargs={"per_tick_sleep_s": 0.03},
+        daemon=True,
+    )
+    try:
+        proc.start().wait_healthy(60)
+        produce_raw(bootstrap, topics.readings, poison)
+        producer.start()
+        wait_until(lambda: proc.metric("tankwatch_ticks_closed_total") >= 100, 60, "tick 100")
+        done = proc.metric("tankwatch_checkpoints_total")
+        wait_until(
+            lambda: proc.metric("tankwatch_checkpoints_total") > done,
+            30,
+            "a checkpoint after tick 100",
+        )
+        assert proc.kill() == -signal.SIGKILL
+        proc.start().wait_healthy(60)
+        producer.join(120)
+        assert not producer.is_alive(), "replay did not finish"
+        wait_all_applied([proc], history, 90)
+        assert proc.stop() == 0, proc.log_tail()
+    finally:
+        proc.ensure_dead()
+    got = committed_forecasts(bootstrap, topics.forecasts)  # no (tank, tick) twice
+    assert_forecasts_equal(eos_reference["forecasts"], got, 1e-6)
+    dead = read_committed(bootstrap, topics.dlq)
+    assert sorted(m.value for m in dead) == sorted(v for _, v in poison), "dead letters"
+    assert_states_equal(eos_reference["state"], committed_state(bootstrap, topics.state), 1e-6)
+
+
+def test_frozen_instance_is_fenced_and_state_matches_single_instance(
+    eos_kafka: Any, eos_reference: dict[str, Any], model_copy: Path, tmp_path: Path
+) -> None:
+    bootstrap = eos_kafka.bootstrap
+    history = eos_reference["history"]
+    topics = unique_topics(bootstrap, "eos-zombie")
+    group = f"g-{topics.readings}"
+    a, b = (
+        PipelineProcess(
+            instance_env(
+                bootstrap, topics, tmp_path / f"state-{n}", group,
+                TANKWATCH_MODEL=str(model_copy),
+            ),
+            tmp_path / f"{n}.log",
+        )
+        for n in ("a", "b")
+    )  # fmt: skip
+    producer = threading.Thread(
+        target=produce_readings,
+        args=(bootstrap, topics.readings, history),
+        kwargs={"per_tick_sleep_s": 0.05},
+        daemon=True,
+    )
+    session_s = int(a.env["TANKWATCH_SESSION_TIMEOUT_MS"]) / 1000
+    try:
+        a.start().wait_healthy(60)
+        b.start().wait_healthy(60)
+
+        def owned(p: PipelineProcess) -> list[int]:
+            try:
+                _, body = http_get(p.url + "/healthz", 2.0)
+                return list(json.loads(body)["assigned_partitions"])
+            except (OSError, ValueError, KeyError):
+                return []
+
+        wait_until(
+            lambda: bool(owned(a)) and sorted(owned(a) + owned(b)) == [0, 1, 2, 3],
+            60,
+            "the group split between the two instances",
+        )
+        producer.start()
+        wait_until(lambda: a.metric("tankwatch_ticks_closed_total") >= 80, 60, "a at tick 80")
+        a.signal(signal.SIGSTOP)  # a zombie: alive, but silent past its session timeout
+        try:
+            wait_until(lambda: owned(b) == [0, 1, 2, 3], 60, "b owning every partition")
+            # Keep it frozen a while longer (b writes on, a's open transaction times out).
+            time.sleep(2 * session_s)
+        finally:
+            a.signal(signal.SIGCONT)
+        wait_until(
+            lambda: a.metric("tankwatch_transactions_total", outcome="aborted") >= 1,
+            60,
+            "the woken instance aborting its stale transaction",
+        )
+        producer.join(120)
+        assert not producer.is_alive(), "replay did not finish"
+        wait_all_applied([a, b], history, 120)
+        # Every checkpoint wrote at least one commit-point record (aborted ones too).
+        written = sum(p.metric("tankwatch_checkpoints_total") for p in (a, b))
+        assert a.stop() == 0, a.log_tail()
+        assert b.stop() == 0, b.log_tail()
+    finally:
+        a.ensure_dead()
+        b.ensure_dead()
+
+    def points_left() -> int:
+        everything = read_committed(bootstrap, topics.state, isolation="read_uncommitted")
+        return sum(m.key == PARTITION_KEY for m in everything)
+
+    # tank.state really is compacted: the cleaner dropped the superseded commit points
+    # (and the aborted records), leaving about one per partition and rolled segment.
+    wait_until(lambda: points_left() * 4 < written, 90, f"compaction of {topics.state}")
+    assert_states_equal(eos_reference["state"], committed_state(bootstrap, topics.state), 1e-6)
+    got = committed_forecasts(bootstrap, topics.forecasts)
+    assert_forecasts_equal(eos_reference["forecasts"], got, 1e-6)

@@ -1,0 +1,146 @@
+"""pipeline.transactions: the transaction wrapper's bookkeeping (begin on first send,
+commit with offsets, abort or replace the producer on failure) and the auto test.
+
+The broker side -- that aborted outputs stay invisible and zombies are fenced -- is
+proved against Apache Kafka in tests/reliability/test_exactly_once.py; here a recording
+stand-in for kafka-python's producer shows which calls the wrapper makes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.transactions import (
+    TransactionAborted,
+    TransactionalOutputs,
+    broker_has_transactions,
+    default_transactional_id,
+)
+
+
+class RecordingProducer:
+    def __init__(self, fail: dict[str, BaseException] | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail = fail or {}
+        self.sent: list[tuple[str, bytes | None]] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.fail:
+            raise self.fail.pop(name)
+
+    def init_transactions(self) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def send(self, topic: str, value: bytes | None = None, **kw: Any) -> None:
+        self._call("send")
+        self.sent.append((topic, value))
+
+    def send_offsets_to_transaction(self, offsets: dict[Any, Any], group: Any) -> None:
+        self._call("offsets")
+        self.offsets = {tp.partition: om.offset for tp, om in offsets.items()}
+        self.group = group
+
+    def commit_transaction(self) -> None:
+        self._call("commit")
+
+    def abort_transaction(self) -> None:
+        self._call("abort")
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._call("flush")
+
+    def close(self, timeout: float | None = None) -> None:
+        self._call("close")
+
+
+def outputs(*producers: RecordingProducer) -> TransactionalOutputs:
+    queue = list(producers)
+    return TransactionalOutputs(lambda: queue.pop(0), "tank.readings")
+
+
+def test_one_transaction_from_first_send_to_commit_with_offsets() -> None:
+    p = RecordingProducer()
+    out = outputs(p)
+    outcomes: list[str] = []
+    out.on_outcome = outcomes.append
+    assert p.calls == ["init"] and not out.in_transaction
+    out.send("tank.forecasts", b"a")
+    out.send("tank.state", b"b", partition=1)
+    assert out.in_transaction
+    out.commit({0: 10, 1: 7}, "group-metadata")
+    assert p.calls == ["init", "begin", "send", "send", "offsets", "commit"]
+    assert p.offsets == {0: 10, 1: 7} and p.group == "group-metadata"
+    assert not out.in_transaction and outcomes == ["committed"]
+    out.commit({}, "g")  # nothing sent, nothing to commit: no empty transaction
+    assert p.calls[-1] == "commit" and len(p.calls) == 6
+
+
+def test_refused_offsets_abort_the_whole_transaction() -> None:
+    from kafka.errors import CommitFailedError
+
+    p = RecordingProducer(fail={"offsets": CommitFailedError("stale generation")})
+    out = outputs(p)
+    out.send("tank.forecasts", b"a")
+    with pytest.raises(TransactionAborted, match="stale generation"):
+        out.commit({0: 5}, "old-generation")
+    assert p.calls[-2:] == ["offsets", "abort"] and "commit" not in p.calls
+    assert out.aborts == 1 and not out.in_transaction
+    out.send("tank.forecasts", b"b")  # the same producer starts the next transaction
+    assert p.calls[-2:] == ["begin", "send"]
+
+
+def test_fenced_producer_is_replaced_by_a_new_one() -> None:
+    from kafka.errors import ProducerFencedError
+
+    old = RecordingProducer(fail={"commit": ProducerFencedError(), "abort": ProducerFencedError()})
+    new = RecordingProducer()
+    out = outputs(old, new)
+    out.send("tank.forecasts", b"a")
+    with pytest.raises(TransactionAborted):
+        out.commit({0: 1}, "g")
+    assert old.calls[-1] == "close"
+    out.send("tank.forecasts", b"b")
+    assert new.calls == ["init", "begin", "send"]
+
+
+def test_a_failed_send_is_never_committed_without_its_record() -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    p = RecordingProducer(fail={"send": KafkaTimeoutError("buffer full")})
+    out = outputs(p)
+    with pytest.raises(KafkaTimeoutError):
+        out.send("tank.forecasts", b"lost")
+    out.send("tank.forecasts", b"kept")
+    with pytest.raises(TransactionAborted, match="a send of this transaction failed"):
+        out.commit({0: 3}, "g")
+    assert "commit" not in p.calls and p.calls[-1] == "abort"
+
+
+def test_close_aborts_an_open_transaction() -> None:
+    p = RecordingProducer()
+    out = outputs(p)
+    out.send("tank.forecasts", b"a")
+    out.close(timeout=1)
+    assert p.calls[-2:] == ["abort", "close"]
+
+
+def test_auto_needs_the_transaction_coordinator_apis() -> None:
+    apache = {k: (0, 5) for k in (0, 1, 3, 22, 24, 25, 26, 28, 65, 66)}
+    tansu = {k: v for k, v in apache.items() if k not in (65, 66)}
+    assert broker_has_transactions(apache)
+    assert not broker_has_transactions(tansu)
+    assert not broker_has_transactions({})
+
+
+def test_transactional_id_is_stable_per_state_dir(tmp_path: Path) -> None:
+    a = default_transactional_id("g", tmp_path / "a")
+    assert a == default_transactional_id("g", tmp_path / "a")
+    assert a.startswith("tankwatch-g-")
+    assert a != default_transactional_id("g", tmp_path / "b")
