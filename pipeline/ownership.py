@@ -181,7 +181,14 @@ class PartitionOwnership:
 
     def _retire_idle(self, partitions: list[int]) -> None:
         """Free the rows of tanks idle longer than ``tank_idle_s`` (event time) whose
-        state the checkpoint just made durable; :meth:`_revive` brings them back."""
+        state the checkpoint just made durable; :meth:`_revive` brings them back.
+
+        Not with exactly-once outputs: there the local journal is not written (it could
+        hold state whose outputs were later aborted), so a retired tank could only come
+        back from ``tank.state``, which is not read per tank at run time yet; such a
+        tank would restart fresh. ``max_tanks`` still bounds memory in that mode."""
+        if self._transactional():
+            return
         dirty = self._dirty
         idle = [
             (t, r)
