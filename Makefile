@@ -53,6 +53,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/long_span.py
 
 # The dashboard page at 24 / 1,000 / 5,000 tanks in headless Chromium (docs/performance.md).
 bench-page: install sysdeps
@@ -64,7 +65,7 @@ data: install
 
 # Retrain the committed default artifact from the bundled history.
 model: install
-	$(BIN)/tankwatch train --data data/history.csv.gz --out models/artifacts/default --seed 7
+	$(BIN)/tankwatch train --data data/history.csv.gz --out models/artifacts/default --interval 60 --seed 7
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -301,7 +301,7 @@ def run_3w(root: Path, work: Path, args: argparse.Namespace) -> tuple[list[Any],
 
 
 def run_sim(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
-    from models.evaluate import EvalConfig, _holdout_start, read_labels
+    from models.evaluate import EvalConfig, _scored, read_labels
 
     art_dir = REPO / "models" / "artifacts" / "default"
     art = load_artifact(art_dir)
@@ -309,7 +309,8 @@ def run_sim(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     from models.dataprep import load_readings
 
     grid = build_grid(load_readings([data]), art.tick_interval_s, art.max_gap_ticks, art.features)
-    holdout, _ = _holdout_start(art, grid, EvalConfig(model=art_dir, data=(data,), out=art_dir))
+    scored, _ = _scored(art, grid, EvalConfig(model=art_dir, data=(data,), out=art_dir))
+    holdout = int(np.argmax(scored.any(axis=1))) if scored.any() else grid.n_ticks
     n = grid.present.shape[1]
     res, skill = score_grid(art_dir, grid, holdout, AnomalyScorer(n))
     labels = read_labels(REPO / "data" / "labels.csv")

@@ -44,6 +44,7 @@ __all__ = [
     "FORMAT_VERSION",
     "UNITS",
     "Artifact",
+    "default_model_dir",
     "load_artifact",
     "load_forecaster",
     "save_artifact",
@@ -60,6 +61,15 @@ UNITS: dict[str, str] = {"pressure_kpa": "kPa", "temperature_c": "degC"}
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
+
+
+def default_model_dir() -> Path:
+    """The shipped default artifact, next to the installed ``models`` package.
+
+    Every command (``run``, ``demo``, ``evaluate``) resolves the default model here,
+    whatever the current directory; ``TANKWATCH_MODEL`` / ``--model`` override it.
+    """
+    return Path(__file__).resolve().parent / "artifacts" / "default"
 
 
 @dataclass(frozen=True)

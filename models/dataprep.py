@@ -8,9 +8,15 @@ The rules mirror the streaming pipeline so the model is trained on what it will 
   This is exactly the pipeline's "missing reading = masked row".
 * **Boundary** (state reset before the reading is applied): the tank's first reading,
   a reading with an ``event``, or a gap ``> max_gap_ticks`` since its previous reading.
-* **Split**: by time only — train ``[0, val_start)``, validation ``[val_start,
-  test_start)``, holdout ``[test_start, K)`` in ticks; the scaler is fit on train.
-  The first reading of a tank inside a slice is a boundary (state starts from zero).
+* **Sparse in time**: the grid holds only ticks with a reading, plus the empty ticks
+  inside fleet gaps of at most ``max_gap_ticks`` (masked steps inside a segment). A
+  longer gap with no reading at all resets every tank anyway, so dropping its ticks
+  changes nothing but the cost: memory and time follow the readings, not the calendar
+  (a month of 1-second ticks with a few runs is a few thousand rows, not 2.6 million).
+  ``tick_index`` maps rows to tick numbers (``k0 + tick_index[i]``).
+* **Split** (:mod:`models.splits`): by time (train | validation | holdout ranges of
+  the grid) or per tank; the scaler is fit on train. The first reading of a tank
+  inside a part is a boundary (state starts from zero).
 
 Stateful batches (:func:`make_batches`): row j of every batch is tank j (one *lane*
 per tank). Each segment is padded with masked steps to a multiple of the window
@@ -25,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +45,8 @@ __all__ = [
     "Batches",
     "TickGrid",
     "build_grid",
+    "infer_interval",
+    "load_csv",
     "load_readings",
     "make_batches",
     "split_ticks",
@@ -50,8 +59,11 @@ class TickGrid:
 
     ``values`` (K, N, F) float32 physical units, NaN where no reading;
     ``present`` (K, N) bool; ``boundary`` (K, N) bool, True where the state is reset
-    before applying that reading; ``k0`` the tick index of row 0
-    (tick start time = ``(k0 + i) * interval_s``); ``tank_ids`` in row order (sorted).
+    before applying that reading; ``k0`` the tick number of row 0; ``tick_index`` (K,)
+    int64 tick number of each row minus ``k0`` (increasing; None = ``arange(K)``, a
+    dense grid), so row i starts at ``(k0 + tick_index[i]) * interval_s``;
+    ``tank_ids`` in row order (sorted); ``merged``: readings dropped because their
+    tank already had one in the same tick (the first wins).
     """
 
     tank_ids: tuple[str, ...]
@@ -61,32 +73,72 @@ class TickGrid:
     values: NDArray[np.float32]
     present: NDArray[np.bool_]
     boundary: NDArray[np.bool_]
+    tick_index: NDArray[np.int64] | None = None
+    merged: int = 0
 
     @property
     def n_ticks(self) -> int:
         return int(self.values.shape[0])
 
+    def ticks(self) -> NDArray[np.int64]:
+        """(K,) tick number of each row (``floor(ts / interval_s)``)."""
+        idx = np.arange(self.n_ticks) if self.tick_index is None else self.tick_index
+        return (self.k0 + idx).astype(np.int64)
+
     def tick_times(self) -> NDArray[np.float64]:
         """(K,) start time of each tick, epoch seconds."""
-        times: NDArray[np.float64] = (self.k0 + np.arange(self.n_ticks, dtype=np.float64)) * (
-            self.interval_s
-        )
+        times: NDArray[np.float64] = self.ticks().astype(np.float64) * self.interval_s
         return times
 
+    def row_of_tick(self, tick: int) -> int:
+        """First row whose tick number is >= ``tick`` (K if none)."""
+        return int(np.searchsorted(self.ticks(), tick, side="left"))
+
     def slice(self, start: int, stop: int) -> TickGrid:
-        """Ticks [start, stop); each tank's first reading in the slice becomes a boundary."""
+        """Rows [start, stop); each tank's first reading in the slice becomes a boundary."""
         present = self.present[start:stop]
         boundary = self.boundary[start:stop].copy()
         seen = np.cumsum(present, axis=0)
         boundary |= present & (seen == 1)
+        idx = self.ticks()[start:stop]
+        k0 = int(idx[0]) if idx.size else self.k0 + start
         return TickGrid(
             self.tank_ids,
-            self.k0 + start,
+            k0,
             self.interval_s,
             self.max_gap_ticks,
             self.values[start:stop],
             present,
             boundary,
+            idx - k0,
+        )
+
+    def restrict(self, part: NDArray[np.bool_]) -> TickGrid:
+        """The same rows with only the readings inside ``part`` (K, N) bool.
+
+        A reading whose tank's previous reading lies outside ``part`` becomes a boundary
+        (state starts from zero, as at the start of a slice); values outside are NaN.
+        """
+        present = self.present & part
+        n_ticks, n = present.shape
+        idx = np.where(self.present, np.arange(n_ticks)[:, None], -1)
+        last = np.maximum.accumulate(idx, axis=0)
+        prev = np.vstack([np.full((1, n), -1), last[:-1]])  # previous reading's row
+        prev_in = np.zeros_like(present)
+        has_prev = prev >= 0
+        cols = np.broadcast_to(np.arange(n), prev.shape)
+        prev_in[has_prev] = part[prev[has_prev], cols[has_prev]]
+        boundary = present & (self.boundary | ~prev_in)
+        values = np.where(present[..., None], self.values, np.nan).astype(np.float32)
+        return TickGrid(
+            self.tank_ids,
+            self.k0,
+            self.interval_s,
+            self.max_gap_ticks,
+            values,
+            present,
+            boundary,
+            self.tick_index,
         )
 
 
@@ -95,8 +147,23 @@ def load_readings(paths: Sequence[str | Path], options: object | None = None) ->
 
     ``options``: a :class:`producers.csv_source.CsvOptions`. Returns a frame with
     ts (epoch s), tank_id, pressure_kpa, temperature_c, event (str or None).
-    Bad rows are skipped (counted in the log by csv_source); no rows at all is an error.
+    Bad rows are skipped and counted (:func:`load_csv`); no rows at all is an error.
     """
+    frame: pd.DataFrame = load_csv(paths, options).frame
+    return frame
+
+
+def load_csv(
+    paths: Sequence[str | Path],
+    options: object | None = None,
+    drop_limit: float | None = None,
+) -> Any:
+    """Like :func:`load_readings`, returning the whole
+    :class:`producers.csv_source.LoadResult` (counts for the closing summary).
+
+    More than ``drop_limit`` of the rows dropped (None = no limit) is a CsvError.
+    """
+    from producers.csv_report import check_drops
     from producers.csv_source import CsvOptions, load_frame
 
     if options is not None and not isinstance(options, CsvOptions):
@@ -107,7 +174,56 @@ def load_readings(paths: Sequence[str | Path], options: object | None = None) ->
             f" ({result.bad_rows} bad rows; first: {result.errors[0]})" if result.errors else ""
         )
         raise CsvError(f"no valid readings in {', '.join(str(p) for p in paths)}{detail}")
-    return result.frame
+    if drop_limit is not None:
+        check_drops(result, drop_limit)
+    return result
+
+
+#: Tick intervals :func:`infer_interval` snaps to when the data is within 5 % of one.
+NICE_INTERVALS_S = (
+    0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600,
+)  # fmt: skip
+
+
+def infer_interval(frame: pd.DataFrame) -> float:
+    """The typical spacing of a tank's readings, seconds: the median over all tanks of
+    the time between consecutive readings of one tank (gaps between runs are few, so
+    they do not move the median), snapped to a round value within 5 %.
+
+    >>> f = pd.DataFrame({"ts": [0.0, 1.0, 2.1, 3.0, 5000.0, 5001.0],
+    ...                   "tank_id": ["a", "a", "a", "a", "a", "a"]})
+    >>> infer_interval(f)
+    1.0
+    """
+    if frame.empty:
+        raise CsvError("no readings to infer a tick interval from")
+    order = frame.sort_values(["tank_id", "ts"], kind="stable")
+    ts = order["ts"].to_numpy(np.float64)
+    tank = order["tank_id"].astype(str).to_numpy()
+    d = np.diff(ts)
+    same = tank[1:] == tank[:-1]
+    d = d[same & (d > 0)]
+    if d.size == 0:
+        raise CsvError("cannot infer a tick interval: no tank has two readings at different times")
+    typical = float(np.median(d))
+    for nice in NICE_INTERVALS_S:
+        if abs(typical - nice) <= 0.05 * nice:
+            return float(nice)
+    return float(f"{typical:.3g}")
+
+
+def _kept_ticks(ticks: NDArray[np.int64], max_gap_ticks: int) -> NDArray[np.int64]:
+    """Sorted tick numbers of the sparse grid: every tick with a reading, plus the empty
+    ticks of fleet gaps of at most ``max_gap_ticks`` (see the module docstring)."""
+    have = np.unique(ticks)
+    d = np.diff(have)
+    fill = np.flatnonzero((d > 1) & (d <= max_gap_ticks))
+    if fill.size == 0:
+        return have
+    counts = d[fill] - 1
+    starts = np.repeat(have[fill] + 1, counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.sort(np.concatenate([have, starts + offsets]))
 
 
 def build_grid(
@@ -116,14 +232,17 @@ def build_grid(
     max_gap_ticks: int,
     features: Sequence[str] = FEATURES,
 ) -> TickGrid:
-    """Bucket readings (ts epoch s, tank_id, features..., event) into a tick grid."""
+    """Bucket readings (ts epoch s, tank_id, features..., event) into a sparse tick
+    grid (module docstring: ticks with readings and short fleet gaps only)."""
     if frame.empty:
         raise CsvError("no readings to build a tick grid from")
-    ticks = np.floor(frame["ts"].to_numpy(np.float64) / interval_s).astype(np.int64)
+    abs_ticks = np.floor(frame["ts"].to_numpy(np.float64) / interval_s).astype(np.int64)
+    kept = _kept_ticks(abs_ticks, max_gap_ticks)
+    ticks = np.searchsorted(kept, abs_ticks).astype(np.int64)  # row of each reading
     tank_ids = tuple(sorted(frame["tank_id"].astype(str).unique()))
     rows = pd.Index(tank_ids).get_indexer(frame["tank_id"].astype(str))
-    k0 = int(ticks.min())
-    n_ticks = int(ticks.max()) - k0 + 1
+    k0 = 0
+    n_ticks = int(kept.size)
     vals = frame[list(features)].to_numpy(np.float32)
     if "event" in frame:
         ev = frame["event"]
@@ -137,24 +256,42 @@ def build_grid(
     values = np.full((n_ticks, len(tank_ids), len(features)), np.nan, np.float32)
     present = np.zeros((n_ticks, len(tank_ids)), bool)
     event = np.zeros((n_ticks, len(tank_ids)), bool)
-    k_idx, r_idx = ticks[first] - k0, rows[first]
+    k_idx, r_idx = ticks[first], rows[first]
     values[k_idx, r_idx] = vals[first]
     present[k_idx, r_idx] = True
     event[k_idx, r_idx] = has_event[first]
-    boundary = _boundaries(present, event, max_gap_ticks)
-    return TickGrid(tank_ids, k0, float(interval_s), int(max_gap_ticks), values, present, boundary)
+    tick_index = kept - kept[0]
+    boundary = _boundaries(present, event, max_gap_ticks, tick_index)
+    return TickGrid(
+        tank_ids,
+        int(kept[0]),
+        float(interval_s),
+        int(max_gap_ticks),
+        values,
+        present,
+        boundary,
+        tick_index,
+        merged=int(len(frame) - first.size),
+    )
 
 
 def _boundaries(
-    present: NDArray[np.bool_], event: NDArray[np.bool_], max_gap_ticks: int
+    present: NDArray[np.bool_],
+    event: NDArray[np.bool_],
+    max_gap_ticks: int,
+    tick_index: NDArray[np.int64] | None = None,
 ) -> NDArray[np.bool_]:
-    """(K, N): first reading of a tank, an event, or a gap > max_gap ticks before it."""
+    """(K, N): first reading of a tank, an event, or a gap > max_gap ticks before it.
+
+    ``tick_index`` (K,): tick number of each row (gaps are measured in ticks, not rows).
+    """
     n_ticks, n = present.shape
+    number = np.arange(n_ticks) if tick_index is None else np.asarray(tick_index, np.int64)
     idx = np.where(present, np.arange(n_ticks)[:, None], -1)
-    last = np.maximum.accumulate(idx, axis=0)  # last present tick at or before k
-    prev = np.vstack([np.full((1, n), -1), last[:-1]])  # last present tick before k
-    gap = np.arange(n_ticks)[:, None] - prev
+    last = np.maximum.accumulate(idx, axis=0)  # last present row at or before k
+    prev = np.vstack([np.full((1, n), -1), last[:-1]])  # last present row before k
     first = prev < 0
+    gap = number[:, None] - number[np.where(first, 0, prev)]
     return present & (first | event | (gap > max_gap_ticks))
 
 

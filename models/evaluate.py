@@ -1,8 +1,11 @@
 """``tankwatch evaluate``: stream a history through an engine as the pipeline would.
 
 Every tick of the data is fed in order: rows reset at boundaries (first reading,
-``event``, gap > ``max_gap_ticks``), missing readings masked, one ``step`` per tick.
-On holdout ticks the 30-tick forecast of every reporting tank is scored against the
+``event``, gap > ``max_gap_ticks``), missing readings masked, one ``step`` per tick
+(the grid is sparse: ticks of long fleet-wide gaps are skipped, which changes no
+state; :mod:`models.dataprep`). On the scored ticks -- the model's training holdout
+when the data is its training data, ``holdout_fraction`` when given, else all of
+it -- the 30-tick forecast of every reporting tank is scored against the
 actual readings at t+h — beside the persistence baseline (the reading at t) — for
 h = 1..30 (``h = 1`` is the next-step forecast the pipeline holds). A target that is
 missing, or lies after a boundary of its tank, is not scored (neither model nor
@@ -15,9 +18,13 @@ with the simulator's labels (``tank_id,start,end,kind``) over the whole stream, 
 tuning part (before the holdout) and the holdout, and the recorded residuals are
 replayed through the :data:`TRADEOFF` settings for the report's trade-off table.
 
-Outputs in ``out``: ``evaluation.md``, ``evaluation.json``, ``plots/*.png``; when
-``out`` is the artifact directory, the summary also goes to metadata.json
-``evaluation``.
+Outputs in ``out``: ``evaluation.md``, ``evaluation.json``, ``plots/*.png`` and the
+per-tick table ``ticks.csv.gz`` (:mod:`models.ticks_output`); when ``out`` is the
+artifact directory, the summary also goes to metadata.json ``evaluation``.
+
+Before streaming, the data is checked against the model (:mod:`models.data_checks`):
+a different pressure reference is refused, a different cadence or readings outside
+the trained value range are warned about.
 """
 
 from __future__ import annotations
@@ -37,14 +44,29 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from models.anomaly import AnomalyScorer
-from models.artifact import Artifact, load_artifact, load_forecaster, update_metadata
+from models.artifact import (
+    Artifact,
+    load_artifact,
+    load_forecaster,
+    update_metadata,
+)
 from models.baselines import HoltBaseline
 from models.bounds import Bounds
-from models.dataprep import TickGrid, build_grid, load_readings, split_ticks
+from models.data_checks import (
+    artifact_reference,
+    cadence_warning,
+    check_reference,
+    outside_range,
+    range_bounds,
+)
+from models.dataprep import TickGrid, build_grid, infer_interval, load_csv
 from models.engines.base import Forecaster
 from models.evaluate_report import write_plots, write_report
 from models.fingerprint import data_fingerprint
+from models.packing import pack_rows
 from models.serving import SOURCES, choose, codes_of, serve
+from models.splits import holdout_from_metadata
+from models.ticks_output import check_format, tick_frame, write_ticks
 from tankwatch.errors import ConfigError, CsvError
 
 log = logging.getLogger(__name__)
@@ -83,10 +105,16 @@ class EvalConfig:
     out: Path
     labels: Path | None = None
     engine: str = "numpy"
-    holdout_fraction: float = 0.2
+    #: Score only the last fraction of the grid; None = the training holdout on the
+    #: model's own data, else all of it.
+    holdout_fraction: float | None = None
     plot_tanks: int = 3
     csv_options: Any = None
     progress: bool = True
+    #: Share of bad CSV rows that stops the evaluation (None = no limit).
+    drop_limit: float | None = 0.03
+    #: Per-tick table: ``csv`` (ticks.csv.gz), ``parquet`` or ``none``.
+    ticks_format: str = "csv"
 
 
 @dataclass
@@ -99,7 +127,9 @@ class StreamResult:
     ``far_fc`` (K, N, F) the forecast for tick k made at k - H (NaN if none);
     ``flags``/``scores`` (K, N) anomaly output at ticks with a reading;
     ``residuals`` (K, N, F) the scaled next-step residuals the scorer got (NaN where
-    none), so other scorer settings can be replayed (:func:`replay_scorer`).
+    none), so other scorer settings can be replayed (:func:`replay_scorer`);
+    ``horizon_fc`` (K, N, len(report_horizons), F) the forecast for tick k made
+    ``report_horizons[i]`` ticks earlier (NaN if none; scored ticks only).
     """
 
     sq: NDArray[np.float64]
@@ -116,58 +146,82 @@ class StreamResult:
     #: (N, H, F) squared errors of the Holt baseline; (N,) forecasts clipped per tank.
     b_sq: NDArray[np.float64] | None = None
     clips: NDArray[np.int64] | None = None
+    horizon_fc: NDArray[np.float32] | None = None
 
 
 def stream(
     forecaster: Forecaster,
     residual_scale: NDArray[np.floating[Any]],
     grid: TickGrid,
-    holdout_start: int,
+    holdout_start: int | NDArray[np.bool_],
     max_horizon: int = 30,
     progress: bool = False,
     bounds: Bounds | None = None,
     codes: NDArray[np.intp] | None = None,
     scorer: AnomalyScorer | None = None,
+    report_horizons: Sequence[int] = HORIZONS,
 ) -> StreamResult:
     """Feed every tick of ``grid`` through ``forecaster`` (fresh, ``grid`` rows) as the
-    pipeline would; score forecasts made at ticks >= holdout_start.
+    pipeline would; score forecasts made at rows >= holdout_start (an int), or at the
+    (row, tank) pairs where a (K, N) bool mask is True.
 
     ``residual_scale`` (F,): residuals are divided by it before anomaly scoring (the
-    scaler's std, i.e. scaled units). ``bounds``: LSTM forecasts are clipped as the
-    pipeline clips them (:mod:`models.bounds`). ``codes``: the artifact's skill gate;
-    the anomaly residual is taken against the *served* next-step forecast, as in the
-    pipeline (None: the LSTM's). The Holt baseline runs beside and is scored too.
+    scaler's std, i.e. scaled units). Targets are found by tick number (``grid`` may
+    be sparse): tick k + h is the row with that tick number, if the grid has it.
+    ``bounds``: LSTM forecasts are clipped as the pipeline clips them
+    (:mod:`models.bounds`). ``codes``: the artifact's skill gate; the anomaly residual
+    is taken against the *served* next-step forecast, as in the pipeline (None: the
+    LSTM's). The Holt baseline runs beside and is scored too.
     """
     n_ticks, n, nf = grid.values.shape
     if forecaster.n_rows != n:
         raise ValueError(f"forecaster has {forecaster.n_rows} rows, grid has {n} tanks")
+    if isinstance(holdout_start, np.ndarray):
+        scored = holdout_start
+    else:
+        scored = np.zeros((n_ticks, n), bool)
+        scored[holdout_start:] = True
+    # Each tank through its own readings (models.packing): the same per-row results
+    # in (longest tank's readings) steps instead of (ticks with any reading) steps.
+    packed = pack_rows(grid.present, grid.ticks())
+    steps = packed.src.shape[0]
+    pv = packed.gather(grid.values, np.nan)
+    pp = packed.valid
+    pb = packed.gather(grid.boundary, False)
+    pt = packed.tick
+    psc = packed.gather(scored, False)
+    cb = np.cumsum(pb, axis=0)  # (P, N) segment number of each reading
+    report = np.full(max_horizon + 1, -1, np.int64)
+    for i, h in enumerate(report_horizons):
+        if h <= max_horizon:
+            report[h] = i
     scorer = scorer if scorer is not None else AnomalyScorer(n, n_features=nf)
     holt = HoltBaseline(n, nf)
     b_sq = np.zeros((n, max_horizon, nf))
     clips = np.zeros(n, np.int64)
     std = np.asarray(residual_scale, np.float64)
-    boundaries_upto = np.cumsum(grid.boundary, axis=0)  # (K, N)
     shape = (n, max_horizon, nf)
     sq, ab, p_sq, p_ab = (np.zeros(shape) for _ in range(4))
     count = np.zeros((n, max_horizon))
-    next_fc = np.full((n_ticks, n, nf), np.nan, np.float32)
-    far_fc = np.full((n_ticks, n, nf), np.nan, np.float32)
-    flags = np.zeros((n_ticks, n), bool)
-    scores = np.zeros((n_ticks, n), np.float32)
-    residuals = np.full((n_ticks, n, nf), np.nan, np.float32)
+    next_fc = np.full((steps, n, nf), np.nan, np.float32)
+    far_fc = np.full((steps, n, nf), np.nan, np.float32)
+    horizon_fc = np.full((steps, n, len(report_horizons), nf), np.nan, np.float32)
+    flags = np.zeros((steps, n), bool)
+    scores = np.zeros((steps, n), np.float32)
+    residuals = np.full((steps, n, nf), np.nan, np.float32)
     held = np.full((n, nf), np.nan, np.float32)  # forecast for the next tick
     last_tick = np.full(n, -(10**9))
     t0 = time.monotonic()
-    for k in range(n_ticks):
-        mask = grid.present[k]
-        x = grid.values[k]
-        resets = np.flatnonzero(grid.boundary[k])
+    for k in range(steps):
+        mask = pp[k]
+        x = pv[k]
+        resets = np.flatnonzero(pb[k])
         if resets.size:
             forecaster.reset_rows(resets)
             scorer.reset_rows(resets)
             holt.reset_rows(resets)
-        # Residual of the forecast held for this tick (made at k-1, same segment).
-        has_res = mask & (last_tick == k - 1) & ~grid.boundary[k] & np.isfinite(held).all(1)
+        # Residual of the forecast held for this tick (made at tick - 1, same segment).
+        has_res = mask & (last_tick == pt[k] - 1) & ~pb[k] & np.isfinite(held).all(1)
         next_fc[k][has_res] = held[has_res]
         resid = np.where(has_res[:, None], (x - held) / std, 0.0)
         residuals[k][has_res] = resid[has_res]
@@ -179,61 +233,76 @@ def stream(
             continue
         lstm_next = forecaster.step(x, mask)
         holt.update(x, mask)
-        last_tick[mask] = k
-        rows = np.flatnonzero(mask)
+        last_tick[mask] = pt[k][mask]
+        stepped = np.flatnonzero(mask)
         if bounds is not None:
-            nxt, clipped = bounds.clip(lstm_next[rows][None], x[rows])
+            nxt, clipped = bounds.clip(lstm_next[stepped][None], x[stepped])
             lstm_next = lstm_next.copy()
-            lstm_next[rows] = nxt[0]
-            clips[rows] += clipped
+            lstm_next[stepped] = nxt[0]
+            clips[stepped] += clipped
         if codes is not None:
             held = held.copy()
-            held[rows] = serve(
-                codes[:1], lstm_next[rows][None], x[rows][None], holt.forecast(1, rows)
+            held[stepped] = serve(
+                codes[:1], lstm_next[stepped][None], x[stepped][None], holt.forecast(1, stepped)
             )[0]
         else:
             held = lstm_next
-        if k < holdout_start:
+        rows = np.flatnonzero(mask & psc[k])
+        depth = min(max_horizon, steps - 1 - k)
+        if rows.size == 0 or depth == 0:
             continue
         fc = forecaster.forecast(max_horizon, rows)  # (H, r, F)
         if bounds is not None:
             fc, _ = bounds.clip(fc, x[rows])
-        hfc = holt.forecast(max_horizon, rows)
-        for h in range(1, max_horizon + 1):
-            tgt = k + h
-            if tgt >= n_ticks:
-                break
-            ok = grid.present[tgt, rows] & (boundaries_upto[tgt, rows] == boundaries_upto[k, rows])
-            if not ok.any():
-                continue
-            r_ok = rows[ok]
-            actual = grid.values[tgt, r_ok].astype(np.float64)
-            err = fc[h - 1][ok] - actual
-            perr = x[r_ok] - actual
-            b_sq[r_ok, h - 1] += (hfc[h - 1][ok] - actual) ** 2
-            sq[r_ok, h - 1] += err**2
-            ab[r_ok, h - 1] += np.abs(err)
-            p_sq[r_ok, h - 1] += perr**2
-            p_ab[r_ok, h - 1] += np.abs(perr)
-            count[r_ok, h - 1] += 1
-            if h == max_horizon:
-                far_fc[tgt, r_ok] = fc[h - 1][ok]
+        hfc = holt.forecast(max_horizon, rows)  # (H, r, F)
+        # Targets: this tank's next readings whose tick is within the horizon, in the
+        # same segment (a reading after a refill is not scored).
+        ahead = pt[k + 1 : k + 1 + depth][:, rows] - pt[k, rows]  # (D, r) ticks ahead
+        ok = (
+            (ahead >= 1)
+            & (ahead <= max_horizon)
+            & pp[k + 1 : k + 1 + depth][:, rows]
+            & (cb[k + 1 : k + 1 + depth][:, rows] == cb[k, rows])
+        )
+        d_i, r_i = np.nonzero(ok)
+        if d_i.size == 0:
+            continue
+        h = ahead[d_i, r_i]
+        rr = rows[r_i]
+        tp = k + 1 + d_i
+        fh = fc[h - 1, r_i]  # (M, F)
+        target = pv[tp, rr].astype(np.float64)
+        err = fh - target
+        perr = x[rr] - target
+        # (row, h) pairs are unique within a step: += on fancy indices is safe.
+        b_sq[rr, h - 1] += (hfc[h - 1, r_i] - target) ** 2
+        sq[rr, h - 1] += err**2
+        ab[rr, h - 1] += np.abs(err)
+        p_sq[rr, h - 1] += perr**2
+        p_ab[rr, h - 1] += np.abs(perr)
+        count[rr, h - 1] += 1
+        far = h == max_horizon
+        far_fc[tp[far], rr[far]] = fh[far]
+        slot = report[h]
+        sel = slot >= 0
+        horizon_fc[tp[sel], rr[sel], slot[sel]] = fh[sel]
         if progress and k % 2000 == 0:
-            print(f"evaluate: tick {k}/{n_ticks}", file=sys.stderr, flush=True)
+            print(f"evaluate: step {k}/{steps}", file=sys.stderr, flush=True)
     return StreamResult(
         sq,
         ab,
         p_sq,
         p_ab,
         count,
-        next_fc,
-        far_fc,
-        flags,
-        scores,
-        residuals,
+        packed.scatter(next_fc, n_ticks, np.nan),
+        packed.scatter(far_fc, n_ticks, np.nan),
+        packed.scatter(flags, n_ticks, False),
+        packed.scatter(scores, n_ticks, 0.0),
+        packed.scatter(residuals, n_ticks, np.nan),
         time.monotonic() - t0,
-        b_sq,
-        clips,
+        b_sq=b_sq,
+        clips=clips,
+        horizon_fc=packed.scatter(horizon_fc, n_ticks, np.nan),
     )
 
 
@@ -252,20 +321,26 @@ def replay_scorer(
     feeds residuals only (the stuck detector then never runs).
     """
     std = np.asarray(residual_scale, np.float64)
-    n_ticks, n = grid.present.shape
-    flags = np.zeros((n_ticks, n), bool)
-    for k in range(n_ticks):
-        resets = np.flatnonzero(grid.boundary[k])
+    n_ticks = grid.n_ticks
+    # Per tank through its own readings, as in stream() (models.packing).
+    packed = pack_rows(grid.present, grid.ticks())
+    present = packed.valid
+    boundary = packed.gather(grid.boundary, False)
+    values = packed.gather(grid.values, np.nan)
+    res = packed.gather(np.asarray(residuals), np.nan)
+    flags = np.zeros(present.shape, bool)
+    for k in range(present.shape[0]):
+        resets = np.flatnonzero(boundary[k])
         if resets.size:
             scorer.reset_rows(resets)
-        r = residuals[k]
+        r = res[k]
         has = np.isfinite(r).all(axis=1)
         actual = None
         if with_actual:
-            actual = np.where(grid.present[k][:, None], grid.values[k] / std, np.nan)
+            actual = np.where(present[k][:, None], values[k] / std, np.nan)
         _, f = scorer.update(np.where(has[:, None], r, 0.0), has, actual=actual)
-        flags[k] = f & grid.present[k]
-    return flags
+        flags[k] = f & present[k]
+    return packed.scatter(flags, n_ticks, False)
 
 
 def _metrics(
@@ -413,20 +488,27 @@ def label_mask(grid: TickGrid, labels: pd.DataFrame) -> NDArray[np.bool_]:
 
 
 def point_level(
-    grid: TickGrid, flags: NDArray[np.bool_], labels: pd.DataFrame, holdout_start: int
+    grid: TickGrid,
+    flags: NDArray[np.bool_],
+    labels: pd.DataFrame,
+    scored: int | NDArray[np.bool_],
 ) -> dict[str, Any]:
-    """Point-level and event scores on the holdout (models.detection_metrics) of our
-    flags and of an isolation forest on rolling windows computed here, fit per tank on
-    the tuning part outside labels, threshold at the IFOREST_QUANTILE of its scores
-    there, 3 consecutive exceedances."""
+    """Point-level and event scores on the scored part (models.detection_metrics) of
+    our flags and of an isolation forest on rolling windows computed here, fit per tank
+    on the rest outside labels, threshold at the IFOREST_QUANTILE of its scores there,
+    3 consecutive exceedances. ``scored``: the holdout's first row (an int) or a (K, N)
+    mask (a per-tank holdout)."""
     from models.detection_baseline import calibrated_flags, isolation_forest_scores
     from models.detection_metrics import point_event_scores
 
     truth = label_mask(grid, labels)
-    valid = grid.present.copy()
-    valid[:holdout_start] = False
-    calibration = grid.present & ~truth
-    calibration[holdout_start:] = False
+    if isinstance(scored, np.ndarray):
+        part = scored
+    else:
+        part = np.zeros(grid.present.shape, bool)
+        part[scored:] = True
+    valid = grid.present & part
+    calibration = grid.present & ~truth & ~part
     scores = np.full(grid.present.shape, np.nan)
     for j in range(grid.present.shape[1]):
         vals = np.where(grid.present[:, j, None], grid.values[:, j], np.nan)
@@ -458,20 +540,16 @@ def _tradeoff(
     result: StreamResult,
     artifact: Artifact,
     labels: pd.DataFrame,
-    holdout_start: int,
+    scored: NDArray[np.bool_],
 ) -> list[dict[str, Any]]:
-    """Recall and false episodes of each :data:`TRADEOFF` setting (one scorer pass each)."""
+    """Recall and false episodes of each :data:`TRADEOFF` setting (one scorer pass each),
+    over the whole stream, the part before the scored part and the scored part."""
     rows = []
     for name, kwargs, with_actual in TRADEOFF:
         scorer = AnomalyScorer(grid.present.shape[1], n_features=grid.values.shape[2], **kwargs)
         flags = replay_scorer(scorer, grid, result.residuals, artifact.scaler.std, with_actual)
         row: dict[str, Any] = {"setting": name}
-        for key, a, b in (
-            ("whole_stream", 0, None),
-            ("tuning_part", 0, holdout_start),
-            ("holdout", holdout_start, None),
-        ):
-            m = score_anomalies(grid, flags, labels, a, b)
+        for key, m in _anomaly_parts(grid, flags, labels, scored).items():
             row[key] = {
                 k: m[k]
                 for k in (
@@ -485,22 +563,52 @@ def _tradeoff(
     return rows
 
 
-def _holdout_start(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[int, str]:
-    """The artifact's own holdout if this is its training data, else the last fraction."""
+def _scored(artifact: Artifact, grid: TickGrid, config: EvalConfig) -> tuple[Any, str]:
+    """(K, N) mask of the ticks to score, and the rule that chose it.
+
+    The model's own data (same fingerprint): its training holdout. Otherwise: the last
+    ``holdout_fraction`` of the grid when given, else all of it -- nothing of other
+    data was used for training, so there is nothing to hold out.
+    """
     training = artifact.metadata.get("training", {})
-    split = training.get("split_ticks", {}) if isinstance(training, dict) else {}
-    stored = split.get("holdout_start") if isinstance(split, dict) else None
     if (
-        isinstance(stored, int)
+        config.holdout_fraction is None
+        and isinstance(training, dict)
         and training.get("data_fingerprint_sha256") == data_fingerprint(config.data)
-        and grid.k0 <= stored < grid.k0 + grid.n_ticks
     ):
-        return stored - grid.k0, "the training holdout (same data fingerprint)"
-    try:
-        _, test_start = split_ticks(grid.n_ticks, 0.1, config.holdout_fraction)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return test_start, f"the last {config.holdout_fraction:.0%} of the data"
+        mask = holdout_from_metadata(training, grid)
+        if mask is not None and mask.any():
+            return mask, "the training holdout (same data fingerprint)"
+    mask = np.zeros(grid.present.shape, bool)
+    if config.holdout_fraction is None:
+        mask[:] = True
+        return mask, "all of the data"
+    if not 0 < config.holdout_fraction < 1:
+        raise ConfigError("--holdout-fraction must be in (0, 1)")
+    start = round(grid.n_ticks * (1 - config.holdout_fraction))
+    mask[start:] = True
+    return mask, f"the last {config.holdout_fraction:.0%} of the data"
+
+
+def _anomaly_parts(
+    grid: TickGrid, flags: NDArray[np.bool_], labels: pd.DataFrame, scored: NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Anomaly scores over the whole stream, the part before the scored part and the
+    scored part (a per-tank holdout: each part restricted to its readings)."""
+    whole = score_anomalies(grid, flags, labels, 0)
+    first: NDArray[np.bool_] = np.asarray(scored.any(axis=1), dtype=bool)
+    start = int(np.argmax(first)) if first.any() else grid.n_ticks
+    if (scored == first[:, None]).all():  # one start for the fleet: a row range
+        return {
+            "whole_stream": whole,
+            "tuning_part": score_anomalies(grid, flags, labels, 0, start),
+            "holdout": score_anomalies(grid, flags, labels, start),
+        }
+    return {
+        "whole_stream": whole,
+        "tuning_part": score_anomalies(grid.restrict(~scored), flags & ~scored, labels),
+        "holdout": score_anomalies(grid.restrict(scored), flags & scored, labels),
+    }
 
 
 def skill_summary(
@@ -558,15 +666,49 @@ def _table(
     return out
 
 
+def _load(config: EvalConfig, artifact: Artifact) -> tuple[Any, list[str]]:
+    """The CSV (checked against the model) and the warnings to print."""
+    from producers.csv_source import CsvOptions
+
+    options = config.csv_options or CsvOptions(
+        pressure_reference=artifact.metadata.get("pressure_reference", "absolute")
+    )
+    check_reference(artifact.metadata, options.pressure_reference)
+    loaded = load_csv(list(config.data), options, config.drop_limit)
+    warnings: list[str] = []
+    frame = loaded.frame
+    try:
+        cadence = cadence_warning(infer_interval(frame), artifact.tick_interval_s)
+    except CsvError:  # a single reading per tank: no spacing to judge
+        cadence = None
+    if cadence:
+        warnings.append(cadence)
+    outside = outside_range(
+        frame[list(artifact.features)].to_numpy(),
+        range_bounds(artifact.metadata, artifact.features),
+    )
+    if outside.size and outside.mean() > 0.01:
+        warnings.append(
+            f"{int(outside.sum()):,} of {outside.size:,} readings ({outside.mean():.1%}) lie "
+            "outside the value range the model was trained on"
+        )
+    return loaded, warnings
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
-    """Run the evaluation; write report, plots, JSON; returns the summary dict."""
+    """Run the evaluation; write report, plots, JSON, per-tick table; returns the summary."""
     artifact = load_artifact(config.model)
     for path in config.data:
         if not path.is_file():
             raise ConfigError(f"data file {path} does not exist")
-    frame = load_readings(list(config.data), config.csv_options)
+    check_format(config.ticks_format)
+    loaded, warnings = _load(config, artifact)
+    for line in warnings:
+        print(f"tankwatch: warning: {line}", file=sys.stderr, flush=True)
+    frame = loaded.frame
     grid = build_grid(frame, artifact.tick_interval_s, artifact.max_gap_ticks, artifact.features)
-    holdout_start, holdout_rule = _holdout_start(artifact, grid, config)
+    scored, holdout_rule = _scored(artifact, grid, config)
+    holdout_start = int(np.argmax(scored.any(axis=1))) if scored.any() else grid.n_ticks
     max_h = max(HORIZONS)
     forecaster = load_forecaster(artifact.path, engine=config.engine, n_rows=len(grid.tank_ids))
     codes = codes_of(artifact.serving) if artifact.serving is not None else None
@@ -574,7 +716,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         forecaster,
         artifact.scaler.std,
         grid,
-        holdout_start,
+        scored,
         max_h,
         config.progress,
         bounds=artifact.bounds,
@@ -595,11 +737,25 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "model_version": artifact.model_version,
         "engine": config.engine,
         "data_files": [p.name for p in config.data],
+        "input": {
+            "rows_read": loaded.rows_read,
+            "rows_used": int(grid.present.sum()),
+            "rows_dropped": loaded.bad_rows,
+            "dropped_by_reason": dict(loaded.dropped),
+            "examples": list(loaded.errors[:3]),
+            "merged_into_earlier_reading_of_tick": grid.merged,
+            "tanks": list(grid.tank_ids),
+            "pressure_reference": artifact_reference(artifact.metadata),
+            "warnings": warnings,
+        },
         "holdout": {
             "rule": holdout_rule,
-            "start": pd.Timestamp(times[holdout_start], unit="s", tz="UTC").isoformat(),
+            "start": pd.Timestamp(
+                times[min(holdout_start, grid.n_ticks - 1)], unit="s", tz="UTC"
+            ).isoformat(),
             "end": pd.Timestamp(times[-1] + grid.interval_s, unit="s", tz="UTC").isoformat(),
-            "ticks": grid.n_ticks - holdout_start,
+            "ticks": int(scored.any(axis=1).sum()),
+            "readings": int((scored & grid.present).sum()),
             "tanks": len(grid.tank_ids),
         },
         "horizons": list(HORIZONS),
@@ -627,19 +783,42 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     summary.update(skill_summary(result, features, codes))
     summary["forecasts_clipped"] = int(result.clips.sum()) if result.clips is not None else 0
     labels_path = _default_labels(config)
+    labels = None
     if labels_path is not None:
         labels = read_labels(labels_path)
+        unknown = sorted(set(labels["tank_id"].astype(str)) - set(grid.tank_ids))
+        if unknown:
+            line = (
+                f"{len(unknown)} labelled tank(s) are not in the data (e.g. {unknown[0]!r}); "
+                f"tank ids in the data look like {grid.tank_ids[0]!r}"
+            )
+            warnings.append(line)
+            print(f"tankwatch: warning: {line}", file=sys.stderr, flush=True)
         summary["anomaly"] = {
             "labels_file": labels_path.name,
             "scorer": describe_scorer(AnomalyScorer()),
-            "whole_stream": score_anomalies(grid, result.flags, labels, 0),
-            "tuning_part": score_anomalies(grid, result.flags, labels, 0, holdout_start),
-            "holdout": score_anomalies(grid, result.flags, labels, holdout_start),
-            "tradeoff": _tradeoff(grid, result, artifact, labels, holdout_start),
-            "point_level": point_level(grid, result.flags, labels, holdout_start),
+            **_anomaly_parts(grid, result.flags, labels, scored),
+            "tradeoff": _tradeoff(grid, result, artifact, labels, scored),
+            "point_level": point_level(grid, result.flags, labels, scored),
         }
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
+    ticks_path = write_ticks(
+        tick_frame(
+            grid,
+            features,
+            HORIZONS,
+            result.next_fc,
+            result.horizon_fc if result.horizon_fc is not None else result.far_fc[:, :, None],
+            result.scores,
+            result.flags,
+            scored,
+            labels,
+        ),
+        out,
+        config.ticks_format,
+    )
+    summary["ticks_file"] = str(ticks_path.relative_to(out)) if ticks_path else None
     plots = write_plots(out / "plots", grid, result, holdout_start, summary, config.plot_tanks)
     summary["plots"] = [str(p.relative_to(out)) for p in plots]
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -650,8 +829,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         update_metadata(artifact.path, evaluation=compact, serving=summary["serving"])
     if config.progress:
         print(
-            f"wrote {out / 'evaluation.md'} (streamed {grid.n_ticks} ticks in "
-            f"{result.seconds:.1f} s)",
+            f"wrote {out / 'evaluation.md'} (streamed {int(grid.present.sum())} readings of "
+            f"{len(grid.tank_ids)} tanks in {result.seconds:.1f} s)",
             file=sys.stderr,
         )
     return summary

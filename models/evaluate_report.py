@@ -27,6 +27,23 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _input_lines(inp: dict[str, Any] | None) -> list[str]:
+    """What was read: rows read / used / dropped by reason, and the data warnings."""
+    if not inp:
+        return []
+    reasons = ", ".join(f"{r} {n:,}" for r, n in inp["dropped_by_reason"].items()) or "none"
+    lines = [
+        f"Input: {inp['rows_read']:,} CSV rows read, {inp['rows_used']:,} readings used "
+        f"({len(inp['tanks'])} tanks, {inp['pressure_reference']} pressure); dropped "
+        f"{inp['rows_dropped']:,} ({reasons}); {inp['merged_into_earlier_reading_of_tick']:,} "
+        "readings shared a tick with an earlier one of their tank (the first counts).",
+        "",
+    ]
+    for warning in inp.get("warnings", []):
+        lines += [f"**Warning:** {warning}", ""]
+    return lines
+
+
 def write_report(path: Path, summary: dict[str, Any]) -> None:
     """``evaluation.md``: fleet table per feature/horizon, per-tank table, anomalies."""
     hz = summary["horizons"]
@@ -41,6 +58,7 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
         "boundaries); horizon h is the forecast for t+h made at t (h = 1 is the next-step "
         "forecast). Persistence = the reading at t. Targets after a boundary are not scored.",
         "",
+        *_input_lines(summary.get("input")),
         "## Fleet",
         "",
         "| feature | horizon (ticks) | RMSE | persistence RMSE | ratio | MAE | persistence MAE |",
@@ -221,7 +239,8 @@ def write_plots(
     # The tanks with the most holdout readings, first few in id order: stable choice.
     counts = grid.present[holdout_start:].sum(0)
     order = sorted(np.argsort(-counts, kind="stable")[:n_tanks])
-    hours = (np.arange(grid.n_ticks) - holdout_start) * grid.interval_s / 3600.0
+    times = grid.tick_times()  # the grid may skip long gaps: plot against real time
+    hours = (times - times[min(holdout_start, grid.n_ticks - 1)]) / 3600.0
     span = slice(holdout_start, grid.n_ticks)
     for j in order:
         tank = grid.tank_ids[j]

@@ -1,7 +1,9 @@
 """``tankwatch train``: fit the stateful LSTM on a history CSV and write an artifact.
 
-Steps: load readings -> tick grid -> time split (train | validation | holdout) ->
-scaler on train -> stateful batches (:mod:`models.dataprep`) -> ``fit`` with
+Steps: load readings (closing CSV summary, drop limit) -> tick interval (inferred
+from the data unless given) -> sparse tick grid -> split (by time or per tank,
+:mod:`models.splits`) -> scaler on train -> stateful batches
+(:mod:`models.dataprep`) -> ``fit`` with
 ``shuffle=False``, per-row state resets at segment starts and a full reset every
 epoch, early stopping on validation loss -> fold the change scale into the head ->
 artifact (model.keras, weights.npz, metadata.json, plots/loss.png) -> evaluation on
@@ -27,13 +29,14 @@ from models.dataprep import (
     Batches,
     TickGrid,
     build_grid,
-    load_readings,
+    infer_interval,
+    load_csv,
     make_batches,
     segment_deltas,
-    split_ticks,
 )
 from models.fingerprint import data_fingerprint
 from models.scaler import Scaler
+from models.splits import SPLIT_MODES, Split, make_split
 from tankwatch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,10 +59,15 @@ class TrainConfig:
     learning_rate: float = 3e-3
     input_gain: float = 1.0
     loss: str = "mse"
-    interval_s: float = 60.0
+    #: Tick interval, s; None = inferred from the data (:func:`infer_interval`).
+    interval_s: float | None = None
     max_gap_ticks: int = 10
     val_fraction: float = 0.1
     holdout_fraction: float = 0.2
+    #: ``time`` (one split for the fleet) or ``per_tank`` (:mod:`models.splits`).
+    split: str = "time"
+    #: Share of bad CSV rows that stops training (None = no limit, --allow-drops).
+    drop_limit: float | None = 0.03
     labels: Path | None = None
     evaluate: bool = True
     progress: bool = True
@@ -84,6 +92,10 @@ class TrainConfig:
             raise ConfigError("--val-fraction and --holdout-fraction must be in (0, 1)")
         if self.val_fraction + self.holdout_fraction >= 0.9:
             raise ConfigError("validation + holdout fractions must leave >= 10% for training")
+        if self.split not in SPLIT_MODES:
+            raise ConfigError(f"--split must be one of {', '.join(SPLIT_MODES)}")
+        if self.interval_s is not None and not self.interval_s > 0:
+            raise ConfigError("--interval must be > 0")
         for path in self.data:
             if not path.is_file():
                 raise ConfigError(f"training data {path} does not exist")
@@ -97,6 +109,20 @@ class TrainResult:
     best_val_loss: float
     seconds: float
     evaluation: dict[str, Any] | None
+    #: The tick interval used, s, and whether it was inferred from the data.
+    interval_s: float = 0.0
+    interval_inferred: bool = False
+    #: The CSV LoadResult (for the closing summary) and readings per part.
+    csv: Any = None
+    readings: tuple[int, int, int] = (0, 0, 0)
+
+
+def fleet_reference(config: TrainConfig) -> str:
+    """The pressure reference of the training data: the CSV option when CSV options are
+    given (the flag users set), else ``config.pressure_reference`` (frames handed in)."""
+    if config.csv_options is not None:
+        return str(getattr(config.csv_options, "pressure_reference", "absolute"))
+    return config.pressure_reference
 
 
 def _say(config: TrainConfig, text: str) -> None:
@@ -177,30 +203,50 @@ def _loss_plot(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def prepare(config: TrainConfig, frame: Any = None) -> tuple[TickGrid, int, int, Scaler]:
-    """Load the data and build the grid, split and scaler (no TensorFlow).
+@dataclass(frozen=True)
+class Prepared:
+    """The data ready for fitting (no TensorFlow involved)."""
+
+    grid: TickGrid
+    split: Split
+    scaler: Scaler
+    interval_s: float
+    interval_inferred: bool
+    csv: Any  # producers.csv_source.LoadResult
+
+
+def prepare(config: TrainConfig, frame: Any = None) -> Prepared:
+    """Load the data; pick the interval; build the grid, split and scaler.
 
     ``frame``: readings already loaded (``load_readings`` columns), e.g. a benchmark's
     data outside the CSV reader's limits; ``config.data`` then only names them.
     """
+    loaded = None
     if frame is None:
-        frame = load_readings(list(config.data), config.csv_options)
-    grid = build_grid(frame, config.interval_s, config.max_gap_ticks, FEATURES)
-    try:
-        val_start, test_start = split_ticks(
-            grid.n_ticks, config.val_fraction, config.holdout_fraction
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    train_grid = grid.slice(0, val_start)
+        loaded = load_csv(list(config.data), config.csv_options, config.drop_limit)
+        frame = loaded.frame
+    inferred = config.interval_s is None
+    interval = infer_interval(frame) if config.interval_s is None else float(config.interval_s)
+    grid = build_grid(frame, interval, config.max_gap_ticks, FEATURES)
+    split = make_split(grid, config.split, config.val_fraction, config.holdout_fraction)
+    train_grid = grid.restrict(split.train)
     if train_grid.present.sum() < 2 * config.window:
         raise ConfigError(
-            f"too little training data: {int(train_grid.present.sum())} readings before the "
-            f"validation split (need at least {2 * config.window})"
+            f"too little training data: {int(train_grid.present.sum())} readings in the "
+            f"training part (need at least {2 * config.window})"
         )
     fitted = Scaler.fit(train_grid.values)
     scaler = Scaler(fitted.mean, (fitted.std / config.input_gain).astype(np.float32))
-    return grid, val_start, test_start, scaler
+    return Prepared(grid, split, scaler, interval, inferred, loaded)
+
+
+def value_range(grid: TickGrid) -> dict[str, list[float]]:
+    """``{feature: [min, max]}`` of the readings in ``grid`` (physical units)."""
+    flat = grid.values[grid.present]
+    return {
+        name: [float(np.min(flat[:, i])), float(np.max(flat[:, i]))]
+        for i, name in enumerate(FEATURES)
+    }
 
 
 def _bounds(train_grid: TickGrid, config: TrainConfig) -> Any:
@@ -215,7 +261,7 @@ def _bounds(train_grid: TickGrid, config: TrainConfig) -> Any:
         config.bounds_horizon,
         config.bounds_margin,
     )
-    lower = np.asarray([PHYSICAL_LOWER[f][config.pressure_reference] for f in FEATURES], np.float32)
+    lower = np.asarray([PHYSICAL_LOWER[f][fleet_reference(config)] for f in FEATURES], np.float32)
     return Bounds(change, lower, np.full(len(FEATURES), np.inf, np.float32))
 
 
@@ -226,9 +272,10 @@ def train(config: TrainConfig, frame: Any = None) -> TrainResult:
     """
     config.check()
     t_start = time.monotonic()
-    grid, val_start, test_start, scaler = prepare(config, frame)
-    train_grid = grid.slice(0, val_start)
-    val_grid = grid.slice(val_start, test_start)
+    prep = prepare(config, frame)
+    grid, scaler, split = prep.grid, prep.scaler, prep.split
+    train_grid = grid.restrict(split.train)
+    val_grid = grid.restrict(split.validation)
     from models.engines import rownorm
 
     norm = None
@@ -253,11 +300,18 @@ def train(config: TrainConfig, frame: Any = None) -> TrainResult:
     val_b = make_batches(val_grid, scaler, config.window, delta, frames[1])
     bounds = _bounds(train_grid, config)
     lanes = len(grid.tank_ids)
+    n_train, n_val, n_hold = split.readings(grid)
+    how = (
+        "inferred from the data: the typical spacing of a tank's readings; --interval to override"
+        if prep.interval_inferred
+        else "--interval"
+    )
+    _say(config, f"tick interval: {prep.interval_s:g} s ({how})")
     _say(
         config,
-        f"data: {lanes} tanks, {grid.n_ticks} ticks of {config.interval_s:g} s; "
-        f"train {val_start} / validation {test_start - val_start} / holdout "
-        f"{grid.n_ticks - test_start} ticks; {train_b.windows} windows of {config.window}",
+        f"data: {lanes} tanks, {grid.n_ticks} ticks with data of {prep.interval_s:g} s; "
+        f"{config.split.replace('_', '-')} split: train {n_train} / validation {n_val} / "
+        f"holdout {n_hold} readings; {train_b.windows} windows of {config.window}",
     )
 
     from models.network import build_model, fold_delta_scale, import_keras, weights_to_arrays
@@ -309,19 +363,26 @@ def train(config: TrainConfig, frame: Any = None) -> TrainResult:
     model_version = f"lstm-{config.units}x{config.layers}{tag}-{fingerprint[:8]}"
     val_losses = history.get("val_loss", [float("nan")])
     best = float(np.nanmin(val_losses))
+    reference = fleet_reference(config)
+    split_json = split.to_json(grid)
+    hold_ticks = [t for t in split_json["holdout_start_tick_by_tank"].values() if t is not None]
     metadata: dict[str, Any] = {
         "model_version": model_version,
         "features": list(FEATURES),
         "units": {f: UNITS[f] for f in FEATURES},
+        # What the pressure feature is; data declared otherwise is refused.
+        "pressure_reference": reference,
+        # The readings the model was fitted on: `run` counts readings outside it.
+        "value_range": value_range(train_grid),
         "scaler": scaler.to_json(),
-        "tick_interval_s": float(config.interval_s),
+        "tick_interval_s": float(prep.interval_s),
+        "tick_interval_source": "inferred" if prep.interval_inferred else "given",
         "max_gap_ticks": int(config.max_gap_ticks),
         "units_per_layer": int(config.units),
         "layers": int(config.layers),
         "residual": True,
         "change_input": True,
         **({"row_norm": norm.to_json()} if norm is not None else {}),
-        "pressure_reference": config.pressure_reference,
         "bounds": bounds.to_json(),
         # Readings the model was trained on (pipeline: out-of-range marking).
         "input_range": {
@@ -343,11 +404,13 @@ def train(config: TrainConfig, frame: Any = None) -> TrainResult:
             "data_files": [p.name for p in config.data],
             "data_fingerprint_sha256": fingerprint,
             "tanks": list(grid.tank_ids),
+            "split": split_json,
+            # The earliest starts over the tanks (for a time split: the split itself).
             "split_ticks": {
                 "first_tick": grid.k0,
-                "validation_start": grid.k0 + val_start,
-                "holdout_start": grid.k0 + test_start,
-                "end": grid.k0 + grid.n_ticks,
+                "validation_start": split_json["validation_start_tick"],
+                "holdout_start": min(hold_ticks) if hold_ticks else None,
+                "end": int(grid.ticks()[-1]) + 1,
             },
             "history": {k: [float(v) for v in vals] for k, vals in history.items()},
             "command": config.extra.get("command", ""),
@@ -370,6 +433,7 @@ def train(config: TrainConfig, frame: Any = None) -> TrainResult:
                 labels=config.labels,
                 csv_options=config.csv_options,
                 progress=config.progress,
+                drop_limit=None,  # checked above
             )
         )
     return TrainResult(
@@ -379,6 +443,10 @@ def train(config: TrainConfig, frame: Any = None) -> TrainResult:
         best_val_loss=best,
         seconds=time.monotonic() - t_start,
         evaluation=evaluation,
+        interval_s=prep.interval_s,
+        interval_inferred=prep.interval_inferred,
+        csv=prep.csv,
+        readings=(n_train, n_val, n_hold),
     )
 
 

@@ -160,12 +160,17 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     """Build every part of one pipeline instance (raises TankwatchError subclasses)."""
     from models.anomaly import AnomalyScorer
     from models.artifact import load_artifact, load_forecaster
+    from models.data_checks import artifact_reference, check_reference, range_bounds
+    from tankwatch.codec import pressure_limits
 
     limit_blas_threads()
     # Before any client is built: a state dir that cannot be written is an operator
     # error (one line, exit 2), not a service that runs without ever checkpointing.
     check_writable(settings.state_dir)
     artifact = load_artifact(settings.model_dir)
+    # The fleet's pressure reference must be the model's (one line, before any I/O).
+    reference = settings.pressure_reference or artifact_reference(artifact.metadata)
+    check_reference(artifact.metadata, reference, "the fleet (TANKWATCH_PRESSURE_REFERENCE)")
     engine = load_forecaster(settings.model_dir, settings.engine, n_rows=0)
     max_gap = settings.max_gap_ticks or artifact.max_gap_ticks
     from models.serving import ServingPlan
@@ -179,6 +184,11 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         max_gap_ticks=max_gap,
         path=str(settings.model_dir),
         sources=sources,
+        pressure_reference=reference,
+        pressure_range=pressure_limits(
+            reference, settings.pressure_min_kpa, settings.pressure_max_kpa
+        ),
+        value_range=range_bounds(artifact.metadata, artifact.features),
     )
     security = settings.security.client_kwargs()
     api_versions = _check_topics(settings.bootstrap, settings, settings.connect_timeout_s, security)

@@ -36,10 +36,11 @@ __all__ = [
 
 
 def default_model_dir() -> Path:
-    """The committed default artifact, found next to the installed ``models`` package."""
-    import models
+    """The committed default artifact, found next to the installed ``models`` package
+    (:func:`models.artifact.default_model_dir`: one rule for every command)."""
+    from models.artifact import default_model_dir as shipped
 
-    return Path(models.__file__).resolve().parent / "artifacts" / "default"
+    return shipped()
 
 
 def _parse_bool(text: str) -> bool:
@@ -57,6 +58,19 @@ def _parse_ints(text: str) -> tuple[int, ...]:
 
 def _parse_opt_int(text: str) -> int | None:
     return None if text.strip().lower() in ("", "none", "auto") else int(text)
+
+
+def _parse_opt_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("", "none", "auto") else parse_float(text)
+
+
+def _parse_reference(text: str) -> str | None:
+    low = text.strip().lower()
+    if low in ("", "none", "auto"):
+        return None
+    if low not in ("absolute", "gauge"):
+        raise ValueError("expected absolute or gauge")
+    return low
 
 
 EXACTLY_ONCE_MODES = ("auto", "on", "off")
@@ -130,6 +144,13 @@ class Settings:
     horizon_interval_s: float = 1.0
     #: Gap (ticks) after which a tank's state is reset; None = the artifact's value.
     max_gap_ticks: int | None = None
+    #: The fleet's pressure reference, ``absolute`` or ``gauge``; None = the model's.
+    #: A model trained on the other reference is refused at start.
+    pressure_reference: str | None = None
+    #: Plausibility limits of pressure_kpa (kPa); None = the reference's default
+    #: (absolute 0..5000, gauge -105..5000). Readings outside go to the DLQ.
+    pressure_min_kpa: float | None = None
+    pressure_max_kpa: float | None = None
     checkpoint_interval_s: float = 10.0
     forecasts_topic_enabled: bool = True
     metrics_enabled: bool = True
@@ -216,6 +237,22 @@ class Settings:
                 f"{_where('max_poll_interval_ms')}: max_poll_interval_ms must be >= "
                 f"session_timeout_ms ({self.session_timeout_ms}), got {self.max_poll_interval_ms}"
             )
+        if self.pressure_reference not in (None, "absolute", "gauge"):
+            problems.append(
+                f"{_where('pressure_reference')}: pressure_reference must be absolute or "
+                f"gauge, got {self.pressure_reference!r}"
+            )
+        else:
+            from tankwatch.codec import pressure_limits
+
+            try:
+                pressure_limits(
+                    self.pressure_reference or "absolute",
+                    self.pressure_min_kpa,
+                    self.pressure_max_kpa,
+                )
+            except ValueError as exc:
+                problems.append(f"{_where('pressure_min_kpa')}: {exc}")
         if not self.group:
             problems.append(f"{_where('group')}: group must not be empty")
         if not self.bootstrap.strip():
@@ -348,6 +385,24 @@ FIELDS: tuple[FieldSpec, ...] = (
         _parse_opt_int,
         "reset after a gap (ticks)",
         range=Range(1, 10**9),
+    ),
+    FieldSpec(
+        "pressure_reference",
+        "TANKWATCH_PRESSURE_REFERENCE",
+        _parse_reference,
+        "the fleet's pressure: absolute or gauge (default: the model's)",
+    ),
+    FieldSpec(
+        "pressure_min_kpa",
+        "TANKWATCH_PRESSURE_MIN_KPA",
+        _parse_opt_float,
+        "lowest plausible pressure, kPa (default 0 absolute, -105 gauge)",
+    ),
+    FieldSpec(
+        "pressure_max_kpa",
+        "TANKWATCH_PRESSURE_MAX_KPA",
+        _parse_opt_float,
+        "highest plausible pressure, kPa (default 5000)",
     ),
     FieldSpec(
         "checkpoint_interval_s",

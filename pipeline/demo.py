@@ -303,6 +303,14 @@ def _load_history(source: Path, args: argparse.Namespace) -> Any:
             f"{source}: no usable readings ({loaded.bad_rows} bad rows{first}); "
             "see the CSV format options of tankwatch demo --help"
         )
+    # The drop limit and the CSV summary, as for replay/train/evaluate (the demo runs
+    # until stopped, so its summary comes once the file is loaded).
+    from producers.csv_report import check_drops, summary_lines
+
+    if hasattr(args, "drop_limit"):
+        check_drops(loaded, args.drop_limit, args.allow_drops)
+    for line in summary_lines(loaded):
+        print(f"tankwatch: {line}", file=sys.stderr, flush=True)
     return loaded.frame
 
 

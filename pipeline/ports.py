@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tankwatch.codec import PRESSURE_RANGE_KPA
+
 __all__ = ["ConsumerFactory", "ConsumerLike", "ModelInfo"]
 
 
@@ -23,6 +25,11 @@ class ModelInfo:
     #: {feature: [source per reported horizon]} (models.serving; "lstm" everywhere
     #: for an artifact without a skill gate).
     sources: dict[str, list[str]] | None = None
+    #: The fleet's pressure reference and the limits readings are validated against.
+    pressure_reference: str = "absolute"
+    pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA
+    #: (low (F,), high (F,)) of the readings the model was trained on, if recorded.
+    value_range: tuple[Any, Any] | None = None
 
 
 class ConsumerLike(Protocol):

@@ -30,6 +30,7 @@ from pipeline.config import Settings
 from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.http import HttpServer
+from pipeline.input_checks import InputChecks
 from pipeline.ownership import PartitionOwnership
 from pipeline.ports import ConsumerFactory, ConsumerLike, ModelInfo
 from pipeline.sinks.forecasts import ForecastSink
@@ -114,6 +115,7 @@ class Service(PartitionOwnership):
         self._assigned: set[int] = set()
         self._dirty = np.zeros(0, bool)
         self._view = FleetView(horizons_reported=settings.horizons_reported)
+        self.input_checks = InputChecks(model.tick_interval_s, model.value_range)
         self._broker_up = False
         self._broker_lost = False  # lost at least once since start (see _set_broker)
         self._blocked_since: float | None = None  # monotonic start of a broker wait
@@ -144,7 +146,8 @@ class Service(PartitionOwnership):
                 settings.horizons_reported,
                 settings.horizon,
                 model.sources,
-            ),
+            )
+            | self._model_checks_json(model),
             model.tick_interval_s,
         )
         self._http = HttpServer(self, settings.http_host, settings.http_port)
@@ -301,17 +304,28 @@ class Service(PartitionOwnership):
             if partition not in self._assigned:
                 continue
             n += len(msgs)
-            d = decode_batch([m.value for m in msgs], [m.key for m in msgs], require_key=True)
+            d = decode_batch(
+                [m.value for m in msgs],
+                [m.key for m in msgs],
+                self.model.pressure_range,
+                require_key=True,
+            )
             for i, exc in d.rejected:
                 m = msgs[i]
                 self.dlq.send(m.key, m.value, exc.reason, topic, partition, m.offset)
                 self.metrics.rejected.labels(exc.reason).inc()
             if d.index:
                 kept = [msgs[i] for i in d.index] if d.rejected else msgs
+                values = np.column_stack((d.pressure_kpa, d.temperature_c)).astype(np.float64)
+                ts = np.asarray(d.ts, np.float64)
+                for tank, count in self.input_checks.observe(d.tank_ids, ts, values).items():
+                    self.metrics.out_of_range(tank, count)
+                if self.input_checks.cadence_message and not self._model_warnings:
+                    self._model_warnings.append(self.input_checks.cadence_message)
                 cols = Columns(
                     tank_ids=d.tank_ids,
-                    ts=np.asarray(d.ts, np.float64),
-                    values=np.column_stack((d.pressure_kpa, d.temperature_c)).astype(np.float64),
+                    ts=ts,
+                    values=values,
                     event=np.asarray(d.event, bool),
                     offsets=np.fromiter((m.offset for m in kept), np.int64, len(kept)),
                     kafka_ts=np.fromiter((m.timestamp for m in kept), np.float64, len(kept))
@@ -387,15 +401,30 @@ class Service(PartitionOwnership):
         self._next_horizon = now + self.settings.horizon_interval_s
         return True
 
+    def _model_checks_json(self, model: ModelInfo) -> dict[str, Any]:
+        """The pressure reference, limits, trained value range and data warnings for the
+        ``model`` object of /api/fleet (``warnings`` fills in once the cadence is judged)."""
+        self._model_warnings: list[str] = []
+        vr = model.value_range
+        return {
+            "pressure_reference": model.pressure_reference,
+            "pressure_limits_kpa": list(model.pressure_range),
+            "value_range": None
+            if vr is None
+            else {"low": [float(v) for v in vr[0]], "high": [float(v) for v in vr[1]]},
+            "warnings": self._model_warnings,
+        }
+
     def _publish_view(self, last_tick: int | None) -> None:
         n = self.assembler.capacity
+        ids = self.assembler.registry.ids()
         f = self.step.fleet
         last_tick_ts = self._view.last_tick_ts
         if last_tick is not None:
             last_tick_ts = last_tick * self.assembler.interval
             self.metrics.last_tick.set(last_tick_ts)
         self._view = FleetView(
-            ids=self.assembler.registry.ids(),
+            ids=ids,
             actual=f.actual[:n].copy(),
             forecast=f.held[:n].copy(),
             horizons=f.horizons[:n].copy(),

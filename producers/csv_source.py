@@ -1,14 +1,18 @@
 """Read readings from CSV files of many shapes into one validated, time-ordered frame.
 
 The default shape is the bundled history (``ts,tank_id,pressure_kpa,temperature_c,
-event``); :class:`CsvOptions` adapts to other separators, column names, time formats
-and zones, units, and one-file-per-tank layouts. Parsing is vectorized pandas (the
+event``); :class:`CsvOptions` adapts to other separators, decimal commas, column
+names, time formats and zones, units, absolute or gauge pressure (with its
+plausibility limits), and one-file-per-tank layouts (tank ids from the files' paths,
+:func:`tank_ids_for_paths`; a collision is an error). Parsing is vectorized pandas (the
 models team loads ~500k rows for training), so validation is done column-wise with
 the same limits as :mod:`tankwatch.codec`.
 
 Bad rows (unparseable time, non-numeric or NaN values, out of the codec's range,
 unknown event, wrong number of fields) are counted and skipped; the first few are
-reported as ``file:line: reason``. ``strict=True`` raises :class:`CsvError` at the
+reported as ``file:line: reason`` and all are counted by reason
+(:mod:`producers.csv_report` turns that into the commands' closing summary and drop
+limit). ``strict=True`` raises :class:`CsvError` at the
 first one instead. A file that cannot be read at all, or lacks a column, always raises
 :class:`CsvError` with one line naming the file and the problem.
 
@@ -37,7 +41,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
-from tankwatch.codec import EVENTS, PRESSURE_RANGE_KPA, TEMPERATURE_RANGE_C, TS_RANGE_S
+from tankwatch.codec import (
+    EVENTS,
+    PRESSURE_REFERENCES,
+    TEMPERATURE_RANGE_C,
+    TS_RANGE_S,
+    pressure_limits,
+)
 from tankwatch.errors import CsvError
 
 log = logging.getLogger(__name__)
@@ -68,8 +78,13 @@ class CsvOptions:
     ``time_format``: None = auto (RFC 3339 / ISO 8601, or epoch seconds if the column
     is numeric); ``"epoch"`` / ``"epoch_ms"``; or a ``strftime`` pattern. Naive times
     are in ``timezone``. ``event_col`` None (or a column the file lacks) = no events.
-    ``tank_from_filename``: one file per tank, the tank id is the file name without
-    extensions (``T07.csv.gz`` -> ``T07``); ``tank_col`` is then ignored.
+    ``tank_from_filename``: one file per tank, the tank id comes from the file's path
+    (:func:`tank_ids_for_paths`: the name without extensions, or the path relative to
+    the files' common folder when names repeat, or ``tank_id_template``); ``tank_col``
+    is then ignored. ``decimal``: the decimal mark of numbers (``","`` reads ``1,013``).
+    ``pressure_reference``: ``absolute`` or ``gauge`` (what the pressure column is);
+    it picks the plausibility limits (:func:`tankwatch.codec.pressure_limits`), which
+    ``pressure_min_kpa`` / ``pressure_max_kpa`` override.
     """
 
     sep: str = ","
@@ -83,10 +98,30 @@ class CsvOptions:
     tank_from_filename: bool = False
     pressure_unit: str = "kPa"
     temperature_unit: str = "C"
+    decimal: str = "."
+    pressure_reference: str = "absolute"
+    pressure_min_kpa: float | None = None
+    pressure_max_kpa: float | None = None
+    tank_id_template: str | None = None
 
     def __post_init__(self) -> None:
         if not self.sep:
             raise CsvError("the CSV separator must not be empty")
+        if len(self.decimal) != 1 or self.decimal.isdigit():
+            raise CsvError(f"the decimal mark must be one character, got {self.decimal!r}")
+        if self.decimal == self.sep:
+            raise CsvError(
+                f"the decimal mark and the separator are both {self.sep!r}: "
+                "use --sep ';' with --decimal ','"
+            )
+        if self.pressure_reference not in PRESSURE_REFERENCES:
+            raise CsvError(
+                f"unknown pressure reference {self.pressure_reference!r} "
+                "(expected absolute or gauge)"
+            )
+        self.pressure_limits()  # fails early on bad overrides
+        if self.tank_id_template is not None:
+            _check_template(self.tank_id_template)
         if self.pressure_unit not in PRESSURE_UNITS:
             raise CsvError(
                 f"unknown pressure unit {self.pressure_unit!r} "
@@ -101,6 +136,15 @@ class CsvOptions:
         except (ZoneInfoNotFoundError, ValueError):
             raise CsvError(f"unknown time zone {self.timezone!r}") from None
 
+    def pressure_limits(self) -> tuple[float, float]:
+        """(low, high) kPa plausibility limits for this reference and overrides."""
+        try:
+            return pressure_limits(
+                self.pressure_reference, self.pressure_min_kpa, self.pressure_max_kpa
+            )
+        except ValueError as exc:
+            raise CsvError(str(exc)) from None
+
 
 @dataclass
 class LoadResult:
@@ -108,20 +152,102 @@ class LoadResult:
 
     ts is float64 epoch seconds (UTC); pressure_kpa / temperature_c float64 in kPa and
     degC; event str or None; file (category) and line (int64) point at the source row.
+    ``rows_read``: non-blank data lines in the files; ``dropped``: bad rows by reason
+    (they sum to ``bad_rows``); ``errors``: the first few as ``file:line: reason``.
     """
 
     frame: pd.DataFrame
     bad_rows: int = 0
     errors: list[str] = field(default_factory=list)
+    rows_read: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    files: int = 0
+    options: CsvOptions | None = None
+
+
+#: Fields of ``--tank-id-template``: ``{stem}`` the file name without extensions,
+#: ``{parent}`` the folder it is in, ``{path}`` its path relative to the files'
+#: common folder, without extensions, ``/`` replaced by ``-``.
+TEMPLATE_FIELDS = ("stem", "parent", "path")
+_EXTENSIONS = (".gz", ".csv", ".tsv", ".txt")
+
+
+def _check_template(template: str) -> None:
+    import string
+
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise CsvError(f"bad --tank-id-template {template!r}: {exc}") from None
+    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+    if unknown or not names:
+        raise CsvError(
+            f"bad --tank-id-template {template!r}: use the fields "
+            + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+        )
+
+
+def _strip_ext(name: str) -> str:
+    for suffix in _EXTENSIONS:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
 
 
 def tank_id_from_path(path: str | Path) -> str:
     """``/x/T07.csv.gz`` -> ``T07`` (the name without its extensions)."""
-    name = Path(path).name
-    for suffix in (".gz", ".csv", ".tsv", ".txt"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name
+    return _strip_ext(Path(path).name)
+
+
+def tank_ids_for_paths(paths: Sequence[Path], template: str | None = None) -> dict[Path, str]:
+    """Tank id of each file for one-file-per-tank archives.
+
+    Without a template: the file name without extensions when all names differ,
+    otherwise (``valve1/0.csv``, ``valve2/0.csv``) every file's path relative to the
+    files' common folder, ``/`` replaced by ``-`` (``valve1-0``, ``valve2-0``). Two
+    files that still get one id (the same file given twice, or a template that drops
+    what tells them apart) is a CsvError naming both.
+
+    >>> ids = tank_ids_for_paths([Path("a/v1/0.csv"), Path("a/v2/0.csv")])
+    >>> sorted(ids.values())
+    ['v1-0', 'v2-0']
+    """
+    import os
+
+    resolved = [p.resolve() for p in paths]
+    if len(resolved) > 1:
+        common = Path(os.path.commonpath([str(r.parent) for r in resolved]))
+    else:
+        common = resolved[0].parent if resolved else Path(".")
+
+    def fields(real: Path) -> dict[str, str]:
+        rel = real.relative_to(common)
+        return {
+            "stem": _strip_ext(real.name),
+            "parent": real.parent.name,
+            "path": "-".join([*rel.parent.parts, _strip_ext(rel.name)]),
+        }
+
+    if template is None:
+        stems = [_strip_ext(r.name) for r in resolved]
+        template = "{stem}" if len(set(stems)) == len(stems) else "{path}"
+    out: dict[Path, str] = {}
+    owner: dict[str, Path] = {}
+    for path, real in zip(paths, resolved, strict=True):
+        tank = template.format(**fields(real))
+        if tank in owner:
+            raise CsvError(
+                f"tank id collision: {owner[tank]} and {path} both give tank id {tank!r} "
+                "(one file per tank; use --tank-id-template with {path} or {parent})"
+            )
+        if not _TANK_ID_RE.match(tank):
+            raise CsvError(
+                f"{path}: tank id {tank!r} from the file name is not valid "
+                "(letters, digits, . _ : - ; use --tank-id-template)"
+            )
+        owner[tank] = path
+        out[path] = tank
+    return out
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -198,17 +324,17 @@ def _parse_times(raw: pd.Series, options: CsvOptions) -> np.ndarray:
     text = raw.astype(str)
     fmt = options.time_format
     if fmt in ("epoch", "epoch_s", "unix"):
-        return _numbers(text)
+        return _numbers(text, options.decimal)
     if fmt == "epoch_ms":
-        return _numbers(text) / 1000.0
+        return _numbers(text, options.decimal) / 1000.0
     # Auto: numeric -> epoch seconds. Deciding on a sample keeps this O(1) per file.
     sample = text[text != ""].head(200)
     if (
         fmt is None
         and len(sample)
-        and int(pd.to_numeric(sample, errors="coerce").notna().sum()) * 2 >= len(sample)
+        and int(np.isfinite(_numbers(sample, options.decimal)).sum()) * 2 >= len(sample)
     ):
-        return _numbers(text)
+        return _numbers(text, options.decimal)
     tz = options.timezone
     epoch = pd.Timestamp(0, tz="UTC")
     out = np.full(len(text), np.nan)
@@ -240,7 +366,15 @@ def _parse_times(raw: pd.Series, options: CsvOptions) -> np.ndarray:
     return ((dt - epoch) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _numbers(raw: pd.Series) -> np.ndarray:
+def _numbers(raw: pd.Series, decimal: str = ".") -> np.ndarray:
+    """Strings -> float64 (NaN where not a number); ``decimal`` "," reads ``1,013``.
+
+    With a decimal comma a dot is not accepted as the decimal mark (``1.013`` would be
+    ambiguous: a thousands separator in many locales), so such a value is not a number.
+    """
+    if decimal != ".":
+        raw = raw.where(~raw.str.contains(".", regex=False), "x")
+        raw = raw.str.replace(decimal, ".", regex=False)
     return pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -262,8 +396,11 @@ def _check_time_format(options: CsvOptions) -> None:
         )
 
 
-def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
-    """One file -> (valid rows with FRAME_COLUMNS, sorted (line, reason) of bad rows)."""
+def _load_one(
+    path: Path, options: CsvOptions, tank_id: str | None = None
+) -> tuple[pd.DataFrame, list[tuple[int, str]], dict[str, int], int]:
+    """One file -> (valid rows with FRAME_COLUMNS, sorted (line, reason) of the first
+    bad rows, bad rows by reason, non-blank data rows read)."""
     raw, skipped = _read_raw(path, options)
     n = len(raw)
     # Data row i sits on file line i + 2 unless pandas skipped malformed lines before it.
@@ -278,11 +415,13 @@ def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
 
     ts = _parse_times(cols[options.time_col], options)
     if options.tank_from_filename:
-        tank = pd.Series(np.full(n, tank_id_from_path(path), dtype=object))
+        tank = pd.Series(np.full(n, tank_id or tank_id_from_path(path), dtype=object))
     else:
         tank = cols[options.tank_col].astype(str)
-    p = _numbers(cols[options.pressure_col]) * PRESSURE_UNITS[options.pressure_unit]
-    t = _numbers(cols[options.temperature_col])
+    dec = options.decimal
+    p = _numbers(cols[options.pressure_col], dec) * PRESSURE_UNITS[options.pressure_unit]
+    t = _numbers(cols[options.temperature_col], dec)
+    p_lo, p_hi = options.pressure_limits()
     if options.temperature_unit == "F":
         t = (t - 32.0) * (5.0 / 9.0)
     elif options.temperature_unit == "K":
@@ -309,8 +448,8 @@ def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
         (np.isnan(t), f"temperature in {options.temperature_col!r} is not a number"),
         (~np.isfinite(p) | ~np.isfinite(t), "value is not finite"),
         (
-            ~((p >= PRESSURE_RANGE_KPA[0]) & (p <= PRESSURE_RANGE_KPA[1])),
-            f"pressure outside {PRESSURE_RANGE_KPA[0]:g}..{PRESSURE_RANGE_KPA[1]:g} kPa",
+            ~((p >= p_lo) & (p <= p_hi)),
+            f"pressure outside {p_lo:g}..{p_hi:g} kPa ({options.pressure_reference})",
         ),
         (
             ~((t >= TEMPERATURE_RANGE_C[0]) & (t <= TEMPERATURE_RANGE_C[1])),
@@ -319,13 +458,17 @@ def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
         (has_event & ~known, "unknown event"),
     ]
     bad = np.zeros(n, dtype=bool)
-    reasons: list[tuple[int, str]] = list(skipped)
+    reasons: list[tuple[int, str]] = list(skipped[:MAX_ERRORS])
+    by_reason: dict[str, int] = {}
+    if skipped:
+        by_reason["wrong number of fields"] = len(skipped)
     for mask, reason in checks:
         new = mask & ~bad & ~blank
-        if new.any():
+        count = int(new.sum())
+        if count:
+            by_reason[reason] = count
+            # Only the first few are kept as examples; the rest are counted.
             reasons.extend((int(line), reason) for line in lines[new][:MAX_ERRORS])
-            # Only the first few carry a message; the rest still count.
-            reasons.extend((int(line), "") for line in lines[new][MAX_ERRORS:])
         bad |= mask
     good = ~bad & ~blank
     frame = pd.DataFrame(
@@ -341,7 +484,8 @@ def _load_one(path: Path, options: CsvOptions) -> tuple[pd.DataFrame, list[tuple
         }
     )
     reasons.sort(key=lambda r: r[0])
-    return frame, reasons
+    rows_read = int((~blank).sum()) + len(skipped)
+    return frame, reasons, by_reason, rows_read
 
 
 def load_frame(
@@ -362,15 +506,25 @@ def load_frame(
     path_list: Sequence[Path] = [Path(p) for p in paths]
     if not path_list:
         raise CsvError("no CSV files given")
+    ids = (
+        tank_ids_for_paths(path_list, options.tank_id_template)
+        if options.tank_from_filename
+        else {}
+    )
     frames: list[pd.DataFrame] = []
     bad_rows = 0
+    rows_read = 0
+    dropped: dict[str, int] = {}
     errors: list[str] = []
     for path in path_list:
-        frame, reasons = _load_one(path, options)
+        frame, reasons, by_reason, n_read = _load_one(path, options, ids.get(path))
         if reasons and strict:
             line, reason = reasons[0]
             raise CsvError(f"{path}:{line}: {reason or 'bad row'}")
-        bad_rows += len(reasons)
+        rows_read += n_read
+        for reason, count in by_reason.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+            bad_rows += count
         for line, reason in reasons:
             if reason and len(errors) < MAX_ERRORS:
                 errors.append(f"{path}:{line}: {reason}")
@@ -387,4 +541,12 @@ def load_frame(
         merged = merged.sort_values(["ts", "tank_id"], kind="stable", ignore_index=True)
     if bad_rows:
         log.info("skipped bad CSV rows", extra={"bad_rows": bad_rows, "first": errors[:3]})
-    return LoadResult(merged.reset_index(drop=True), bad_rows, errors)
+    return LoadResult(
+        merged.reset_index(drop=True),
+        bad_rows,
+        errors,
+        rows_read=rows_read,
+        dropped=dropped,
+        files=len(path_list),
+        options=options,
+    )

@@ -7,10 +7,11 @@ import logging
 import os
 import sys
 
+from producers.csv_report import add_drop_args, check_drops, summary_lines
 from producers.csv_source import PRESSURE_UNITS, TEMPERATURE_UNITS, CsvOptions
 from producers.replay import ReplayOptions, quiet_kafka_logs, replay
 from tankwatch.cli import add_bootstrap_arg, positive_float
-from tankwatch.codec import parse_ts
+from tankwatch.codec import PRESSURE_REFERENCES, parse_ts
 from tankwatch.errors import ConfigError, DecodeError
 from tankwatch.kafka_security import add_security_args, security_from_args
 
@@ -106,7 +107,40 @@ def add_csv_format_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         "--tank-from-filename",
         action="store_true",
         default=_env_flag("TANKWATCH_CSV_TANK_FROM_FILENAME"),
-        help="one file per tank: the tank id is the file name (T07.csv -> T07)",
+        help="one file per tank: the tank id is the file name (T07.csv -> T07); when names "
+        "repeat, the path below the common folder (valve1/0.csv -> valve1-0)",
+    )
+    fmt.add_argument(
+        "--tank-id-template",
+        default=_env("TANKWATCH_CSV_TANK_ID_TEMPLATE"),
+        help="with --tank-from-filename: tank id from {stem}, {parent}, {path}, e.g. "
+        "'{parent}-{stem}' (env TANKWATCH_CSV_TANK_ID_TEMPLATE)",
+    )
+    fmt.add_argument(
+        "--decimal",
+        default=_env("TANKWATCH_CSV_DECIMAL", d.decimal),
+        help="decimal mark of numbers: ',' reads 1,013 (then use --sep ';') "
+        "(env TANKWATCH_CSV_DECIMAL; default '.')",
+    )
+    fmt.add_argument(
+        "--pressure-reference",
+        choices=list(PRESSURE_REFERENCES),
+        default=_env("TANKWATCH_PRESSURE_REFERENCE"),
+        help="the pressure column is absolute or gauge (negative under vacuum) pressure "
+        "(env TANKWATCH_PRESSURE_REFERENCE; default absolute, evaluate: the model's)",
+    )
+    fmt.add_argument(
+        "--pressure-min-kpa",
+        type=float,
+        default=_env("TANKWATCH_PRESSURE_MIN_KPA"),
+        help="lowest plausible pressure, kPa (env TANKWATCH_PRESSURE_MIN_KPA; default "
+        "0 absolute, -105 gauge)",
+    )
+    fmt.add_argument(
+        "--pressure-max-kpa",
+        type=float,
+        default=_env("TANKWATCH_PRESSURE_MAX_KPA"),
+        help="highest plausible pressure, kPa (env TANKWATCH_PRESSURE_MAX_KPA; default 5000)",
     )
     fmt.add_argument(
         "--pressure-unit",
@@ -121,6 +155,7 @@ def add_csv_format_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         help="unit of the temperature column (env TANKWATCH_CSV_TEMPERATURE_UNIT; "
         "default %(default)s)",
     )
+    add_drop_args(fmt)
     return fmt
 
 
@@ -190,7 +225,11 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run_replay)
 
 
-def csv_options_from_args(args: argparse.Namespace) -> CsvOptions:
+def csv_options_from_args(
+    args: argparse.Namespace, pressure_reference: str | None = None
+) -> CsvOptions:
+    """The CsvOptions of the flags; ``pressure_reference`` is used when the flag (and
+    its environment variable) is not given, else absolute."""
     event_col = args.event_col
     if event_col is not None and event_col.lower() in ("", "none"):
         event_col = None
@@ -206,7 +245,21 @@ def csv_options_from_args(args: argparse.Namespace) -> CsvOptions:
         tank_from_filename=args.tank_from_filename,
         pressure_unit=args.pressure_unit,
         temperature_unit=args.temperature_unit,
+        decimal=args.decimal,
+        pressure_reference=args.pressure_reference or pressure_reference or "absolute",
+        pressure_min_kpa=args.pressure_min_kpa,
+        pressure_max_kpa=args.pressure_max_kpa,
+        tank_id_template=args.tank_id_template,
     )
+
+
+def print_csv_summary(loaded: object, used: int | None = None, extra: str = "") -> None:
+    """The command's closing CSV summary on stderr (:mod:`producers.csv_report`)."""
+    from producers.csv_source import LoadResult
+
+    if isinstance(loaded, LoadResult):
+        for line in summary_lines(loaded, used, extra):
+            print(f"tankwatch: {line}", file=sys.stderr)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -224,17 +277,13 @@ def run_replay(args: argparse.Namespace) -> int:
     from producers.csv_source import load_frame
 
     loaded = load_frame(args.files, csv_options_from_args(args), strict=args.strict)
-    for message in loaded.errors:
-        print(f"tankwatch: skipped bad row: {message}", file=sys.stderr)
-    if loaded.bad_rows > len(loaded.errors):
-        print(
-            f"tankwatch: ... {loaded.bad_rows - len(loaded.errors)} more bad rows skipped",
-            file=sys.stderr,
-        )
+    check_drops(loaded, args.drop_limit, args.allow_drops)
     # kafka-python warns about its own event loop when we keep the GIL busy; not news.
     with quiet_kafka_logs(logging.ERROR):
         summary = replay(
             loaded, args.bootstrap, args.topic, replay_options=options, security=security
         )
     print(f"tankwatch: {summary.describe()}", file=sys.stderr)
+    # Used = sent (the valid rows inside --start/--end); a loop sends them many times.
+    print_csv_summary(loaded, used=None if args.loop else summary.rows_sent)
     return 130 if summary.interrupted else 0

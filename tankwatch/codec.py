@@ -28,7 +28,18 @@ from tankwatch.errors import DecodeError
 #: is garbage or abuse and must not be parsed.
 MAX_MESSAGE_BYTES = 4096
 
-PRESSURE_RANGE_KPA = (0.0, 5000.0)
+#: Plausibility limits of ``pressure_kpa`` per pressure reference (kPa). Absolute
+#: pressure cannot be negative; gauge pressure is negative under vacuum, down to minus
+#: the local atmospheric pressure (about -101 kPa at sea level; -105 leaves room for
+#: weather and sensor offsets). The fleet declares its reference (docs/data.md);
+#: deployments may narrow or widen the limits (``pressure_limits`` overrides).
+PRESSURE_REFERENCES = ("absolute", "gauge")
+PRESSURE_LIMITS_KPA: dict[str, tuple[float, float]] = {
+    "absolute": (0.0, 5000.0),
+    "gauge": (-105.0, 5000.0),
+}
+#: The default (absolute) limits; what the JSON schema states.
+PRESSURE_RANGE_KPA = PRESSURE_LIMITS_KPA["absolute"]
 TEMPERATURE_RANGE_C = (-80.0, 200.0)
 TS_RANGE_S = (0.0, 32503680000.0)  # 1970 .. 3000
 
@@ -82,6 +93,26 @@ class Reading:
     pressure_kpa: float
     temperature_c: float
     event: str | None = None
+
+
+def pressure_limits(
+    reference: str = "absolute", low: float | None = None, high: float | None = None
+) -> tuple[float, float]:
+    """The ``(low, high)`` kPa limits of a pressure reference, with optional overrides.
+
+    >>> pressure_limits("gauge")
+    (-105.0, 5000.0)
+    >>> pressure_limits("absolute", high=300.0)
+    (0.0, 300.0)
+    """
+    if reference not in PRESSURE_LIMITS_KPA:
+        raise ValueError(f"unknown pressure reference {reference!r} (expected absolute or gauge)")
+    lo, hi = PRESSURE_LIMITS_KPA[reference]
+    lo = lo if low is None else float(low)
+    hi = hi if high is None else float(high)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"pressure limits must be finite with low < high, got {lo}..{hi}")
+    return lo, hi
 
 
 def schema() -> dict[str, Any]:
@@ -164,8 +195,15 @@ def _number(obj: dict[str, Any], field: str, lo: float, hi: float) -> float:
     return x
 
 
-def validate(obj: object, key: bytes | None = None) -> Reading:
-    """Validate a decoded JSON value (and the message key, if any) into a Reading."""
+def validate(
+    obj: object,
+    key: bytes | None = None,
+    pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA,
+) -> Reading:
+    """Validate a decoded JSON value (and the message key, if any) into a Reading.
+
+    ``pressure_range``: the fleet's plausibility limits (:func:`pressure_limits`).
+    """
     if not isinstance(obj, dict):
         raise DecodeError("not_object", f"value is a JSON {type(obj).__name__}, not an object")
     get = obj.get
@@ -190,7 +228,7 @@ def validate(obj: object, key: bytes | None = None) -> Reading:
         ts = parse_ts(ts_value)
     # Fast path: a float within range (NaN and inf fail the comparison and take the
     # full check, which names the reason).
-    lo, hi = PRESSURE_RANGE_KPA
+    lo, hi = pressure_range
     if not (type(pressure) is float and lo <= pressure <= hi):
         pressure = _number(obj, "pressure_kpa", lo, hi)
     lo, hi = TEMPERATURE_RANGE_C
@@ -207,7 +245,11 @@ def validate(obj: object, key: bytes | None = None) -> Reading:
     return Reading(tank_id, ts, pressure, temperature, event)
 
 
-def decode_reading(value: bytes | None, key: bytes | None = None) -> Reading:
+def decode_reading(
+    value: bytes | None,
+    key: bytes | None = None,
+    pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA,
+) -> Reading:
     """Decode and validate one message value. Raises DecodeError with a reason."""
     if value is None:
         raise DecodeError("bad_json", "empty value (tombstone)")
@@ -227,7 +269,7 @@ def decode_reading(value: bytes | None, key: bytes | None = None) -> Reading:
         raise DecodeError("bad_json", str(exc)[:120]) from None
     except RecursionError:  # "[[[[...]]]]" within the size limit
         raise DecodeError("bad_json", "nested too deeply") from None
-    return validate(obj, key)
+    return validate(obj, key, pressure_range)
 
 
 class _DuplicateKey(Exception):
@@ -289,7 +331,10 @@ class DecodedBatch:
 
 
 def decode_batch(
-    values: Sequence[bytes | None], keys: Sequence[bytes | None], require_key: bool = False
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None],
+    pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA,
+    require_key: bool = False,
 ) -> DecodedBatch:
     """:func:`decode_reading` over many messages, into columns (no object per reading).
 
@@ -308,7 +353,7 @@ def decode_batch(
     )  # fmt: skip
     loads = json.loads
     ids_ok, ts_ok = _VALID_IDS, _TS_CACHE
-    plo, phi = PRESSURE_RANGE_KPA
+    plo, phi = pressure_range
     tlo, thi = TEMPERATURE_RANGE_C
     ts_lo, ts_hi = TS_RANGE_S
     for i, value in enumerate(values):
@@ -361,7 +406,7 @@ def decode_batch(
                         evs.append(False)
                         continue
         try:
-            r = decode_reading(value, key)
+            r = decode_reading(value, key, pressure_range)
             if key is None and require_key:
                 raise DecodeError(NO_KEY, f"reading of {r.tank_id!r} has no key")
         except DecodeError as exc:

@@ -36,7 +36,8 @@ class FleetView:
     last_ts: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     resets: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     #: (n,) forecasts clipped to the bounds, readings outside the trained range
-    #: (counters), and whether the anomaly score is calibrated (last reading in range).
+    #: (counters; the ``out_of_range`` mark of /api/fleet), and whether the anomaly
+    #: score is calibrated (last reading in range).
     clips: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     out_of_range: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     calibrated: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))

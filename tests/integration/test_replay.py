@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from producers.csv_source import CsvOptions, load_frame
 from producers.replay import ReplayOptions, replay
-from tankwatch.codec import Reading, decode_reading
+from tankwatch.codec import PRESSURE_RANGE_KPA, Reading, decode_reading
 from tankwatch.errors import BrokerError
 from tankwatch.topics import Topics
 
@@ -28,9 +28,16 @@ HEADER = "ts,tank_id,pressure_kpa,temperature_c,event\n"
 T0 = 1709251200.0
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0):
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout_s: float = 30.0,
+    pressure_range: tuple[float, float] = PRESSURE_RANGE_KPA,
+):
     """Every message of ``topic`` (all partitions from the start) until ``expected``
-    arrived or ``timeout_s`` passed; returns (partition, key, Reading) in offset order."""
+    arrived or ``timeout_s`` passed; returns (partition, key, Reading) in offset order.
+    ``pressure_range``: the fleet's limits (gauge data needs gauge limits to decode)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
@@ -41,10 +48,15 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
         deadline = time.monotonic() + timeout_s
         while len(out) < expected and time.monotonic() < deadline:
             for tp, msgs in consumer.poll(timeout_ms=500, max_records=10000).items():
-                out.extend((tp.partition, m.key, decode_reading(m.value, key=m.key)) for m in msgs)
+                out.extend(
+                    (tp.partition, m.key, decode_reading(m.value, m.key, pressure_range))
+                    for m in msgs
+                )
         # One more short poll: more than expected must show up as a failure, not be hidden.
         for tp, msgs in consumer.poll(timeout_ms=300).items():
-            out.extend((tp.partition, m.key, decode_reading(m.value, key=m.key)) for m in msgs)
+            out.extend(
+                (tp.partition, m.key, decode_reading(m.value, m.key, pressure_range)) for m in msgs
+            )
         return out
     finally:
         consumer.close()

@@ -83,6 +83,14 @@ def test_every_field_has_a_flag_and_an_env_var() -> None:
         (["--model", "/nonexistent/artifact"], "/nonexistent/artifact"),
         (["--engine", "torch"], "engine must be 'numpy' or 'keras'"),
         (["--http-port", "eighty"], "--http-port / TANKWATCH_HTTP_PORT: bad value 'eighty'"),
+        # The shipped model is absolute: a gauge fleet is refused before any I/O.
+        (
+            ["--pressure-reference", "gauge", "--bootstrap", "127.0.0.1:1"],
+            "trained on absolute pressure but the fleet (TANKWATCH_PRESSURE_REFERENCE) is "
+            "declared gauge",
+        ),
+        (["--pressure-reference", "relative"], "expected absolute or gauge"),
+        (["--pressure-min-kpa", "10", "--pressure-max-kpa", "5"], "low < high"),
     ],
 )
 def test_run_fails_fast_with_one_line(args: list[str], message: str) -> None:

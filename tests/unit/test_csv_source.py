@@ -193,3 +193,93 @@ def test_bad_options_are_csv_errors() -> None:
         CsvOptions(timezone="Mars/Olympus")
     with pytest.raises(CsvError, match="time-format"):
         load_frame([Path("x.csv")], CsvOptions(time_format="dd.mm.yyyy"))
+
+
+# --- issue 15: real archives ---------------------------------------------------------
+
+PLANT = "Zeit;Druck;Temp\n"
+PLANT_OPTS = dict(
+    sep=";",
+    decimal=",",
+    time_col="Zeit",
+    time_format="%d.%m.%Y %H:%M:%S",
+    pressure_col="Druck",
+    temperature_col="Temp",
+    event_col=None,
+    tank_from_filename=True,
+)
+
+
+def test_decimal_comma_and_gauge_pressure_below_zero(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path / "T1.csv",
+        PLANT
+        + "01.03.2024 00:00:00;-0,012;21,5\n"  # vacuum: -1.2 kPa gauge
+        + "01.03.2024 00:00:01;0,034;21,25\n"
+        + "01.03.2024 00:00:02;1.5;21,0\n",  # a dot with --decimal ',' is not a number
+    )
+    gauge = load_frame(p, CsvOptions(**PLANT_OPTS, pressure_unit="bar", pressure_reference="gauge"))
+    assert gauge.frame["pressure_kpa"].tolist() == pytest.approx([-1.2, 3.4])
+    assert gauge.frame["temperature_c"].tolist() == [21.5, 21.25]
+    assert gauge.rows_read == 3 and gauge.dropped == {"pressure in 'Druck' is not a number": 1}
+    # The same file declared absolute: the vacuum reading is implausible.
+    absolute = load_frame(p, CsvOptions(**PLANT_OPTS, pressure_unit="bar"))
+    assert len(absolute.frame) == 1
+    assert absolute.dropped["pressure outside 0..5000 kPa (absolute)"] == 1
+    # Limits are configurable: a high-pressure line reads with a raised maximum.
+    tight = load_frame(
+        p,
+        CsvOptions(
+            **PLANT_OPTS, pressure_unit="bar", pressure_reference="gauge", pressure_min_kpa=-1.0
+        ),
+    )
+    assert tight.dropped["pressure outside -1..5000 kPa (gauge)"] == 1
+    with pytest.raises(CsvError, match="decimal mark and the separator"):
+        CsvOptions(decimal=",")
+    with pytest.raises(CsvError, match="absolute or gauge"):
+        CsvOptions(pressure_reference="relative")
+
+
+def test_repeated_file_names_get_tank_ids_from_their_folders(tmp_path: Path) -> None:
+    files = []
+    for folder in ("valve1", "valve2", "deep/pump"):
+        path = tmp_path / "export" / folder / "0.csv"
+        path.parent.mkdir(parents=True)
+        files.append(_write(path, PLANT + "01.03.2024 00:00:00;101,3;20,0\n"))
+    r = load_frame(files, CsvOptions(**PLANT_OPTS))
+    assert sorted(r.frame["tank_id"]) == ["deep-pump-0", "valve1-0", "valve2-0"]
+    # Unique names keep the plain name; a template picks the parts.
+    alone = load_frame(files[:1], CsvOptions(**PLANT_OPTS))
+    assert alone.frame["tank_id"].tolist() == ["0"]
+    tpl = load_frame(files, CsvOptions(**PLANT_OPTS, tank_id_template="site-{parent}.{stem}"))
+    assert sorted(tpl.frame["tank_id"]) == ["site-pump.0", "site-valve1.0", "site-valve2.0"]
+    # A template that loses the folder: one line naming both files.
+    with pytest.raises(CsvError) as info:
+        load_frame(files, CsvOptions(**PLANT_OPTS, tank_id_template="{stem}"))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("tank id collision")
+    assert str(files[0]) in message and str(files[1]) in message
+    # The same file twice is a collision too.
+    with pytest.raises(CsvError, match="tank id collision"):
+        load_frame([files[0], files[0]], CsvOptions(**PLANT_OPTS))
+    with pytest.raises(CsvError, match="tank-id-template"):
+        CsvOptions(tank_id_template="{nope}")
+
+
+def test_summary_and_drop_limit(tmp_path: Path) -> None:
+    from producers.csv_report import check_drops, summary_lines
+
+    rows = "".join(f"2024-03-01T00:{m:02d}:00Z,T01,101.3,14.0,\n" for m in range(40))
+    p = _write(tmp_path / "a.csv", HEADER + rows + "garbage,T01,1,1,\n" + "x,T01,1,1,\n")
+    r = load_frame(p)
+    lines = summary_lines(r)
+    assert lines[0] == (
+        "csv: read 42 rows from 1 file(s); used 40; dropped 2 (4.8%): "
+        "cannot parse time in column 'ts' 2"
+    )
+    assert lines[1] == f"  e.g. {p}:42: cannot parse time in column 'ts'"
+    check_drops(r, limit=0.05)
+    check_drops(r, limit=0.03, allow=True)
+    with pytest.raises(CsvError) as info:
+        check_drops(r, limit=0.03)
+    assert "\n" not in str(info.value) and "--allow-drops" in str(info.value)

@@ -35,17 +35,49 @@ def test_grid_buckets_by_floor_first_reading_wins_and_marks_boundaries() -> None
     )
     g = build_grid(f, 60.0, 3)
     assert g.tank_ids == ("A", "B")
-    assert g.k0 == int(T0 // 60) and g.n_ticks == 10
+    # Sparse: ticks 6..8 (a fleet-wide gap longer than max_gap) are not rows; the
+    # short gap 3..4 inside A's segment is kept as masked steps.
+    assert g.k0 == int(T0 // 60) and g.n_ticks == 7
+    assert (g.ticks() - g.k0).tolist() == [0, 1, 2, 3, 4, 5, 9]
+    assert g.tick_times()[-1] == T0 + 60 * 9
+    assert g.merged == 1
     np.testing.assert_array_equal(g.values[0, 0], [2.0, 20.0])
     np.testing.assert_array_equal(g.values[0, 1], [1.0, 10.0])
-    assert g.present[:, 0].tolist() == [1, 1, 1, 0, 0, 1, 0, 0, 0, 1]
-    assert np.flatnonzero(g.boundary[:, 0]).tolist() == [0, 2, 9]
+    assert g.present[:, 0].tolist() == [1, 1, 1, 0, 0, 1, 1]
+    assert np.flatnonzero(g.boundary[:, 0]).tolist() == [0, 2, 6]
     assert np.flatnonzero(g.boundary[:, 1]).tolist() == [0]
     assert np.isnan(g.values[3, 0]).all()
-    # A slice starts every tank afresh.
-    s = g.slice(5, 10)
-    assert np.flatnonzero(s.boundary[:, 0]).tolist() == [0, 4]
+    # A slice starts every tank afresh and keeps the tick numbers.
+    s = g.slice(4, 7)
+    assert np.flatnonzero(s.boundary[:, 0]).tolist() == [1, 2]
+    assert (s.ticks() - g.k0).tolist() == [4, 5, 9]
     assert not s.boundary[:, 1].any()  # B has no reading in the slice
+    # Restricting to a part: the first reading inside it is a boundary.
+    part = np.zeros_like(g.present)
+    part[1:, 0] = True
+    r = g.restrict(part)
+    assert np.flatnonzero(r.present[:, 0]).tolist() == [1, 2, 5, 6]
+    assert np.flatnonzero(r.boundary[:, 0]).tolist() == [1, 2, 6]
+    assert not r.present[:, 1].any() and np.isnan(r.values[0, 0]).all()
+
+
+def test_sparse_grid_follows_the_readings_not_the_calendar() -> None:
+    # Two 1-second runs of 100 readings a month apart: 200 rows, not 2.6 million.
+    rows = [(T0 + k, "A", 100.0, 10.0, None) for k in range(100)]
+    rows += [(T0 + 30 * 86400 + k, "A", 101.0, 11.0, None) for k in range(100)]
+    g = build_grid(frame(rows), 1.0, 10)
+    assert g.n_ticks == 200
+    assert np.flatnonzero(g.boundary[:, 0]).tolist() == [0, 100]
+
+
+def test_interval_is_inferred_per_tank_and_snapped() -> None:
+    from models.dataprep import infer_interval
+
+    rows = [(T0 + k * 1.02, "A", 1.0, 1.0, None) for k in range(50)]
+    rows += [(T0 + 9 * 86400 + k * 0.98, "B", 1.0, 1.0, None) for k in range(50)]
+    assert infer_interval(frame(rows)) == 1.0
+    rows = [(T0 + k * 7.3, "A", 1.0, 1.0, None) for k in range(5)]
+    assert infer_interval(frame(rows)) == 7.3
 
 
 def test_split_is_by_time_and_validated() -> None:

@@ -146,3 +146,26 @@ def test_evaluation_uses_the_training_holdout(trained: tuple[Path, Path], tmp_pa
     start = pd.Timestamp(summary["holdout"]["start"]).timestamp()
     assert start == split["holdout_start"] * 60.0
     assert summary["holdout"]["ticks"] == split["end"] - split["holdout_start"]
+
+
+def test_defaults_never_point_at_the_shipped_artifact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.artifact import default_model_dir
+    from pipeline.config import Settings
+    from tankwatch.cli import build_parser
+
+    for var in ("TANKWATCH_MODEL", "TANKWATCH_TRAIN_OUT", "TANKWATCH_EVAL_OUT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # anywhere but the repository
+    parser = build_parser()
+    ev = parser.parse_args(["evaluate"])
+    tr = parser.parse_args(["train"])
+    shipped = default_model_dir().resolve()
+    # The same default model for evaluate and run, wherever the command runs from.
+    assert Path(ev.model).resolve() == shipped == Settings.from_env(environ={}).model_dir
+    assert Path(ev.data[0]).is_file() and Path(tr.data[0]) == Path(ev.data[0])
+    # Outputs go below the current directory, never into the shipped artifact.
+    assert (tmp_path / ev.out).resolve() != shipped and (tmp_path / tr.out).resolve() != shipped
+    assert ev.out == "tankwatch-eval" and tr.out == "tankwatch-model"
+    assert tr.interval is None and tr.split == "time" and ev.holdout_fraction is None
