@@ -611,6 +611,11 @@ def _anomaly_parts(
     }
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b, NaN when b is 0 or undefined (a flat series: persistence is exact)."""
+    return float(a) / float(b) if np.isfinite(b) and b > 0 else float("nan")
+
+
 def skill_summary(
     result: StreamResult, features: Sequence[str], codes: NDArray[np.intp] | None
 ) -> dict[str, Any]:
@@ -636,9 +641,9 @@ def skill_summary(
                 "holt": float(rmse[2, h - 1, fi]),
                 "served": float(served[h - 1, fi]),
                 "source": SOURCES[int(used[h - 1, fi])],
-                "lstm_ratio": float(rmse[0, h - 1, fi] / p),
-                "holt_ratio": float(rmse[2, h - 1, fi] / p),
-                "served_ratio": float(served[h - 1, fi] / p),
+                "lstm_ratio": _ratio(rmse[0, h - 1, fi], p),
+                "holt_ratio": _ratio(rmse[2, h - 1, fi], p),
+                "served_ratio": _ratio(served[h - 1, fi], p),
             }
     return {
         "skill": skill,
@@ -762,7 +767,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "fleet": _table(fleet, features, HORIZONS),
         "fleet_rmse_ratio_by_horizon": {
             name: [
-                float(fleet["rmse"][h, fi] / fleet["persistence_rmse"][h, fi]) for h in range(max_h)
+                _ratio(fleet["rmse"][h, fi], fleet["persistence_rmse"][h, fi]) for h in range(max_h)
             ]
             for fi, name in enumerate(features)
         },
