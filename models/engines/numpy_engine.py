@@ -351,10 +351,24 @@ class NumpyEngine:
             return out
         for lo in range(0, idx.size, FORECAST_CHUNK):
             rows_ = idx[lo : lo + FORECAST_CHUNK]
-            h = self._h[:, rows_]  # fancy indexing copies: the live state stays as it is
-            c = self._c[:, rows_]
-            level, scale = self._level[rows_], self._scale[rows_]
-            block = out[:, lo : lo + FORECAST_CHUNK]
+            # Copies (the live state stays as it is), padded to a multiple of PAD_ROWS
+            # rows as in _horizon_fused: OpenBLAS sums a row in a partial block of the
+            # matrix another way, so without it a tank's 30-tick forecast depended on
+            # how many rows were forecast with it (~1e-6 relative: a restarted or
+            # rebalanced instance would not reproduce its forecasts exactly). Padding
+            # rows: zero state, level 0, scale 1 (finite, and rows never mix).
+            m = rows_.size
+            mp = -(-m // PAD_ROWS) * PAD_ROWS
+            h = np.zeros((self._layers, mp, self._units), np.float32)
+            h[:, :m] = self._h[:, rows_]
+            c = np.zeros_like(h)
+            c[:, :m] = self._c[:, rows_]
+            level = np.zeros((mp, self._nf), np.float32)
+            level[:m] = self._level[rows_]
+            scale = np.ones((mp, self._nf), np.float32)
+            scale[:m] = self._scale[rows_]
+            block = np.zeros((horizon, mp, self._nf), np.float32)
+            block[0, :m] = out[0, lo : lo + m]
             frame = self._frame
             # Each forecast is fed back as the next reading; the frame follows it as
             # it would follow readings (training saw the same recursion). The first
@@ -371,6 +385,7 @@ class NumpyEngine:
                 y = self._cell(z, h, c, inp0)
                 np.multiply(y, scale, out=block[k])
                 block[k] += level
+            out[1:, lo : lo + m] = block[1:, :m]
         return out
 
     def _forecast_global(self, idx: IndexArray, horizon: int, out: FloatArray) -> None:

@@ -110,11 +110,7 @@ def test_sigkill_loop_matches_an_uninterrupted_run(
     print(f"replay finished, {len(kills)} kills, total {clock():.1f} s")
     assert len(kills) == KILLS
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # asserts repeats identical
-    # 1e-5 relative, as in test_rebalance: restarted instances run tanks in other rows
-    # and batch sizes (catch-up, revived tanks), and the per-row-normalised model
-    # (issue 11) weighs BLAS's last-bit differences more; measured up to 1.7e-6
-    # (200.56015 vs 200.56050 kPa on a 30-tick horizon).
-    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-5)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
     assert_states_equal(
         reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
     )

@@ -122,14 +122,7 @@ def test_survivor_takes_over_and_output_matches_single_instance(
     )
     assert sum(restored) >= b_tanks > 0, "the survivor did not restore b's tanks from tank.state"
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # repeats must be identical
-    # 1e-5 relative (was 1e-6): the survivor runs the taken-over tanks in other rows and
-    # batch sizes, and BLAS rounds the last bit differently there. With per-row
-    # normalisation (issue 11) the network input is (x - level) / scale, with scale
-    # down to 10 % of the fleet's typical one, so a last-bit difference of a fed-back
-    # forecast weighs up to ~150x more than under the global scaler; over a 30-tick
-    # horizon it reached 1.9e-6 relative (13.91526 vs 13.91524 degC). A lost or doubly
-    # applied reading moves values by orders of magnitude more than this.
-    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-5)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
     assert_states_equal(
         reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
     )
