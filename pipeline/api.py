@@ -166,6 +166,8 @@ def _mark(view: FleetView, name: str, n: int) -> NDArray[np.bool_] | None:
     a = np.asarray(arr)
     if a.ndim == 0 or a.shape[0] < n:
         return None
+    if n == 0:  # an empty fleet (before the first reading): reshape(0, -1) is undefined
+        return np.zeros(0, np.bool_)
     return np.asarray(a[:n].astype(bool).reshape(n, -1).any(axis=1), dtype=np.bool_)
 
 

@@ -356,7 +356,7 @@ def test_ctrl_c_stops_everything_cleanly(demo: Demo) -> None:
     code = demo.proc.wait(timeout=60)
     time.sleep(0.3)  # let the reader threads drain the pipes
     assert code == 0, demo.output()
-    assert "Traceback" not in demo.output()
+    assert "Traceback" not in demo.output(), demo.output()[-3000:]
     assert "stopped" in "".join(demo.stderr)
     if broker:
         assert _broker_processes(broker) == []

@@ -24,7 +24,13 @@ from tests.integration.helpers import (
     unique_topics,
     wait_until,
 )
-from tests.reliability.support import PipelineProcess, Stopwatch, instance_env, wait_all_applied
+from tests.reliability.support import (
+    FORECAST_RTOL,
+    PipelineProcess,
+    Stopwatch,
+    instance_env,
+    wait_all_applied,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
@@ -84,5 +90,5 @@ def test_broker_sigkill_and_restart_on_same_log_dir(
         f"{restarted:.1f} s; run finished at {clock():.1f} s"
     )
     got = read_forecasts(bootstrap, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
     assert_states_equal(reliability_reference["state"], read_state(bootstrap, topics.state), 1e-6)

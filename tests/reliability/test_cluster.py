@@ -26,7 +26,13 @@ from tests.integration.helpers import (
     read_state,
     wait_until,
 )
-from tests.reliability.support import PipelineProcess, Stopwatch, instance_env, wait_all_applied
+from tests.reliability.support import (
+    FORECAST_RTOL,
+    PipelineProcess,
+    Stopwatch,
+    instance_env,
+    wait_all_applied,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
@@ -107,5 +113,5 @@ def test_one_broker_of_three_killed_pipeline_continues(
     assert all(leader != VICTIM and VICTIM not in isr for leader, _, isr in after.values()), after
     survivors = ",".join(n.bootstrap for n in kafka.nodes if n.node_id != VICTIM)
     got = read_forecasts(survivors, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
     assert_states_equal(reliability_reference["state"], read_state(survivors, topics.state), 1e-6)

@@ -28,6 +28,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.reliability.support import (
+    FORECAST_RTOL,
     PipelineProcess,
     Stopwatch,
     instance_env,
@@ -110,7 +111,7 @@ def test_sigkill_loop_matches_an_uninterrupted_run(
     print(f"replay finished, {len(kills)} kills, total {clock():.1f} s")
     assert len(kills) == KILLS
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
     assert_states_equal(
         reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
     )

@@ -24,6 +24,7 @@ from tests.integration.helpers import (
 )
 from tests.reliability.poison import poison_batch
 from tests.reliability.support import (
+    FORECAST_RTOL,
     PipelineProcess,
     instance_env,
     wait_all_applied,
@@ -111,7 +112,9 @@ def test_poison_goes_to_the_dlq_and_good_tanks_are_untouched(
     wrong = [(c, expected[c][0], got[c][0]) for c in expected if got[c] != expected[c]]
     assert not wrong, f"{len(wrong)} dead letters differ, e.g. (coords, want, got) {wrong[:3]}"
     assert_forecasts_equal(
-        reliability_reference["forecasts"], read_forecasts(kafka_bootstrap, topics.forecasts), 1e-6
+        reliability_reference["forecasts"],
+        read_forecasts(kafka_bootstrap, topics.forecasts),
+        FORECAST_RTOL,
     )
     assert_states_equal(
         reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6

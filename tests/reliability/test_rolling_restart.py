@@ -25,7 +25,13 @@ from tests.integration.helpers import (
     read_state,
     wait_until,
 )
-from tests.reliability.support import PipelineProcess, Stopwatch, instance_env, wait_all_applied
+from tests.reliability.support import (
+    FORECAST_RTOL,
+    PipelineProcess,
+    Stopwatch,
+    instance_env,
+    wait_all_applied,
+)
 from tests.reliability.test_rebalance import assigned
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
@@ -93,7 +99,7 @@ def test_rolling_restarts_of_three_instances_equal_one_instance(
         print(f"instance {n} restarted at {at:.1f} s, group complete again at {back:.1f} s")
     assert len(restarts) == INSTANCES
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # repeats must be identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
     assert_states_equal(
         reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
     )

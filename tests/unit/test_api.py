@@ -190,3 +190,12 @@ def test_counters_and_calibrated_flags_become_marks() -> None:
     assert [t["tank_id"] for t in data["tanks"]] == ["T00004", "T00009"]
     assert data["tanks"][0]["out_of_range"] is True and data["tanks"][1]["uncalibrated"] is True
     assert data["summary"]["out_of_range"] == 1 and data["summary"]["uncalibrated"] == 1
+
+
+def test_an_empty_fleet_with_per_row_counters_answers() -> None:
+    """Before the first reading the view's per-row arrays are empty: /api/fleet still
+    answers (the demo's first polls hit this)."""
+    view = FleetView()
+    dash = StaticSource(view, History(10)).dashboard
+    data = dash.fleet_json(_q("status=marked"))
+    assert data["tanks"] == [] and data["summary"]["tanks"] == 0
