@@ -28,7 +28,7 @@ from tests.integration.helpers import (
 )
 from tests.reliability.conftest import FreezableBroker
 from tests.reliability.support import (
-    FORECAST_RTOL,
+    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
     instance_env,
@@ -106,8 +106,10 @@ def test_broker_freeze_is_visible_and_recovered_from(
         f"during, {max(s[4] for s in after):.1f} s after"
     )
     got = read_forecasts(bootstrap, topics.forecasts)
-    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
-    assert_states_equal(reliability_reference["state"], read_state(bootstrap, topics.state), 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
+    assert_states_equal(
+        reliability_reference["state"], read_state(bootstrap, topics.state), REFERENCE_TOL
+    )
     assert all(s[1] is not None for s in during), "the HTTP endpoint stopped answering"
     red = [s for s in during if s[1] != 200 or s[2] == 0.0]
     assert red, (

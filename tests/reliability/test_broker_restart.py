@@ -25,7 +25,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.reliability.support import (
-    FORECAST_RTOL,
+    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
     instance_env,
@@ -90,5 +90,7 @@ def test_broker_sigkill_and_restart_on_same_log_dir(
         f"{restarted:.1f} s; run finished at {clock():.1f} s"
     )
     got = read_forecasts(bootstrap, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
-    assert_states_equal(reliability_reference["state"], read_state(bootstrap, topics.state), 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
+    assert_states_equal(
+        reliability_reference["state"], read_state(bootstrap, topics.state), REFERENCE_TOL
+    )

@@ -27,7 +27,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.reliability.support import (
-    FORECAST_RTOL,
+    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
     instance_env,
@@ -113,5 +113,7 @@ def test_one_broker_of_three_killed_pipeline_continues(
     assert all(leader != VICTIM and VICTIM not in isr for leader, _, isr in after.values()), after
     survivors = ",".join(n.bootstrap for n in kafka.nodes if n.node_id != VICTIM)
     got = read_forecasts(survivors, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
-    assert_states_equal(reliability_reference["state"], read_state(survivors, topics.state), 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
+    assert_states_equal(
+        reliability_reference["state"], read_state(survivors, topics.state), REFERENCE_TOL
+    )

@@ -32,7 +32,7 @@ from tests.integration.helpers import (
     unique_topics,
     wait_until,
 )
-from tests.reliability.support import FORECAST_RTOL
+from tests.reliability.support import REFERENCE_TOL
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
@@ -112,5 +112,7 @@ def test_restore_from_a_compacted_state_topic_equals_the_reference(
         0.0,
     ), "a tank started afresh instead of being restored"
     got = read_forecasts(bootstrap, topics.forecasts)
-    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
-    assert_states_equal(reliability_reference["state"], read_state(bootstrap, topics.state), 1e-6)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
+    assert_states_equal(
+        reliability_reference["state"], read_state(bootstrap, topics.state), REFERENCE_TOL
+    )

@@ -2,7 +2,7 @@
 of every (tank, tick) and the final per-tank state equal an uninterrupted run.
 
 No tick is lost (every (tank, tick) of the reference is in ``tank.forecasts``) and none
-is applied twice (the final h/c equal the reference to 1e-6; a reading applied twice
+is applied twice (the final h/c equal the reference to REFERENCE_TOL; a reading applied twice
 would move the state). Forecasts repeated after a crash must carry identical values
 (``read_forecasts`` asserts that while deduplicating by (tank_id, tick)).
 """
@@ -28,7 +28,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.reliability.support import (
-    FORECAST_RTOL,
+    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
     instance_env,
@@ -111,7 +111,7 @@ def test_sigkill_loop_matches_an_uninterrupted_run(
     print(f"replay finished, {len(kills)} kills, total {clock():.1f} s")
     assert len(kills) == KILLS
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
     assert_states_equal(
-        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
     )

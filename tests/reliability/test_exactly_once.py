@@ -40,7 +40,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.reliability.conftest import RELIABILITY_HISTORY, run_reference_with
-from tests.reliability.support import FORECAST_RTOL, PipelineProcess, instance_env, wait_all_applied
+from tests.reliability.support import REFERENCE_TOL, PipelineProcess, instance_env, wait_all_applied
 
 apache_kafka = pytest.importorskip("tankwatch.apache_kafka")
 
@@ -175,10 +175,12 @@ def test_sigkill_mid_run_forecasts_and_dead_letters_exactly_once(
     finally:
         proc.ensure_dead()
     got = committed_forecasts(bootstrap, topics.forecasts)  # no (tank, tick) twice
-    assert_forecasts_equal(eos_reference["forecasts"], got, FORECAST_RTOL)
+    assert_forecasts_equal(eos_reference["forecasts"], got, REFERENCE_TOL)
     dead = read_committed(bootstrap, topics.dlq)
     assert sorted(m.value for m in dead) == sorted(v for _, v in poison), "dead letters"
-    assert_states_equal(eos_reference["state"], committed_state(bootstrap, topics.state), 1e-6)
+    assert_states_equal(
+        eos_reference["state"], committed_state(bootstrap, topics.state), REFERENCE_TOL
+    )
 
 
 def test_frozen_instance_is_fenced_and_state_matches_single_instance(
@@ -253,6 +255,8 @@ def test_frozen_instance_is_fenced_and_state_matches_single_instance(
     # tank.state really is compacted: the cleaner dropped the superseded commit points
     # (and the aborted records), leaving about one per partition and rolled segment.
     wait_until(lambda: points_left() * 4 < written, 90, f"compaction of {topics.state}")
-    assert_states_equal(eos_reference["state"], committed_state(bootstrap, topics.state), 1e-6)
+    assert_states_equal(
+        eos_reference["state"], committed_state(bootstrap, topics.state), REFERENCE_TOL
+    )
     got = committed_forecasts(bootstrap, topics.forecasts)
-    assert_forecasts_equal(eos_reference["forecasts"], got, FORECAST_RTOL)
+    assert_forecasts_equal(eos_reference["forecasts"], got, REFERENCE_TOL)

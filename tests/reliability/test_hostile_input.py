@@ -28,7 +28,7 @@ from tests.integration.helpers import (
     read_forecasts,
     read_state,
 )
-from tests.reliability.support import FORECAST_RTOL, PipelineProcess, instance_env, wait_all_applied
+from tests.reliability.support import REFERENCE_TOL, PipelineProcess, instance_env, wait_all_applied
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 
@@ -129,8 +129,8 @@ def test_hostile_producer_cannot_stop_or_silence_the_stream(
     assert_forecasts_equal(
         reliability_reference["forecasts"],
         read_forecasts(kafka_bootstrap, topics.forecasts),
-        FORECAST_RTOL,
+        REFERENCE_TOL,
     )
     assert_states_equal(
-        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
     )

@@ -24,7 +24,7 @@ from tests.integration.helpers import (
 )
 from tests.reliability.poison import poison_batch
 from tests.reliability.support import (
-    FORECAST_RTOL,
+    REFERENCE_TOL,
     PipelineProcess,
     instance_env,
     wait_all_applied,
@@ -114,8 +114,8 @@ def test_poison_goes_to_the_dlq_and_good_tanks_are_untouched(
     assert_forecasts_equal(
         reliability_reference["forecasts"],
         read_forecasts(kafka_bootstrap, topics.forecasts),
-        FORECAST_RTOL,
+        REFERENCE_TOL,
     )
     assert_states_equal(
-        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
     )

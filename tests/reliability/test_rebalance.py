@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.reliability.support import (
+    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
     instance_env,
@@ -129,5 +130,5 @@ def test_survivor_takes_over_and_output_matches_single_instance(
     # lost or doubly applied reading moves values by orders of magnitude more.
     assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-5)
     assert_states_equal(
-        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
     )

@@ -26,7 +26,7 @@ from tests.integration.helpers import (
     wait_until,
 )
 from tests.reliability.support import (
-    FORECAST_RTOL,
+    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
     instance_env,
@@ -99,7 +99,7 @@ def test_rolling_restarts_of_three_instances_equal_one_instance(
         print(f"instance {n} restarted at {at:.1f} s, group complete again at {back:.1f} s")
     assert len(restarts) == INSTANCES
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # repeats must be identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, FORECAST_RTOL)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
     assert_states_equal(
-        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6
+        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
     )
