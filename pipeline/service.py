@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pipeline.api import Dashboard, FleetQuery, model_json
 from pipeline.assembler import RESET_REASONS, Columns, TickAssembler
@@ -415,6 +416,16 @@ class Service(PartitionOwnership):
             "warnings": self._model_warnings,
         }
 
+    def _value_range_counts(self, ids: list[str | None], n: int) -> NDArray[np.int64]:
+        """(n,) readings per row outside the trained value range (input_checks)."""
+        out = np.zeros(n, np.int64)
+        counts = self.input_checks.out_of_range
+        if counts:
+            for i, t in enumerate(ids[:n]):
+                if t is not None:
+                    out[i] = counts.get(t, 0)
+        return out
+
     def _publish_view(self, last_tick: int | None) -> None:
         n = self.assembler.capacity
         ids = self.assembler.registry.ids()
@@ -434,7 +445,10 @@ class Service(PartitionOwnership):
             last_ts=f.last_ts[:n].copy(),
             resets=f.resets[:n].copy(),
             clips=f.clips[:n].copy(),
-            out_of_range=f.out_of_range[:n].copy(),
+            # The page's out_of_range mark: readings outside the trained value range
+            # (input_checks, per tank id). The model's own wider input-range check
+            # (forecast_step: flags withheld) shows as `calibrated` / its metric.
+            out_of_range=self._value_range_counts(ids, n),
             calibrated=f.calibrated[:n].copy(),
             horizons_reported=self.settings.horizons_reported,
             last_tick_ts=last_tick_ts,
