@@ -439,6 +439,13 @@ class Checkpointer:
             if self._same_incarnation(obj, "local file"):
                 self._add_point(candidates, obj, wanted)
         for key, value in self._read_topic(wanted):
+            if value is None:
+                # A tombstone: this compacted topic is the pipeline's own, so one written
+                # by hand (or a tool) is foreign; skipped and counted, never a crash.
+                self.foreign_records += 1
+                if self.foreign_records <= 3:
+                    log.warning("ignoring a tombstone in the state topic", extra={"key": key})
+                continue
             o = _parse(value)
             # One state topic may be shared by mistake: never take another group's state.
             if o is None or _text_field(o, "group") != self.group:
@@ -547,7 +554,7 @@ class Checkpointer:
         if old is None or s.last_tick >= old.last_tick:
             tanks[s.tank_id] = s
 
-    def _read_topic(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
+    def _read_topic(self, partitions: set[int]) -> list[tuple[bytes, bytes | None]]:
         """Every (key, value) in these partitions of the state topic, up to their end."""
         if not partitions:
             return []

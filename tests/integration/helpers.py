@@ -117,6 +117,7 @@ def produce_readings(
     replay: that much wall time per tick of event time (e.g. 0.01 = 6000x for 60 s)."""
     interval = model_interval_s() if interval_s is None else interval_s
     producer = _producer(bootstrap)
+    futures: list[Any] = []
     try:
         last_tick = None
         for r in readings:
@@ -126,10 +127,14 @@ def produce_readings(
                 time.sleep(per_tick_sleep_s)
             last_tick = tick
             key, value = encode_reading(r)
-            producer.send(topic, key=key, value=value)
+            futures.append(producer.send(topic, key=key, value=value))
         producer.flush()
     finally:
         producer.close()
+    # flush() does not raise for a record that failed for good: a reading the test
+    # believes sent must not be silently missing (it would look like a pipeline loss).
+    failed = [f.exception for f in futures if f.failed()]
+    assert not failed, f"{len(failed)} of {len(futures)} readings not produced: {failed[0]!r}"
 
 
 def produce_raw(

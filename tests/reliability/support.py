@@ -222,9 +222,10 @@ def wait_all_applied(
     import json
 
     want = last_ticks(history)
+    seen: dict[str, float] = {}
 
     def done() -> bool:
-        seen: dict[str, float] = {}
+        seen.clear()
         for p in procs:
             if not p.alive():
                 raise AssertionError("pipeline died:\n" + p.log_tail())
@@ -238,7 +239,14 @@ def wait_all_applied(
                         seen[t["tank_id"]] = max(seen.get(t["tank_id"], float("-inf")), t["ts"])
         return all(seen.get(k) == ts for k, ts in want.items())
 
-    wait_until(done, timeout_s, "every tank at its last reading")
+    try:
+        wait_until(done, timeout_s, "every tank at its last reading")
+    except AssertionError as exc:
+        behind = {k: (seen.get(k), ts) for k, ts in want.items() if seen.get(k) != ts}
+        tails = "\n".join(p.log_tail() for p in procs)
+        raise AssertionError(
+            f"{exc}; (seen, wanted) ts of tanks behind: {behind}\n{tails}"
+        ) from None
 
 
 class Stopwatch:

@@ -27,7 +27,7 @@ from pipeline.forecast_step import ForecastStep, TankState
 
 def offline(
     ck: Checkpointer,
-    topic: list[tuple[bytes, bytes]],
+    topic: list[tuple[bytes, bytes | None]],
     inc: str = "",
     bounds: dict[int, tuple[int | None, int | None]] | None = None,
 ) -> None:
@@ -173,6 +173,24 @@ def test_restore_prefers_larger_tick_and_larger_offset(tmp_path: Path) -> None:
     tanks, points = ck.load([0])
     assert tanks["A"].last_tick == 5 and np.array_equal(tanks["A"].h, new.h)
     assert points == {0: CommitPoint(30, 3.0)}
+
+
+def test_a_tombstone_in_the_state_topic_is_skipped_and_counted(tmp_path: Path) -> None:
+    step = make_step()
+    run_ticks(step, [0], 0, 3)
+    (state,) = step.snapshot([("A", 0)], np.full(4, 2, np.int64), np.zeros(4, np.int32))
+    ck = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    topic: list[tuple[bytes, bytes | None]] = [
+        (b"A", encode_state(state, "g")),
+        (b"A", None),  # someone "deleting" a key of the compacted topic
+        (b"B", None),
+        (PARTITION_KEY, encode_point(0, CommitPoint(30, 3.0), "g")),
+    ]
+    offline(ck, topic)
+    tanks, points = ck.load([0])
+    assert list(tanks) == ["A"] and np.array_equal(tanks["A"].h, state.h)
+    assert points == {0: CommitPoint(30, 3.0)}
+    assert ck.foreign_records == 2
 
 
 def test_unwritable_state_dir_is_a_config_error(tmp_path: Path) -> None:
