@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from pipeline.config import FIELDS, FieldSpec, Settings
+from tankwatch.kafka_security import KafkaSecurity
 from tankwatch.topics import Topics
 
 __all__ = ["register"]
@@ -72,7 +73,10 @@ def _metavar(spec: FieldSpec) -> str:
 
 
 def _default(spec: FieldSpec) -> Any:
-    f = {f.name: f for f in dataclasses.fields(Settings)}[spec.name]
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if spec.name not in fields:  # a part of ``security``: its KafkaSecurity default
+        return getattr(KafkaSecurity(), spec.name)
+    f = fields[spec.name]
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:

@@ -19,7 +19,7 @@ from typing import Any
 
 from tankwatch.errors import ConfigError
 from tankwatch.kafka_security import OPTIONS as SECURITY_OPTIONS
-from tankwatch.kafka_security import KafkaSecurity, Secret
+from tankwatch.kafka_security import KafkaSecurity
 from tankwatch.topics import Topics
 
 __all__ = [
@@ -184,21 +184,9 @@ class Settings:
     exactly_once: str = "auto"
     #: Transactional id of this instance; "" = ``tankwatch-<group>-<id kept in state_dir>``.
     transactional_id: str = ""
-    #: Connection security (tankwatch.kafka_security.OPTIONS; secrets are Secret).
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: Secret | None = None
-    sasl_password_file: Path | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_key_password: Secret | None = None
-
-    @property
-    def security(self) -> KafkaSecurity:
-        """The connection security of every client of this instance."""
-        return KafkaSecurity(**{o.name: getattr(self, o.name) for o in SECURITY_OPTIONS})
+    #: Connection security of every client of this instance (its flags and variables
+    #: are tankwatch.kafka_security.OPTIONS; it validates itself, secrets are Secret).
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
         problems = []
@@ -208,10 +196,6 @@ class Settings:
                 problems.append(f"{spec.where}: {spec.name} {problem}")
         if self.exactly_once not in EXACTLY_ONCE_MODES:
             problems.append(f"exactly_once must be auto, on or off, got {self.exactly_once!r}")
-        try:
-            self.security  # noqa: B018 -- validates the combination and the files
-        except ConfigError as exc:
-            problems.append(str(exc))
         if self.engine not in ("numpy", "keras"):
             problems.append(
                 f"{_where('engine')}: engine must be 'numpy' or 'keras', got {self.engine!r}"
@@ -264,7 +248,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults <- environment <- ``overrides`` (None values are ignored)."""
         env = os.environ if environ is None else environ
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} | _SECURITY_NAMES
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
@@ -287,6 +271,11 @@ class Settings:
             if isinstance(value, str) and key in spec_by_name:
                 value = _convert(spec_by_name[key], value, spec_by_name[key].where)
             values[key] = value
+        # The security table's values (environment, flags, overrides) make one
+        # KafkaSecurity, on top of an explicit ``security=`` override if there is one.
+        given = {k: values.pop(k) for k in _SECURITY_NAMES & set(values)}
+        base = values.get("security") or KafkaSecurity()
+        values["security"] = dataclasses.replace(base, **given) if given else base
         if "model_dir" in values:
             values["model_dir"] = Path(values["model_dir"])
         if "state_dir" in values:
@@ -544,6 +533,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     *(FieldSpec(o.name, o.env, o.parse, o.help) for o in SECURITY_OPTIONS),
 )
+
+#: The FIELDS that are not Settings fields but make its ``security``.
+_SECURITY_NAMES = frozenset(o.name for o in SECURITY_OPTIONS)
 
 
 def _parse_log_level(text: str) -> str:

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tankwatch.cli import positive_float
 from tankwatch.errors import ConfigError, TankwatchError
-from tankwatch.kafka_security import OPTIONS as SECURITY_OPTIONS
 from tankwatch.kafka_security import KafkaSecurity, add_security_args, security_from_args
 
 if TYPE_CHECKING:
@@ -353,10 +352,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.model is not None:
             overrides["model_dir"] = args.model
         with quiet_kafka_logs():
-            settings = dataclasses.replace(
-                Settings.from_env(**overrides),
-                **{o.name: getattr(security, o.name) for o in SECURITY_OPTIONS},
-            )
+            settings = dataclasses.replace(Settings.from_env(**overrides), security=security)
             service = build_service(settings)
 
         svc = _Worker("pipeline", lambda: service.run(stop))

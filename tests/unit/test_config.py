@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.config import FIELDS, Settings, default_model_dir
 from tankwatch.errors import ConfigError
+from tankwatch.kafka_security import KafkaSecurity
 
 
 def test_defaults_point_at_the_committed_artifact() -> None:
@@ -62,8 +63,9 @@ def test_bad_values_are_one_line_config_errors(env: dict, overrides: dict, messa
 def test_every_field_has_a_flag_and_an_env_var() -> None:
     import dataclasses
 
-    names = {f.name for f in dataclasses.fields(Settings)} - {"topics"}
-    assert {f.name for f in FIELDS} == names
+    names = {f.name for f in dataclasses.fields(Settings)} - {"topics", "security"}
+    security = {f.name for f in dataclasses.fields(KafkaSecurity)}  # they make .security
+    assert {f.name for f in FIELDS} == names | security
     assert len({f.env for f in FIELDS}) == len(FIELDS) and len({f.flag for f in FIELDS}) == len(
         FIELDS
     )

@@ -120,7 +120,7 @@ def test_settings_repr_and_errors_hide_the_password() -> None:
             "KAFKA_SASL_PASSWORD": PASSWORD,
         }
     )
-    assert isinstance(settings.sasl_password, Secret)
+    assert isinstance(settings.security.sasl_password, Secret)
     assert PASSWORD not in repr(settings)
     assert PASSWORD not in repr(settings.security)
     assert settings.security.client_kwargs()["sasl_plain_password"] == PASSWORD
