@@ -6,6 +6,8 @@ ACLs (StandardAuthorizer, nothing allowed unless granted).
   (as ``pipeline``, SCRAM-SHA-512, environment variables) work with the right
   credentials, and the pipeline's outputs arrive;
 * wrong credentials: one line on stderr and a non-zero exit, for each command;
+* SASL/PLAIN (same users, passwords in the broker's JAAS): ``topics create`` works, a
+  wrong password gives one line;
 * the pipeline's principal cannot read or write outside its topics and group;
 * the password is in no log line, no ``--help`` and no ``/metrics``.
 
@@ -126,9 +128,15 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port},SECURE://127.0.0.1:{sport}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
             "SECURE:SASL_SSL",
-            "listener.name.secure.sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
+            "listener.name.secure.sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
             "listener.name.secure.scram-sha-256.sasl.jaas.config": jaas,
             "listener.name.secure.scram-sha-512.sasl.jaas.config": jaas,
+            # PLAIN checks passwords against the JAAS file: the same users and passwords.
+            "listener.name.secure.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                + " ".join(f'user_{u}="{pw}"' for u, pw in PASSWORDS.items())
+                + ";"
+            ),
             "listener.name.secure.ssl.keystore.type": "PEM",
             "listener.name.secure.ssl.keystore.location": str(keystore),
             "listener.name.secure.ssl.truststore.type": "PEM",
@@ -351,6 +359,30 @@ def test_topics_replay_and_pipeline_work_with_the_right_credentials(
     finally:
         consumer.close()
     assert len(keys) == len(history)
+
+
+def test_sasl_plain_works_and_a_wrong_password_fails_with_one_line(
+    secure_kafka: SecureKafka, tmp_path: Path
+) -> None:
+    sk = secure_kafka
+    suffix = os.urandom(4).hex()
+    topics = Topics(f"r.p{suffix}", f"d.p{suffix}", f"f.p{suffix}", f"s.p{suffix}")
+    env = {**sk.env("admin"), "KAFKA_SASL_MECHANISM": "PLAIN", **topic_env(topics)}
+    done = tankwatch(["topics", "create"], env)
+    assert done.returncode == 0, done.stderr
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=sk.plain)
+    try:
+        assert {topics.readings, topics.state} <= set(admin.list_topics())
+    finally:
+        admin.close()
+
+    wrong = {**env, "KAFKA_SASL_PASSWORD_FILE": str(sk.password_file("admin", "not-it"))}
+    done = tankwatch(["topics", "create"], wrong)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("tankwatch: error:") and "not-it" not in done.stderr
 
 
 @pytest.mark.parametrize("command", ["topics", "replay", "run"])
