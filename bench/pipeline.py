@@ -503,7 +503,7 @@ def bench_scale(
 
 def bench_exactly_once(
     bootstrap: str, n_tanks: int, n_ticks: int, lat_tanks: int, lat_ticks: int,
-    model_dir: Path, fast: Path, tmp: Path,
+    model_dir: Path, fast: Path, tmp: Path, rounds: int = 3,
 ) -> str:  # fmt: skip
     """The cost of exactly-once outputs, same broker, same run: throughput (in-process,
     forecasts topic on, checkpoint every 2 s) and paced latency to ``tank.forecasts``
@@ -515,19 +515,24 @@ def bench_exactly_once(
     interval = load_artifact(model_dir).tick_interval_s
     topics = new_topics(bootstrap, "eos")
     total, _ = produce(bootstrap, topics.readings, fleet_values(n_tanks, n_ticks, interval))
-    tput = {}
-    for mode in ("off", "on"):
-        tput[mode] = pipeline_inprocess(
-            bootstrap, topics, total, True, model_dir, tmp, exactly_once=mode
-        )
-        print(f"throughput, exactly-once {mode}: {tput[mode]}", flush=True)
+    # Interleaved rounds (off, on, off, on, ...): on a shared machine the load drifts
+    # over minutes, so each "on" is compared with the "off" run just before it.
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for i in range(rounds):
+        for mode in ("off", "on"):
+            got = pipeline_inprocess(
+                bootstrap, topics, total, True, model_dir, tmp, exactly_once=mode
+            )
+            runs[mode].append(got)
+            print(f"round {i + 1}, throughput, exactly-once {mode}: {got}", flush=True)
     rows = []
-    base = total / tput["off"]["seconds"]
-    for mode in ("off", "on"):
-        r = tput[mode]
-        rate = total / r["seconds"]
-        rows.append([f"throughput, exactly-once {mode}", f"{rate:,.0f}", f"{rate / base:.2f}",
-                     "-", "-", "-"])  # fmt: skip
+    for i in range(rounds):
+        off, on = runs["off"][i], runs["on"][i]
+        for mode, got in (("off", off), ("on", on)):
+            rate = total / got["seconds"]
+            rows.append([f"round {i + 1}: throughput, exactly-once {mode}", f"{rate:,.0f}",
+                         f"{off['seconds'] / got['seconds']:.2f}", f"{got['cpu']:.1f}",
+                         f"{got['cpu'] / off['cpu']:.2f}", "-", "-", "-"])  # fmt: skip
     for mode, ckpt in (("off", "10"), ("on", "1"), ("on", "0.25")):
         env = {"TANKWATCH_EXACTLY_ONCE": mode, "TANKWATCH_CHECKPOINT_INTERVAL_S": ckpt}
         iso = "read_committed" if mode == "on" else "read_uncommitted"
@@ -536,8 +541,8 @@ def bench_exactly_once(
         print(f"paced, exactly-once {mode}, checkpoint {ckpt} s: p99 "
               f"{ms(percentile(r['kafka'], 99))} ms", flush=True)  # fmt: skip
         rows.append([f"paced latency, exactly-once {mode}, checkpoint every {ckpt} s ({iso})",
-                     "-", "-", ms(percentile(r["kafka"], 50)), ms(percentile(r["kafka"], 99)),
-                     r["missing_kafka"]])  # fmt: skip
+                     "-", "-", "-", "-", ms(percentile(r["kafka"], 50)),
+                     ms(percentile(r["kafka"], 99)), r["missing_kafka"]])  # fmt: skip
     head = (
         f"Exactly-once cost: throughput over {n_tanks:,} tanks x {n_ticks} ticks "
         f"({total:,} readings, in-process, forecasts topic on, checkpoint every 2 s); "
@@ -545,8 +550,8 @@ def bench_exactly_once(
         "from the send of a tick's last reading to all its forecasts read back\n\n"
     )
     return head + table(
-        ["run", "readings/s", "ratio to off", "latency p50 ms", "latency p99 ms",
-         "ticks not seen"],
+        ["run", "readings/s", "speed vs off (same round)", "CPU s", "CPU vs off (same round)",
+         "latency p50 ms", "latency p99 ms", "ticks not seen"],
         rows,
     )  # fmt: skip
 
@@ -582,6 +587,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["throughput", "latency", "scale"],
                         choices=["throughput", "latency", "scale", "group", "eos"])  # fmt: skip
+    parser.add_argument("--eos-rounds", type=int, default=3,
+                        help="interleaved off/on throughput rounds of the 'eos' part")  # fmt: skip
     parser.add_argument("--group-tanks", type=int, default=10000)
     parser.add_argument("--group-instances", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument(
@@ -636,7 +643,7 @@ def main() -> int:
             out.append(
                 bench_exactly_once(
                     bootstrap, args.tanks, args.ticks, args.latency_tanks, args.latency_ticks,
-                    model_dir, fast, tmp,
+                    model_dir, fast, tmp, args.eos_rounds,
                 )
             )  # fmt: skip
             print(out[-1] + "\n", flush=True)
