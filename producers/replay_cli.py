@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from producers.csv_report import add_drop_args, check_drops, summary_lines
 from producers.csv_source import PRESSURE_UNITS, TEMPERATURE_UNITS, CsvOptions
@@ -52,6 +54,72 @@ def _sep_arg(text: str) -> str:
     return text
 
 
+def _env_option(
+    group: argparse._ArgumentGroup,
+    flag: str,
+    env: str,
+    help: str,
+    default: Any = None,
+    type: Callable[[str], Any] | None = None,
+    choices: Sequence[str] | None = None,
+) -> None:
+    """A flag whose default comes from ``env`` (when set), else ``default``. A bad
+    environment value is one line naming the variable and its flag (argparse would
+    name only the flag, and only once the subcommand runs)."""
+    text = _env(env)
+    value = default
+    if text is not None:
+        try:
+            value = type(text) if type is not None else text
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise ConfigError(f"{env} (for {flag}): bad value {text!r} ({exc})") from None
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"{env} (for {flag}): bad value {text!r} (one of {', '.join(choices)})"
+            )
+    kwargs: dict[str, Any] = {"default": value, "help": f"{help} (env {env})"}
+    if type is not None:
+        kwargs["type"] = type
+    if choices is not None:
+        kwargs["choices"] = list(choices)
+    group.add_argument(flag, **kwargs)
+
+
+#: The CSV format options: flag, environment variable, CsvOptions field for the
+#: default (None: no default), parser, choices, help. Read back by csv_options_from_args.
+_CSV_OPTIONS: tuple[tuple[str, str, str | None, Any, Sequence[str] | None, str], ...] = (
+    ("--sep", "TANKWATCH_CSV_SEP", "sep", _sep_arg, None, "field separator; '\\t' for tab"),
+    ("--time-col", "TANKWATCH_CSV_TIME_COL", "time_col", None, None, "time column"),
+    ("--tank-col", "TANKWATCH_CSV_TANK_COL", "tank_col", None, None, "tank id column"),
+    ("--pressure-col", "TANKWATCH_CSV_PRESSURE_COL", "pressure_col", None, None,
+     "pressure column"),
+    ("--temperature-col", "TANKWATCH_CSV_TEMPERATURE_COL", "temperature_col", None, None,
+     "temperature column"),
+    ("--event-col", "TANKWATCH_CSV_EVENT_COL", "event_col", None, None,
+     "event column; 'none' for no events"),
+    ("--time-format", "TANKWATCH_CSV_TIME_FORMAT", None, None, None,
+     "'epoch', 'epoch_ms' or a strftime pattern (default: auto RFC 3339 / epoch)"),
+    ("--timezone", "TANKWATCH_CSV_TIMEZONE", "timezone", None, None,
+     "zone of naive times, e.g. Europe/Berlin"),
+    ("--tank-id-template", "TANKWATCH_CSV_TANK_ID_TEMPLATE", None, None, None,
+     "with --tank-from-filename: tank id from {stem}, {parent}, {path}, e.g. "
+     "'{parent}-{stem}'"),
+    ("--decimal", "TANKWATCH_CSV_DECIMAL", "decimal", None, None,
+     "decimal mark of numbers: ',' reads 1,013 (then use --sep ';')"),
+    ("--pressure-reference", "TANKWATCH_PRESSURE_REFERENCE", None, None,
+     PRESSURE_REFERENCES, "the pressure column is absolute or gauge (negative under "
+     "vacuum) pressure (default absolute, evaluate: the model's)"),
+    ("--pressure-min-kpa", "TANKWATCH_PRESSURE_MIN_KPA", None, float, None,
+     "lowest plausible pressure, kPa (default 0 absolute, -105 gauge)"),
+    ("--pressure-max-kpa", "TANKWATCH_PRESSURE_MAX_KPA", None, float, None,
+     "highest plausible pressure, kPa (default 5000)"),
+    ("--pressure-unit", "TANKWATCH_CSV_PRESSURE_UNIT", "pressure_unit", None,
+     tuple(PRESSURE_UNITS), "unit of the pressure column"),
+    ("--temperature-unit", "TANKWATCH_CSV_TEMPERATURE_UNIT", "temperature_unit", None,
+     tuple(TEMPERATURE_UNITS), "unit of the temperature column"),
+)  # fmt: skip
+
+
 def add_csv_format_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The CSV format options (separator, columns, time format, units) shared by
     ``replay``, ``train`` and ``evaluate``; read back with :func:`csv_options_from_args`.
@@ -59,101 +127,16 @@ def add_csv_format_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """
     d = CsvOptions()
     fmt = p.add_argument_group("CSV format (defaults read the bundled history format)")
-    fmt.add_argument(
-        "--sep",
-        type=_sep_arg,
-        default=_env("TANKWATCH_CSV_SEP", d.sep),
-        help="field separator; '\\t' for tab (env TANKWATCH_CSV_SEP; default ',')",
-    )
-    fmt.add_argument(
-        "--time-col",
-        default=_env("TANKWATCH_CSV_TIME_COL", d.time_col),
-        help="time column (env TANKWATCH_CSV_TIME_COL; default %(default)s)",
-    )
-    fmt.add_argument(
-        "--tank-col",
-        default=_env("TANKWATCH_CSV_TANK_COL", d.tank_col),
-        help="tank id column (env TANKWATCH_CSV_TANK_COL; default %(default)s)",
-    )
-    fmt.add_argument(
-        "--pressure-col",
-        default=_env("TANKWATCH_CSV_PRESSURE_COL", d.pressure_col),
-        help="pressure column (env TANKWATCH_CSV_PRESSURE_COL; default %(default)s)",
-    )
-    fmt.add_argument(
-        "--temperature-col",
-        default=_env("TANKWATCH_CSV_TEMPERATURE_COL", d.temperature_col),
-        help="temperature column (env TANKWATCH_CSV_TEMPERATURE_COL; default %(default)s)",
-    )
-    fmt.add_argument(
-        "--event-col",
-        default=_env("TANKWATCH_CSV_EVENT_COL", d.event_col),
-        help="event column; 'none' for no events (env TANKWATCH_CSV_EVENT_COL; "
-        "default %(default)s)",
-    )
-    fmt.add_argument(
-        "--time-format",
-        default=_env("TANKWATCH_CSV_TIME_FORMAT"),
-        help="'epoch', 'epoch_ms' or a strftime pattern (env "
-        "TANKWATCH_CSV_TIME_FORMAT; default: auto RFC 3339 / epoch)",
-    )
-    fmt.add_argument(
-        "--timezone",
-        default=_env("TANKWATCH_CSV_TIMEZONE", d.timezone),
-        help="zone of naive times, e.g. Europe/Berlin (env TANKWATCH_CSV_TIMEZONE; "
-        "default %(default)s)",
-    )
+    for flag, env, field, parse, choices, text in _CSV_OPTIONS:
+        default = getattr(d, field) if field else None
+        _env_option(fmt, flag, env, text, default, parse, choices)
     fmt.add_argument(
         "--tank-from-filename",
         action="store_true",
         default=_env_flag("TANKWATCH_CSV_TANK_FROM_FILENAME"),
         help="one file per tank: the tank id is the file name (T07.csv -> T07); when names "
-        "repeat, the path below the common folder (valve1/0.csv -> valve1-0)",
-    )
-    fmt.add_argument(
-        "--tank-id-template",
-        default=_env("TANKWATCH_CSV_TANK_ID_TEMPLATE"),
-        help="with --tank-from-filename: tank id from {stem}, {parent}, {path}, e.g. "
-        "'{parent}-{stem}' (env TANKWATCH_CSV_TANK_ID_TEMPLATE)",
-    )
-    fmt.add_argument(
-        "--decimal",
-        default=_env("TANKWATCH_CSV_DECIMAL", d.decimal),
-        help="decimal mark of numbers: ',' reads 1,013 (then use --sep ';') "
-        "(env TANKWATCH_CSV_DECIMAL; default '.')",
-    )
-    fmt.add_argument(
-        "--pressure-reference",
-        choices=list(PRESSURE_REFERENCES),
-        default=_env("TANKWATCH_PRESSURE_REFERENCE"),
-        help="the pressure column is absolute or gauge (negative under vacuum) pressure "
-        "(env TANKWATCH_PRESSURE_REFERENCE; default absolute, evaluate: the model's)",
-    )
-    fmt.add_argument(
-        "--pressure-min-kpa",
-        type=float,
-        default=_env("TANKWATCH_PRESSURE_MIN_KPA"),
-        help="lowest plausible pressure, kPa (env TANKWATCH_PRESSURE_MIN_KPA; default "
-        "0 absolute, -105 gauge)",
-    )
-    fmt.add_argument(
-        "--pressure-max-kpa",
-        type=float,
-        default=_env("TANKWATCH_PRESSURE_MAX_KPA"),
-        help="highest plausible pressure, kPa (env TANKWATCH_PRESSURE_MAX_KPA; default 5000)",
-    )
-    fmt.add_argument(
-        "--pressure-unit",
-        choices=list(PRESSURE_UNITS),
-        default=_env("TANKWATCH_CSV_PRESSURE_UNIT", d.pressure_unit),
-        help="unit of the pressure column (env TANKWATCH_CSV_PRESSURE_UNIT; default %(default)s)",
-    )
-    fmt.add_argument(
-        "--temperature-unit",
-        choices=list(TEMPERATURE_UNITS),
-        default=_env("TANKWATCH_CSV_TEMPERATURE_UNIT", d.temperature_unit),
-        help="unit of the temperature column (env TANKWATCH_CSV_TEMPERATURE_UNIT; "
-        "default %(default)s)",
+        "repeat, the path below the common folder (valve1/0.csv -> valve1-0) "
+        "(env TANKWATCH_CSV_TANK_FROM_FILENAME)",
     )
     add_drop_args(fmt)
     return fmt

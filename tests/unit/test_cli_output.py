@@ -197,3 +197,30 @@ def test_simulate_help_gives_the_simulation_defaults() -> None:
     text = " ".join(_subparsers(build_parser())["simulate"].format_help().split())
     for needle in ("default 24", "default 14", "default 60", "default 20240301"):
         assert needle in text, needle
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "flag"),
+    [
+        ("TANKWATCH_PRESSURE_MIN_KPA", "low", "--pressure-min-kpa"),
+        ("TANKWATCH_CSV_PRESSURE_UNIT", "atm", "--pressure-unit"),
+        ("TANKWATCH_CSV_SEP", "", None),  # empty = unset: the default, no error
+    ],
+)
+def test_a_bad_csv_variable_is_one_line_naming_it_and_its_flag(
+    env: str,
+    value: str,
+    flag: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tankwatch.cli import main
+
+    monkeypatch.setenv(env, value)
+    if flag is None:
+        assert build_parser().parse_args(["replay", "x.csv"]).sep == ","
+        return
+    code = main(["replay", "missing.csv"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert env in err[0] and flag in err[0] and repr(value) in err[0], err[0]
