@@ -17,7 +17,8 @@ Speed (the cell is memory-bound: a dozen elementwise passes per matmul):
   ``0.5 * t + 0.5`` on the first 3U gives every gate (sigmoid(z) = (1 + tanh(z/2))/2);
 * only unmasked rows are computed (gathered by fancy indexing, scattered back), so a
   tick where a few tanks reported costs in proportion to those tanks; when every row
-  reported the gather/scatter is skipped;
+  reported the gather/scatter is skipped (the matrix products themselves run on rows
+  padded to a multiple of :data:`PAD_ROWS`, so a row's bits never depend on the others);
 * buffers are preallocated per size and reused;
 * ``forecast`` runs the horizon in chunks of rows (rows are independent), so a
   chunk's h, c and gates stay in the CPU cache for all the steps;
@@ -58,10 +59,22 @@ FORECAST_CHUNK = 1024
 #: half), for ~8 % more CPU.
 #: Two pay off only with a core to spare; unlike OpenBLAS's threads they never spin.
 HORIZON_THREADS = int(os.environ.get("TANKWATCH_HORIZON_THREADS", "1"))
-#: The horizon's matrices have a multiple of this many columns (see _horizon_fused).
+#: Every matrix product runs on a multiple of this many rows (the horizon's: columns,
+#: see _horizon_fused), zero rows appended. Why: OpenBLAS computes the rows of a
+#: partial block (SkylakeX kernel: the last ``n % 4`` rows of the head's product) and a
+#: 1-row product (gemv) with another summation order, so a tank's step and forecast
+#: would depend on how many rows were computed with it and where it sat among them --
+#: and a restarted instance, which restores tanks into other rows and catches up in
+#: smaller ticks, would not reproduce an uninterrupted run bit for bit
+#: (docs/reliability.md, the "T004 drift").
 PAD_ROWS = 16
 #: Fewer rows than twice this run in the calling thread (a hand-off costs ~0.1 ms).
 MIN_THREAD_ROWS = 256
+
+
+def _padded(n: int) -> int:
+    """n rounded up to a multiple of :data:`PAD_ROWS`."""
+    return -(-n // PAD_ROWS) * PAD_ROWS
 
 
 def _internal_gates(a: FloatArray, units: int) -> FloatArray:
@@ -200,8 +213,8 @@ class NumpyEngine:
 
     # -- the cell -----------------------------------------------------------------
     def _buffers(self, n: int) -> tuple[list[FloatArray], FloatArray, FloatArray]:
-        """Reusable buffers for n rows: per-layer inputs (n, F_in + U), gates (n, 4U),
-        and a (n, U) scratch.
+        """Reusable buffers for n rows: per-layer inputs (p, F_in + U), gates (p, 4U),
+        and a (n, U) scratch; p = ``_padded(n)``, rows n..p stay zero (never written).
 
         Each layer's input buffer is its own C-contiguous array: a strided view would
         make ``matmul`` leave BLAS for a slow loop. A few recent sizes are kept (the
@@ -210,10 +223,11 @@ class NumpyEngine:
         bufs = self._bufs.get(n)
         if bufs is None:
             u = self._units
+            p = _padded(n)
             widths = [self._fin0 + u] + [2 * u] * (self._layers - 1)
             bufs = (
-                [np.empty((n, w), np.float32) for w in widths],
-                np.empty((n, 4 * u), np.float32),
+                [np.zeros((p, w), np.float32) for w in widths],
+                np.zeros((p, 4 * u), np.float32),
                 np.empty((n, u), np.float32),
             )
             recent = list(self._bufs.items())[-3:]
@@ -221,7 +235,16 @@ class NumpyEngine:
         return bufs
 
     def _head(self, h_top: FloatArray) -> FloatArray:
-        out: FloatArray = h_top @ self._head_w
+        """``h_top @ D + d`` (n, F), the product on zero-padded rows (see PAD_ROWS): a
+        tank's step must be the same bits whether it reports alone (catch-up), with an
+        incomplete tick or with the whole fleet, at whatever row a restart gave it."""
+        n = h_top.shape[0]
+        p = _padded(n)
+        if p != n:
+            padded = np.zeros((p, h_top.shape[1]), np.float32)
+            padded[:n] = h_top
+            h_top = padded
+        out: FloatArray = (h_top @ self._head_w)[:n]
         out += self._head_b
         return out
 
@@ -279,9 +302,10 @@ class NumpyEngine:
         for layer in range(self._layers):
             fin = below.shape[1]
             inp = inp_bufs[layer]
-            inp[:, :fin] = below
-            inp[:, fin:] = h[layer]
-            z = np.matmul(inp, self._kernels[layer], out=z_buf)
+            inp[:n, :fin] = below
+            inp[:n, fin:] = h[layer]
+            # All padded rows (see PAD_ROWS and _buffers); the gates of the first n.
+            z = np.matmul(inp, self._kernels[layer], out=z_buf)[:n]
             z += self._biases[layer]
             np.tanh(z, out=z)  # i/2, f/2, o/2 pre-halved: tanh; candidate: tanh
             gates = z[:, : 3 * u]
@@ -358,7 +382,7 @@ class NumpyEngine:
             # rebalanced instance would not reproduce its forecasts exactly). Padding
             # rows: zero state, level 0, scale 1 (finite, and rows never mix).
             m = rows_.size
-            mp = -(-m // PAD_ROWS) * PAD_ROWS
+            mp = _padded(m)
             h = np.zeros((self._layers, mp, self._units), np.float32)
             h[:, :m] = self._h[:, rows_]
             c = np.zeros_like(h)
@@ -425,7 +449,7 @@ class NumpyEngine:
             m = hi - lo
             # h padded like the horizon's matrices (see _horizon_fused), so the head
             # inside _with_change sums each row the same way whatever m is.
-            hp = np.zeros((-(-m // PAD_ROWS) * PAD_ROWS, self._units), np.float32)
+            hp = np.zeros((_padded(m), self._units), np.float32)
             hp[:m] = self._h[0, rows_]
             h = hp[:m]
             inp0 = (
@@ -460,7 +484,7 @@ class NumpyEngine:
         # column that sits in a partial block of the matrix (or in a small matrix) with
         # another summation order, so without this a row's forecast would depend on
         # how many rows were forecast with it (differences ~1e-6 after 29 steps).
-        mp = -(-m // PAD_ROWS) * PAD_ROWS
+        mp = _padded(m)
         g4 = 4 * u
         a0 = np.zeros((first_t.shape[1], mp), np.float32)  # [1; inp0; h]
         a0[0, :m] = 1.0

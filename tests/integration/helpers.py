@@ -244,11 +244,12 @@ def _residual(rec: dict[str, Any]) -> list[float]:
 def assert_records_close(a: dict[str, Any], b: dict[str, Any], tol: float, what: str = "") -> None:
     """Same tank, tick, reset, flag; physical values equal to ``tol`` relative.
 
-    Why relative: values are float32 (~250 kPa has a resolution of ~1.5e-5 kPa), and a
-    row stepped alone (catch-up) vs in a full batch may differ in the last bit (BLAS
-    blocking). The residual, a small difference of two such values, is compared with
-    the same absolute error as its operands; the anomaly score (residual / a small
-    sigma) to 1e-3 relative.
+    Why relative: values are float32 (~250 kPa has a resolution of ~1.5e-5 kPa). (The
+    NumPy engine gives a row the same bits whatever rows are stepped with it, e.g.
+    alone in a catch-up: ``numpy_engine.PAD_ROWS``; the tolerance is the margin a
+    comparison allows, not a known difference.) The residual, a small difference of
+    two such values, is compared with the same absolute error as its operands; the
+    anomaly score (residual / a small sigma) to 1e-3 relative.
     """
     for field in ("tank_id", "tick", "tick_ts", "anomaly_flag", "reset", "model_version"):
         assert a[field] == b[field], f"{what}: {field} {a[field]!r} != {b[field]!r}"
@@ -453,11 +454,11 @@ def assert_states_equal(a: dict[str, TankState], b: dict[str, TankState], tol: f
     """Same tanks, same last applied tick; h, c and the held forecast equal to ``tol``
     (absolute and relative), the anomaly statistics to 1e-3.
 
-    Why relative as well as absolute: float32 results may differ in the last bits
-    between batch compositions (a row stepped alone in a catch-up vs in a full batch:
-    BLAS blocking), and ``c`` is not bounded (values of a few hundred occur, where one
-    ulp is ~3e-5), nor is the held forecast (physical units). The anomaly statistics
-    are EWMAs of a residual over a small sigma, which amplifies those last bits.
+    Why relative as well as absolute: ``c`` is not bounded (values of a few hundred
+    occur, where one ulp is ~3e-5), nor is the held forecast (physical units). (Batch
+    composition no longer moves the last bits with the NumPy engine:
+    ``numpy_engine.PAD_ROWS``.) The anomaly statistics are EWMAs of a residual over a
+    small sigma, which amplifies any last-bit difference.
     """
     assert a.keys() == b.keys(), f"tanks differ: {sorted(a.keys() ^ b.keys())[:5]}"
     for tank in a:

@@ -79,5 +79,5 @@ def test_two_instances_split_and_hand_over(
             producer.join(60)
             wait_until(lambda: fleet_done(b.service.http_url, history), 30, "B at the end")
     got = read_forecasts(kafka_bootstrap, topics.forecasts)
-    assert_forecasts_equal(reference["forecasts"], got, 1e-5)
-    assert_states_equal(reference["state"], read_state(kafka_bootstrap, topics.state), 1e-5)
+    assert_forecasts_equal(reference["forecasts"], got, 1e-6)
+    assert_states_equal(reference["state"], read_state(kafka_bootstrap, topics.state), 1e-6)

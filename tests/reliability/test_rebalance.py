@@ -123,12 +123,7 @@ def test_survivor_takes_over_and_output_matches_single_instance(
     )
     assert sum(restored) >= b_tanks > 0, "the survivor did not restore b's tanks from tank.state"
     got = read_forecasts(kafka_bootstrap, topics.forecasts)  # repeats must be identical
-    # 1e-5 relative (was 1e-6): with the per-row-normalised model (issue 11) a
-    # taken-over tank's forecast differed by 1.9e-6 relative (13.91526 vs 13.91524 degC).
-    # Not the engine: its step and horizon are bit-identical whatever rows and fleet
-    # size run with a tank (tests/unit/test_engines.py); the cause is still open. A
-    # lost or doubly applied reading moves values by orders of magnitude more.
-    assert_forecasts_equal(reliability_reference["forecasts"], got, 1e-5)
+    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
     assert_states_equal(
         reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
     )
