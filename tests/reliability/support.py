@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tankwatch.broker import free_port
 from tankwatch.topics import Topics
-from tests.integration.helpers import REPO, http_get, pipeline_env, wait_until
+from tests.integration.helpers import (
+    REPO,
+    assert_forecasts_equal,
+    assert_states_equal,
+    http_get,
+    pipeline_env,
+    produce_readings,
+    wait_until,
+)
 
 #: Settings every reliability instance uses on top of ``pipeline_env``: a short session
 #: so a SIGKILLed member is evicted within seconds (measured on Tansu: a restart after
@@ -301,3 +310,28 @@ def fleet_messages(
 #: rows_it_runs_with``); crash loop, rebalance, poison and broker restart then matched
 #: the reference bit for bit.)
 REFERENCE_TOL = 1e-6
+
+
+def replay_thread(
+    bootstrap: str, topic: str, history: Sequence[Any], per_tick_s: float
+) -> threading.Thread:
+    """A daemon thread (not started) producing ``history`` paced at ``per_tick_s`` wall
+    seconds per tick: the replay the reliability tests break things during."""
+    return threading.Thread(
+        target=produce_readings,
+        args=(bootstrap, topic, history),
+        kwargs={"per_tick_sleep_s": per_tick_s},
+        daemon=True,
+    )
+
+
+def assert_matches_reference(
+    reference: Mapping[str, Any], bootstrap: str, topics: Topics, tol: float = REFERENCE_TOL
+) -> None:
+    """Every forecast (repeats must be identical) and every tank's final state on the
+    topics equal the uninterrupted reference run's."""
+    from tests.integration.helpers import read_forecasts, read_state
+
+    got = read_forecasts(bootstrap, topics.forecasts)
+    assert_forecasts_equal(reference["forecasts"], got, tol)
+    assert_states_equal(reference["state"], read_state(bootstrap, topics.state), tol)

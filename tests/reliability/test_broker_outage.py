@@ -10,7 +10,6 @@ every other test.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,16 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import (
-    assert_forecasts_equal,
-    assert_states_equal,
-    produce_readings,
-    read_forecasts,
-    read_state,
     unique_topics,
     wait_until,
 )
 from tests.reliability.conftest import FreezableBroker
 from tests.reliability.support import (
-    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
+    assert_matches_reference,
     instance_env,
+    replay_thread,
     wait_all_applied,
 )
 
@@ -63,12 +58,7 @@ def test_broker_freeze_is_visible_and_recovered_from(
         bootstrap, topics, tmp_path / "state", "g-outage", TANKWATCH_MODEL=str(model_copy)
     )
     proc = PipelineProcess(env, tmp_path / "pipeline.log")
-    producer = threading.Thread(
-        target=produce_readings,
-        args=(bootstrap, topics.readings, history),
-        kwargs={"per_tick_sleep_s": 0.05},
-        daemon=True,
-    )
+    producer = replay_thread(bootstrap, topics.readings, history, 0.05)
     during: list[tuple[float, int | None, float | None, float, float]] = []
     after: list[tuple[float, int | None, float | None, float, float]] = []
     try:
@@ -105,11 +95,8 @@ def test_broker_freeze_is_visible_and_recovered_from(
         f"{max(s[3] for s in after):.0f}; lag age max {max(s[4] for s in during):.1f} s "
         f"during, {max(s[4] for s in after):.1f} s after"
     )
-    got = read_forecasts(bootstrap, topics.forecasts)
-    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
-    assert_states_equal(
-        reliability_reference["state"], read_state(bootstrap, topics.state), REFERENCE_TOL
-    )
+    # Forecasts (repeats must be identical) and final states equal the reference.
+    assert_matches_reference(reliability_reference, bootstrap, topics)
     assert all(s[1] is not None for s in during), "the HTTP endpoint stopped answering"
     red = [s for s in during if s[1] != 200 or s[2] == 0.0]
     assert red, (

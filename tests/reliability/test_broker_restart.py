@@ -9,26 +9,21 @@ would fail every other test.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.helpers import (
-    assert_forecasts_equal,
-    assert_states_equal,
-    produce_readings,
-    read_forecasts,
-    read_state,
     unique_topics,
     wait_until,
 )
 from tests.reliability.support import (
-    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
+    assert_matches_reference,
     instance_env,
+    replay_thread,
     wait_all_applied,
 )
 
@@ -57,12 +52,7 @@ def test_broker_sigkill_and_restart_on_same_log_dir(
         TANKWATCH_MODEL=str(model_copy),
     )
     proc = PipelineProcess(env, tmp_path / "pipeline.log")
-    producer = threading.Thread(
-        target=produce_readings,
-        args=(bootstrap, topics.readings, history),
-        kwargs={"per_tick_sleep_s": PER_TICK_S},
-        daemon=True,
-    )
+    producer = replay_thread(bootstrap, topics.readings, history, PER_TICK_S)
     clock = Stopwatch()
     try:
         proc.start().wait_healthy()
@@ -89,8 +79,5 @@ def test_broker_sigkill_and_restart_on_same_log_dir(
         f"broker SIGKILLed at {killed:.1f} s after {ticks_at_kill:.0f} ticks, back at "
         f"{restarted:.1f} s; run finished at {clock():.1f} s"
     )
-    got = read_forecasts(bootstrap, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
-    assert_states_equal(
-        reliability_reference["state"], read_state(bootstrap, topics.state), REFERENCE_TOL
-    )
+    # Forecasts (repeats must be identical) and final states equal the reference.
+    assert_matches_reference(reliability_reference, bootstrap, topics)

@@ -11,7 +11,6 @@ min ISR 2 means no acknowledged write lived on the dead broker alone.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,14 @@ import pytest
 
 from tankwatch.topics import Topics, create_topics
 from tests.integration.helpers import (
-    assert_forecasts_equal,
-    assert_states_equal,
-    produce_readings,
-    read_forecasts,
-    read_state,
     wait_until,
 )
 from tests.reliability.support import (
-    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
+    assert_matches_reference,
     instance_env,
+    replay_thread,
     wait_all_applied,
 )
 
@@ -89,12 +84,7 @@ def test_one_broker_of_three_killed_pipeline_continues(
         TANKWATCH_MODEL=str(model_copy),
     )
     proc = PipelineProcess(env, tmp_path / "pipeline.log")
-    producer = threading.Thread(
-        target=produce_readings,
-        args=(bootstrap, topics.readings, history),
-        kwargs={"per_tick_sleep_s": PER_TICK_S},
-        daemon=True,
-    )
+    producer = replay_thread(bootstrap, topics.readings, history, PER_TICK_S)
     clock = Stopwatch()
     try:
         proc.start().wait_healthy(90)
@@ -114,8 +104,5 @@ def test_one_broker_of_three_killed_pipeline_continues(
     # The survivors took over: no partition led by the dead broker, none in its ISR.
     assert all(leader != VICTIM and VICTIM not in isr for leader, _, isr in after.values()), after
     survivors = ",".join(n.bootstrap for n in kafka.nodes if n.node_id != VICTIM)
-    got = read_forecasts(survivors, topics.forecasts)  # asserts repeats identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
-    assert_states_equal(
-        reliability_reference["state"], read_state(survivors, topics.state), REFERENCE_TOL
-    )
+    # Forecasts (repeats must be identical) and final states equal the reference.
+    assert_matches_reference(reliability_reference, survivors, topics)

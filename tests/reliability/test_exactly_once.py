@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,13 +33,18 @@ from tests.integration.helpers import (
     assert_states_equal,
     http_get,
     produce_raw,
-    produce_readings,
     synthetic_history,
     unique_topics,
     wait_until,
 )
 from tests.reliability.conftest import RELIABILITY_HISTORY, run_reference_with
-from tests.reliability.support import REFERENCE_TOL, PipelineProcess, instance_env, wait_all_applied
+from tests.reliability.support import (
+    REFERENCE_TOL,
+    PipelineProcess,
+    instance_env,
+    replay_thread,
+    wait_all_applied,
+)
 
 apache_kafka = pytest.importorskip("tankwatch.apache_kafka")
 
@@ -164,12 +168,7 @@ def test_sigkill_mid_run_forecasts_and_dead_letters_exactly_once(
         tmp_path / "run.log",
     )
     poison = [(b"T000", b"{not json"), (b"T001", b'{"tank_id": "T001"}')]
-    producer = threading.Thread(
-        target=produce_readings,
-        args=(bootstrap, topics.readings, history),
-        kwargs={"per_tick_sleep_s": 0.03},
-        daemon=True,
-    )
+    producer = replay_thread(bootstrap, topics.readings, history, 0.03)
     try:
         proc.start().wait_healthy(60)
         produce_raw(bootstrap, topics.readings, poison)
@@ -215,12 +214,7 @@ def test_frozen_instance_is_fenced_and_state_matches_single_instance(
         )
         for n in ("a", "b")
     )  # fmt: skip
-    producer = threading.Thread(
-        target=produce_readings,
-        args=(bootstrap, topics.readings, history),
-        kwargs={"per_tick_sleep_s": 0.05},
-        daemon=True,
-    )
+    producer = replay_thread(bootstrap, topics.readings, history, 0.05)
     session_s = int(a.env["TANKWATCH_SESSION_TIMEOUT_MS"]) / 1000
     try:
         a.start().wait_healthy(60)

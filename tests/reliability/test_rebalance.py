@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,15 @@ import pytest
 
 from tankwatch.topics import Topics
 from tests.integration.helpers import (
-    assert_forecasts_equal,
-    assert_states_equal,
     http_get,
-    produce_readings,
-    read_forecasts,
-    read_state,
     wait_until,
 )
 from tests.reliability.support import (
-    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
+    assert_matches_reference,
     instance_env,
+    replay_thread,
     wait_all_applied,
 )
 
@@ -74,12 +69,7 @@ def test_survivor_takes_over_and_output_matches_single_instance(
         )
         for n in ("a", "b")
     )  # fmt: skip
-    producer = threading.Thread(
-        target=produce_readings,
-        args=(kafka_bootstrap, topics.readings, history),
-        kwargs={"per_tick_sleep_s": 0.06},
-        daemon=True,
-    )
+    producer = replay_thread(kafka_bootstrap, topics.readings, history, 0.06)
     try:
         a.start().wait_healthy()
         b.start().wait_healthy()
@@ -122,8 +112,5 @@ def test_survivor_takes_over_and_output_matches_single_instance(
         f"{with_tanks_s:.1f} s; tanks restored from tank.state per assignment: {restored}"
     )
     assert sum(restored) >= b_tanks > 0, "the survivor did not restore b's tanks from tank.state"
-    got = read_forecasts(kafka_bootstrap, topics.forecasts)  # repeats must be identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
-    assert_states_equal(
-        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
-    )
+    # Forecasts (repeats must be identical) and final states equal the reference.
+    assert_matches_reference(reliability_reference, kafka_bootstrap, topics)

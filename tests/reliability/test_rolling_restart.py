@@ -9,7 +9,6 @@ back to the returning instance); tanks move with their partitions and are restor
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,14 @@ import pytest
 
 from tankwatch.topics import Topics
 from tests.integration.helpers import (
-    assert_forecasts_equal,
-    assert_states_equal,
-    produce_readings,
-    read_forecasts,
-    read_state,
     wait_until,
 )
 from tests.reliability.support import (
-    REFERENCE_TOL,
     PipelineProcess,
     Stopwatch,
+    assert_matches_reference,
     instance_env,
+    replay_thread,
     wait_all_applied,
 )
 from tests.reliability.test_rebalance import assigned
@@ -67,12 +62,7 @@ def test_rolling_restarts_of_three_instances_equal_one_instance(
     def all_owned_by_all() -> bool:
         return owned() == list(range(PARTITIONS)) and all(assigned(p) for p in procs)
 
-    producer = threading.Thread(
-        target=produce_readings,
-        args=(kafka_bootstrap, topics.readings, history),
-        kwargs={"per_tick_sleep_s": 0.12},
-        daemon=True,
-    )
+    producer = replay_thread(kafka_bootstrap, topics.readings, history, 0.12)
     clock = Stopwatch()
     restarts: list[tuple[int, float, float]] = []
     try:
@@ -98,8 +88,5 @@ def test_rolling_restarts_of_three_instances_equal_one_instance(
     for n, at, back in restarts:
         print(f"instance {n} restarted at {at:.1f} s, group complete again at {back:.1f} s")
     assert len(restarts) == INSTANCES
-    got = read_forecasts(kafka_bootstrap, topics.forecasts)  # repeats must be identical
-    assert_forecasts_equal(reliability_reference["forecasts"], got, REFERENCE_TOL)
-    assert_states_equal(
-        reliability_reference["state"], read_state(kafka_bootstrap, topics.state), REFERENCE_TOL
-    )
+    # Forecasts (repeats must be identical) and final states equal the reference.
+    assert_matches_reference(reliability_reference, kafka_bootstrap, topics)
