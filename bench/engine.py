@@ -5,13 +5,23 @@ For N = 100, 1,000, 10,000 (``--sizes``) and the artifact's weights (``--model``
 * naive  — ``model.predict`` on a stateful batch-N Keras model, every tick (the
   straightforward way; a few repetitions only, it is slow);
 * step   — each engine's ``step`` with ~10% of rows masked and ~1% reset per tick;
-* step+H — ``step`` plus a ``forecast(30)`` of every row;
+* step+H — ``step`` plus a ``forecast(30)`` of every row; for NumPy also with the
+  single-layer horizon kernel switched off (``numpy, step-by-step H``: one ``_cell``
+  call per horizon step, the straightforward path; for a per-row-normalised model
+  the kernel's forecasts are the same bits, under the global scaler within float32
+  rounding) and, with ``--horizon-threads 2``, on two horizon threads;
 * matmul — the bare NumPy matrix products of one cell step for N rows (the floor
   any engine doing the same arithmetic can reach).
 
 Ratios are against the same run's numbers, so they hold on any machine. Usage::
 
     .venv/bin/python bench/engine.py [--model DIR] [--sizes 100 1000 10000]
+    # where the time goes, one variant at a time (no table):
+    .venv/bin/py-spy record -r 200 -f raw -o prof.txt -- .venv/bin/python bench/engine.py \
+        --skip-naive --engines numpy --sizes 10000 --profile 40 --no-step-by-step
+
+The pipeline runs OpenBLAS on one thread (pipeline/bootstrap.py); so should this
+(``OPENBLAS_NUM_THREADS=1``), or its default threads spin on a loaded machine.
 """
 
 from __future__ import annotations
@@ -149,6 +159,27 @@ def main() -> int:
     parser.add_argument(
         "--skip-naive", action="store_true", help="no model.predict column (no TensorFlow)"
     )
+    parser.add_argument(
+        "--horizon-threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="NumPy horizon thread counts to time (one row each)",
+    )
+    parser.add_argument(
+        "--no-step-by-step",
+        action="store_true",
+        help="no 'numpy, step-by-step H' row (the reference horizon path)",
+    )
+    parser.add_argument("--only-step-by-step", action="store_true", help="only that row (NumPy)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="TICKS",
+        help="for a profiler: run TICKS untimed ticks of step + horizon per engine row "
+        "(no naive, no matmul, no table)",
+    )
     args = parser.parse_args()
     model_dir = Path(args.model)
     art = load_artifact(model_dir)
@@ -159,9 +190,20 @@ def main() -> int:
         f"{os.cpu_count()} CPUs",
         file=sys.stderr,
     )
+    step_by_step = "only" if args.only_step_by_step else not args.no_step_by_step
     rows = []
     for n in args.sizes:
         ticks = Ticks(n, art.scaler.mean, art.scaler.std)
+        if args.profile:
+            for kind in args.engines:
+                for label, setup in variants(kind, args.horizon_threads, step_by_step):
+                    engine = load_forecaster(model_dir, engine=kind, n_rows=n)
+                    setup(engine)
+                    tick = engine_tick(engine, ticks, HORIZON)
+                    for _ in range(args.profile):
+                        tick()
+                    print(f"  N={n} {label}: {args.profile} ticks", file=sys.stderr)
+            continue
         naive_reps = 5 if n <= 1000 else 3
         naive = (
             float("nan")
@@ -170,25 +212,54 @@ def main() -> int:
         )
         mm = timed(bare_matmul(n, fin, art.units_per_layer, art.layers, 2), 50)
         for kind in args.engines:
-            engine = load_forecaster(model_dir, engine=kind, n_rows=n)
-            reps = max(15, min(200, int(20000 / n)))
-            step = timed(engine_tick(engine, ticks, 1), reps, warmup=3)
-            step_h, step_h_cpu = timed_both(
-                engine_tick(engine, ticks, HORIZON), max(5, reps // 10), warmup=1
-            )
-            rows.append((n, kind, naive, step, step_h, step_h_cpu, mm))
-            print(f"  N={n} {kind}: done", file=sys.stderr, flush=True)
+            for label, setup in variants(kind, args.horizon_threads, step_by_step):
+                engine = load_forecaster(model_dir, engine=kind, n_rows=n)
+                setup(engine)
+                reps = max(15, min(200, int(20000 / n)))
+                step, step_cpu = timed_both(engine_tick(engine, ticks, 1), reps, warmup=3)
+                step_h, step_h_cpu = timed_both(
+                    engine_tick(engine, ticks, HORIZON), max(9, reps // 10), warmup=1
+                )
+                rows.append((n, label, naive, step, step_cpu, step_h, step_h_cpu, mm))
+                print(f"  N={n} {label}: done", file=sys.stderr, flush=True)
+    if args.profile:
+        return 0
     print(
-        "| N | engine | naive predict (a) | step (b) | step + 30-tick horizon (c) "
-        "| (c) CPU ms | a / b | bare matmul | b / matmul |"
+        "| N | engine | naive predict (a) | step (b) | (b) CPU ms "
+        "| step + 30-tick horizon (c) | (c) CPU ms | a / b | bare matmul | b / matmul |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    for n, kind, naive, step, step_h, step_h_cpu, mm in rows:
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, label, naive, step, step_cpu, step_h, step_h_cpu, mm in rows:
         print(
-            f"| {n:,} | {kind} | {naive:.2f} | {step:.3f} | {step_h:.2f} | {step_h_cpu:.2f} | "
-            f"{naive / step:.0f}x | {mm:.3f} | {step / mm:.1f}x |"
+            f"| {n:,} | {label} | {naive:.2f} | {step:.3f} | {step_cpu:.3f} | {step_h:.2f} "
+            f"| {step_h_cpu:.2f} | {naive / step:.0f}x | {mm:.3f} | {step / mm:.1f}x |"
         )
     return 0
+
+
+def variants(
+    kind: str, threads: list[int], step_by_step: bool | str = True
+) -> list[tuple[str, Callable[[Forecaster], None]]]:
+    """(label, engine setup) of each row for an engine kind: NumPy's horizon kernel
+    on each thread count asked for, then (``step_by_step``; ``"only"``: alone) its
+    step-by-step horizon, the reference path."""
+    if kind != "numpy":
+        return [(kind, lambda engine: None)]
+    out: list[tuple[str, Callable[[Forecaster], None]]] = []
+    for t in threads if step_by_step != "only" else []:
+
+        def on_threads(engine: Forecaster, t: int = t) -> None:
+            engine.horizon_threads = t  # type: ignore[attr-defined]
+
+        out.append(("numpy" if t == 1 else f"numpy, {t} horizon threads", on_threads))
+
+    def reference(engine: Forecaster) -> None:
+        engine._fused_t = None  # type: ignore[attr-defined]
+        engine._fused_rn = None  # type: ignore[attr-defined]
+
+    if step_by_step:
+        out.append(("numpy, step-by-step H", reference))
+    return out
 
 
 if __name__ == "__main__":

@@ -22,15 +22,23 @@ Speed (the cell is memory-bound: a dozen elementwise passes per matmul):
 * buffers are preallocated per size and reused;
 * ``forecast`` runs the horizon in chunks of rows (rows are independent), so a
   chunk's h, c and gates stay in the CPU cache for all the steps;
-* in the horizon, each fed-back input is a linear function of the previous step's
-  ``s`` (scaled input) and ``h`` (see :func:`_horizon_weights`), so from the second
-  step on one matmul of ``[1, s, h]`` gives the next gates *and* this step's output:
-  no head matmul, no input concatenation and no bias pass per step.
+* the horizon of a single-layer network runs transposed (gate blocks and state are
+  contiguous rows), one matmul per step with the bias folded in, buffers reused:
+  under the global scaler each fed-back input is a linear function of the previous
+  step's ``s`` (scaled input) and ``h`` (see :func:`_horizon_weights`), so from the
+  second step on one matmul of ``[1, s, h]`` gives the next gates *and* this step's
+  output (:meth:`NumpyEngine._horizon_fused`); under a per-row frame the next input
+  is not linear in them (the frame follows the forecast), so each step is one
+  matmul for the gates, one small one for the head and a few passes over (F, m)
+  rows for the frame (:meth:`NumpyEngine._horizon_rownorm`). Deeper networks step
+  :meth:`NumpyEngine._cell`. Every row's horizon is the same bits whatever rows it
+  runs with (columns padded, see :func:`_padded`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -72,9 +80,14 @@ PAD_ROWS = 16
 MIN_THREAD_ROWS = 256
 
 
-def _padded(n: int) -> int:
-    """n rounded up to a multiple of :data:`PAD_ROWS`."""
-    return -(-n // PAD_ROWS) * PAD_ROWS
+def _padded(m: int) -> int:
+    """m rows rounded up to a multiple of :data:`PAD_ROWS` (so no row sits in a partial
+    OpenBLAS block: see PAD_ROWS), but not to a multiple of 512. Rows of a (.., 512k)
+    float32 matrix map to the same cache sets: the gates matmul ran at 74-82 GFLOP/s
+    for 1,024 columns and ~100 for 1,008 or 1,040 (one core here), and the elementwise
+    passes slowed down likewise."""
+    mp = -(-m // PAD_ROWS) * PAD_ROWS
+    return mp + PAD_ROWS if mp % 512 == 0 else mp
 
 
 def _internal_gates(a: FloatArray, units: int) -> FloatArray:
@@ -117,6 +130,28 @@ def _horizon_weights(
             np.hstack([_internal_gates(gates.astype(np.float32), units), head.astype(np.float32)])
         ),
     )
+
+
+def _rownorm_weights(
+    weights: dict[str, FloatArray], units: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Layouts for :meth:`NumpyEngine._horizon_rownorm` (single layer, float32).
+
+    Returns ``gates`` (4U, F_in + U + 1): ``gates @ [inp; 2h; 1]`` are a step's
+    pre-activations, gate rows in the internal order (module docstring); ``head``
+    (U, F): ``2h @ head`` is ``h @ D``; ``bias`` (F, 1), the head's bias. The kernel
+    keeps ``2h`` (see there), so the rows multiplying h are halved; halving is exact
+    in binary floating point, so every product is the one of the unhalved weights.
+    """
+    k0 = np.asarray(weights["lstm0_kernel"], np.float32)
+    rec = np.asarray(weights["lstm0_recurrent"], np.float32)
+    b = np.asarray(weights["lstm0_bias"], np.float32)
+    stacked = np.vstack([k0, rec * np.float32(0.5), b[None, :]])
+    gates = np.ascontiguousarray(_internal_gates(stacked, units).T)
+    dk = np.asarray(weights["dense_kernel"], np.float32)
+    head = dk * np.float32(0.5)
+    bias = np.asarray(weights["dense_bias"], np.float32).reshape(-1, 1).copy()
+    return gates, head, bias
 
 
 class NumpyEngine:
@@ -180,10 +215,15 @@ class NumpyEngine:
         self._mean = scaler.mean.astype(np.float32)
         self._std = scaler.std.astype(np.float32)
         self._frame = Frame(row_norm, scaler.mean, scaler.std)
+        #: The per-row-normalised single-layer horizon's layouts (_horizon_rownorm).
+        self._fused_rn = (
+            _rownorm_weights(weights, units) if layers == 1 and row_norm is not None else None
+        )
         if row_norm is not None:
-            # The fused horizon folds a constant frame (the global scaler) into its
-            # matrices; a per-row frame moves every step, so it takes the _cell loop.
+            # The folded kernel folds a constant frame (the global scaler) into its
+            # matrices; a per-row frame moves every step (_horizon_rownorm instead).
             self._fused_t = None
+        self._local = threading.local()  # per-thread buffers of _horizon_rownorm
         self._h = np.zeros((layers, 0, self._units), np.float32)
         self._c = np.zeros((layers, 0, self._units), np.float32)
         self._last = np.zeros((0, self._nf), np.float32)
@@ -367,7 +407,7 @@ class NumpyEngine:
         out[0] = self._last[idx]
         if horizon == 1:
             return out
-        if self._fused_t is not None:
+        if self._fused_t is not None or self._fused_rn is not None:
             self._forecast_fused(idx, out)
             return out
         if self._frame.norm is None:
@@ -431,8 +471,9 @@ class NumpyEngine:
 
     def _forecast_fused(self, idx: IndexArray, out: FloatArray) -> None:
         """The single-layer horizon of rows ``idx`` into ``out`` (H, n, F), in chunks
-        of rows, spread over :data:`HORIZON_THREADS` threads when there are enough rows
-        (NumPy releases the GIL in matmul and the ufuncs; chunks write disjoint slices).
+        of rows (_horizon_rownorm under a per-row frame, else _horizon_fused), spread
+        over :data:`HORIZON_THREADS` threads when there are enough rows (NumPy
+        releases the GIL in matmul and the ufuncs; chunks write disjoint slices).
         """
         n = idx.size
         if n == 0:
@@ -445,6 +486,9 @@ class NumpyEngine:
             lo, hi = lo_hi
             rows_ = idx[lo:hi]
             block = out[:, lo:hi]
+            if self._fused_rn is not None:
+                self._horizon_rownorm(rows_, block)
+                return
             scaled = (block[0] - self._mean) / self._std
             m = hi - lo
             # h padded like the horizon's matrices (see _horizon_fused), so the head
@@ -521,6 +565,133 @@ class NumpyEngine:
             ys[k] = z[g4:, :m].T
         ys *= self._std
         ys += self._mean
+
+    def _rn_buffers(self, mp: int, horizon: int) -> dict[str, FloatArray]:
+        """This thread's buffers for a chunk of mp (padded) rows (a few sizes kept)."""
+        cache: dict[tuple[int, int], dict[str, FloatArray]] | None = getattr(
+            self._local, "bufs", None
+        )
+        if cache is None:
+            cache = self._local.bufs = {}
+        bufs = cache.get((mp, horizon))
+        if bufs is None:
+            gates_w = self._fused_rn[0]  # type: ignore[index]
+            u, nf = self._units, self._nf
+            bufs = {
+                "a": np.empty((gates_w.shape[1], mp), np.float32),  # [inp; 2h; 1]
+                "z": np.empty((4 * u, mp), np.float32),
+                "c": np.empty((u, mp), np.float32),
+                "tmp": np.empty((u, mp), np.float32),
+                "y": np.empty((nf, mp), np.float32),
+                "yt": np.empty((mp, nf), np.float32),
+                "ht": np.empty((mp, u), np.float32),
+                "t": np.empty((nf, mp), np.float32),
+                "level": np.empty((nf, mp), np.float32),
+                "scale": np.empty((nf, mp), np.float32),
+                "x": np.empty((horizon, nf, mp), np.float32),
+            }
+            recent = list(cache.items())[-3:]
+            cache.clear()
+            cache.update(recent)
+            cache[(mp, horizon)] = bufs
+        return bufs
+
+    def _horizon_rownorm(self, rows_: IndexArray, block: FloatArray) -> None:
+        """Steps 1..H-1 of the single-layer per-row-normalised horizon for one chunk of
+        rows, written to ``block[1:]`` (H, m, F) physical; ``block[0]`` holds the held
+        forecasts. Same recurrence as the generic loop in :meth:`forecast` (a forecast
+        fed back as the next reading, the frame following it):
+
+        * transposed layout (gate blocks and state are contiguous m-long rows), columns
+          padded to a multiple of PAD_ROWS (see _horizon_fused: a row's forecast is
+          then the same bits whatever rows run with it);
+        * one matmul per step of ``[inp; 2h; 1]`` for the gates (the bias last, so
+          it is added to the finished sum as _cell adds it) and one of the head;
+        * the sigmoid gates are kept as ``1 + tanh(z/2)`` (= 2 sigmoid(z): one pass
+          instead of two), so ``c' = (c (1 + t_f) + (1 + t_i) g) / 2`` and the kernel
+          keeps ``2h = (1 + t_o) tanh(c')``, the halving folded into the weights that
+          multiply h. Scaling by 2 is exact, so these are the same bits as the
+          sigmoid form;
+        * the frame advances in place on (F, m) rows (RowNorm.advance_t, the bits of
+          RowNorm.update); all buffers are preallocated per thread.
+
+        With this OpenBLAS the output is the same bits as the step-by-step loop's
+        (tests/unit/test_engines.py); a different summation order anywhere would not
+        stay small: in a per-row frame the float32 rounding of a ~100 kPa forecast is
+        ~1e-5 of a small scale, and 29 fed-back steps amplified such differences to
+        ~1e-3 (scaled) in a few rows of 10,000 (docs/performance.md).
+        """
+        gates_w, head_w, head_b = self._fused_rn  # type: ignore[misc]
+        norm = self._frame.norm
+        assert norm is not None
+        m, u, nf = rows_.size, self._units, self._nf
+        horizon = block.shape[0]
+        mp = _padded(m)
+        # Step 1's inputs exactly as the generic loop computes them (row layout, padded
+        # rows: zero state, level 0, scale 1): the first fed-back reading is the held
+        # forecast, and the previous reading is derived from the state.
+        h0 = np.zeros((mp, u), np.float32)
+        h0[:m] = self._h[0, rows_]
+        level0 = np.zeros((mp, nf), np.float32)
+        level0[:m] = self._level[rows_]
+        scale0 = np.ones((mp, nf), np.float32)
+        scale0[:m] = self._scale[rows_]
+        x0 = np.zeros((mp, nf), np.float32)
+        x0[:m] = block[0]
+        _, inp0, level0, scale0 = self._inputs(x0, x0, h0, level0, scale0)
+
+        b = self._rn_buffers(mp, horizon)
+        a, zg, ct, tmp, y, t = b["a"], b["z"], b["c"], b["tmp"], b["y"], b["t"]
+        yt, ht = b["yt"], b["ht"]
+        level, scale, xs = b["level"], b["scale"], b["x"]
+        fin = inp0.shape[1]
+        a[-1] = 1.0
+        a[:fin] = inp0.T
+        hb = a[fin:-1]  # 2h, written in place every step
+        np.multiply(h0.T, np.float32(2), out=hb)
+        zs = a[:nf]  # the scaled reading of the step
+        dxs = a[nf : 2 * nf] if self._change_input else None
+        ct[:, :m] = self._c[0, rows_].T
+        ct[:, m:] = 0.0
+        level[:] = level0.T
+        scale[:] = scale0.T
+        xs[0] = x0.T
+        sig = zg[: 3 * u]
+        i_g, f_g, o_g, g_g = zg[:u], zg[u : 2 * u], zg[2 * u : 3 * u], zg[3 * u :]
+        for k in range(1, horizon):
+            np.matmul(gates_w, a, out=zg)
+            np.tanh(zg, out=zg)  # i/2, f/2, o/2 pre-halved: tanh; candidate: tanh
+            sig += 1.0  # 2 sigmoid(z) = 1 + tanh(z / 2)
+            ct *= f_g
+            np.multiply(i_g, g_g, out=tmp)
+            ct += tmp
+            ct *= 0.5
+            np.tanh(ct, out=hb)
+            hb *= o_g
+            # The head in row layout (a transposed copy of 2h): OpenBLAS sums a
+            # (2 x U) @ (U x m) product in another order than _cell's (m x U) @ (U x 2),
+            # and with it the horizon would differ from the step-by-step one
+            # (bits, but in a per-row frame float32 rounding of the physical forecast
+            # is amplified up to ~1e-3 in some rows). Costs ~7 % of the horizon.
+            np.copyto(ht, hb.T)
+            np.matmul(ht, head_w, out=yt)
+            np.copyto(y, yt.T)
+            y += head_b
+            if self._residual:
+                y += zs  # the head predicts the change from this reading
+            xk = xs[k]
+            np.multiply(y, scale, out=xk)
+            xk += level
+            if k == horizon - 1:
+                break
+            # The forecast is the next reading: the frame follows it, then the inputs.
+            norm.advance_t(level, scale, xk, t)
+            np.subtract(xk, level, out=zs)
+            zs /= scale
+            if dxs is not None:
+                np.subtract(xk, xs[k - 1], out=dxs)
+                dxs /= scale
+        block[1:] = xs[1:, :, :m].transpose(0, 2, 1)
 
     def reset_rows(self, rows: IndexArray) -> None:
         idx = check_rows(rows, self.n_rows)

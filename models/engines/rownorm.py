@@ -65,6 +65,30 @@ class RowNorm:
         l_new = np.where(first, x, (np.float32(1) - a_l) * level + a_l * x).astype(np.float32)
         return l_new, s_new
 
+    def advance(self, level: F32, scale: F32, x: F32, tmp: F32) -> None:
+        """:meth:`update` in place, for rows that already have a level (the horizon's
+        fed-back steps): the same float32 operations in the same order, so the same
+        bits (a row without a level comes out NaN instead). (n, F) arrays; ``tmp`` is
+        scratch of x's shape."""
+        self._advance(level, scale, x, tmp, self.floor)
+
+    def advance_t(self, level: F32, scale: F32, x: F32, tmp: F32) -> None:
+        """:meth:`advance` for transposed (F, n) arrays."""
+        self._advance(level, scale, x, tmp, self.floor[:, None])
+
+    def _advance(self, level: F32, scale: F32, x: F32, tmp: F32, floor: F32) -> None:
+        a_s = np.float32(self.scale_alpha)
+        a_l = np.float32(self.level_alpha)
+        np.subtract(x, level, out=tmp)
+        np.abs(tmp, out=tmp)  # dev
+        scale *= np.float32(1) - a_s
+        tmp *= a_s
+        scale += tmp
+        np.maximum(scale, floor, out=scale)
+        level *= np.float32(1) - a_l
+        np.multiply(x, a_l, out=tmp)
+        level += tmp
+
     def to_json(self) -> dict[str, Any]:
         return {
             "level_alpha": self.level_alpha,

@@ -193,20 +193,22 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "residual", "change", "normed"),
+    ("kind", "residual", "change", "normed", "layers"),
     [
-        ("numpy", True, True, True),  # what tankwatch train builds
-        ("keras", True, True, True),
-        ("numpy", True, True, False),  # before per-row normalisation
-        ("keras", True, True, False),
-        ("numpy", False, False, False),  # the plain architecture
-        ("keras", False, False, False),
+        ("numpy", True, True, True, 2),  # what tankwatch train builds
+        ("keras", True, True, True, 2),
+        ("numpy", True, True, True, 1),  # ... as shipped: the single-layer horizon kernel
+        ("numpy", False, False, True, 1),
+        ("numpy", True, True, False, 2),  # before per-row normalisation
+        ("keras", True, True, False, 2),
+        ("numpy", False, False, False, 2),  # the plain architecture
+        ("keras", False, False, False, 2),
     ],
 )
 def test_engine_matches_keras_reference_through_masks_resets_and_fleet_changes(
-    kind: str, residual: bool, change: bool, normed: bool
+    kind: str, residual: bool, change: bool, normed: bool, layers: int
 ) -> None:
-    units, layers, n_tanks, ticks = 8, 2, 9, 120
+    units, n_tanks, ticks = 8, 9, 120
     weights = random_weights(units, layers, seed=3, change_input=change)
     norm = NORM if normed else None
     ref = KerasReference(weights, n_tanks, units, layers, residual, change, norm)
@@ -564,3 +566,93 @@ def test_row_normalised_step_is_bit_identical_whatever_rows_it_runs_with() -> No
                 getattr(sb, name), getattr(sa, name), err_msg=f"{name}, tick {t}"
             )
     assert 1 in sizes and len(sizes) > 4  # alone, and several batch compositions
+
+
+def _stepped_row_normalised(
+    weights: dict[str, np.ndarray], n: int, residual: bool, change: bool, seed: int
+) -> NumpyEngine:
+    """A per-row-normalised engine after random walks at each tank's own level, with
+    masks and resets; some rows never stepped again (their horizon is NaN)."""
+    engine = NumpyEngine(weights, SCALER, n, residual, change, NORM)
+    rng = np.random.default_rng(seed)
+    level = SCALER.mean + SCALER.std * rng.normal(0, 2, (n, F))
+    walk = np.zeros((n, F))
+    for t in range(30):
+        walk += SCALER.std * rng.normal(0, 0.05, (n, F))
+        engine.step((level + walk).astype(np.float32), rng.random(n) < 0.9)
+        if t == 20:
+            engine.reset_rows(rng.choice(n, n // 50, replace=False))
+    engine.reset_rows(np.arange(0, n, 101))  # never stepped again: NaN
+    return engine
+
+
+@pytest.mark.parametrize(("residual", "change"), [(True, True), (True, False), (False, False)])
+def test_row_normalised_horizon_kernel_gives_the_step_by_step_bits(
+    residual: bool, change: bool
+) -> None:
+    """The single-layer per-row-normalised horizon (``_horizon_rownorm``: transposed,
+    fused, threaded) against the straightforward loop of ``_cell`` steps it replaces,
+    on random states: the same bits, for all rows, subsets of every padding case, more
+    rows than a chunk, and two threads. (Its docstring says why nothing looser would
+    do: in a per-row frame float32 differences grow to ~1e-3 in some rows.)"""
+    from models.engines.numpy_engine import FORECAST_CHUNK
+
+    n = 2 * FORECAST_CHUNK + 37
+    weights = random_weights(8, 1, seed=21, change_input=change)
+    engine = _stepped_row_normalised(weights, n, residual, change, seed=5)
+    assert engine._fused_rn is not None
+    engine.horizon_threads = 1
+    fused = engine.forecast(30)
+    engine.horizon_threads = 2
+    threaded = engine.forecast(30)
+    engine.horizon_threads = 1
+    rng = np.random.default_rng(6)
+    subsets = {k: np.sort(rng.choice(n, k, replace=False)) for k in (1, 3, 17, 500, 512, 1100)}
+    parts = {k: engine.forecast(30, rows) for k, rows in subsets.items()}
+    engine._fused_rn = None  # the generic path: one _cell call per step
+    generic = engine.forecast(30)
+    np.testing.assert_array_equal(fused, generic)
+    np.testing.assert_array_equal(threaded, generic)
+    for k, rows in subsets.items():
+        np.testing.assert_array_equal(parts[k], generic[:, rows])
+    assert np.isnan(fused[:, ::101]).all()
+    assert np.isfinite(np.delete(fused, np.s_[::101], axis=1)).all()
+
+
+def test_row_normalised_horizon_kernel_gives_the_step_by_step_bits_on_the_shipped_model() -> None:
+    """The same on the shipped artifact (10,000-tank horizons are what the pipeline
+    serves; bench/engine.py times both paths)."""
+    from models.artifact import load_forecaster
+
+    n = 3000
+    engine = load_forecaster(REPO / "models" / "artifacts" / "default", "numpy", n_rows=n)
+    assert isinstance(engine, NumpyEngine) and engine._fused_rn is not None
+    rng = np.random.default_rng(13)
+    level = np.array([101.3, 15.0]) + rng.normal(0, [1.0, 5.0], (n, F))
+    walk = np.zeros((n, F))
+    for t in range(60):
+        walk += rng.normal(0, [0.03, 0.08], (n, F))
+        engine.step((level + walk).astype(np.float32), rng.random(n) < 0.9)
+        if t % 20 == 0:
+            engine.reset_rows(rng.choice(n, 30, replace=False))
+    fused = engine.forecast(30)
+    engine._fused_rn = None
+    np.testing.assert_array_equal(fused, engine.forecast(30))
+
+
+def test_row_normalised_frame_advances_in_place_with_the_bits_of_update() -> None:
+    """``RowNorm.advance_t`` (the horizon's in-place frame) is ``RowNorm.update`` for
+    rows that have a level, bit for bit."""
+    rng = np.random.default_rng(3)
+    level = (SCALER.mean + SCALER.std * rng.normal(size=(500, F))).astype(np.float32)
+    scale = np.abs(rng.normal(0, 1, (500, F))).astype(np.float32) * NORM.scale0
+    x = (level + SCALER.std * rng.normal(0, 0.5, (500, F))).astype(np.float32)
+    want_l, want_s = NORM.update(level, scale, x)
+    lt, st, tmp = level.T.copy(), scale.T.copy(), np.empty((F, 500), np.float32)
+    NORM.advance_t(lt, st, np.ascontiguousarray(x.T), tmp)
+    np.testing.assert_array_equal(lt.T, want_l)
+    np.testing.assert_array_equal(st.T, want_s)
+    lr, sr = level.copy(), scale.copy()
+    NORM.advance(lr, sr, x, np.empty_like(x))
+    np.testing.assert_array_equal(lr, want_l)
+    np.testing.assert_array_equal(sr, want_s)
