@@ -154,6 +154,23 @@ class TransactionalOutputs:
             self._send_error = exc
             raise
 
+    def producer_for_batch(self) -> Any:
+        """The KafkaProducer itself, in this checkpoint's transaction (begun if need
+        be), for :class:`~pipeline.sinks.batch_produce.BatchProducer`'s batch path."""
+        try:
+            producer = self._ensure()
+            if not self._in_txn:
+                producer.begin_transaction()
+                self._in_txn = True
+            return producer
+        except Exception as exc:
+            self._send_error = exc
+            raise
+
+    def note_send_error(self, exc: BaseException) -> None:
+        """A record of this transaction was refused: its commit must abort."""
+        self._send_error = exc
+
     def flush(self, timeout: float | None = None) -> None:
         if self._producer is not None:
             self._producer.flush(timeout=timeout)

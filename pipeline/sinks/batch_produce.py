@@ -186,6 +186,10 @@ class BatchProducer:
         self.topic = topic
         self.on_error = on_error
         self.fast = supported(producer)
+        # A TransactionalOutputs hands out its KafkaProducer per send (it may replace
+        # it after an abort): checked for the fast path once per producer object.
+        self._checked: Any = None
+        self._checked_ok = False
         self._parts: dict[bytes, int] = {}
         self._n_parts = 0
         self._max_record = int(getattr(producer, "config", {}).get("max_request_size", 1 << 20))
@@ -195,7 +199,8 @@ class BatchProducer:
         Failures (refused now, or failed for good later) go to ``on_error``."""
         if not records:
             return 0
-        partitions = self.producer._metadata.partitions_for_topic(self.topic) if self.fast else None
+        producer = self._target()
+        partitions = producer._metadata.partitions_for_topic(self.topic) if producer else None
         if not partitions:
             return self._send_each(records)  # send() waits for the metadata
         if len(partitions) != self._n_parts:
@@ -218,18 +223,17 @@ class BatchProducer:
                 by_tp[p] = [(key, value)]
             else:
                 group.append((key, value))
-        producer = self.producer
         tm = getattr(producer, "_transaction_manager", None)
         ts = int(time.time() * 1000)
         sent = 0
         for p, group in by_tp.items():
             tp = TopicPartition(self.topic, p)
-            if tm is not None and tm.is_transactional():
-                tm.maybe_add_partition_to_transaction(tp)
             try:
+                if tm is not None and tm.is_transactional():
+                    tm.maybe_add_partition_to_transaction(tp)
                 batches = append_records(producer._accumulator, tp, group, ts)
-            except Exception as exc:  # a closed producer: as send() would raise
-                self.on_error(len(group), exc)
+            except Exception as exc:  # a closed or failed producer: as send() would raise
+                self._refused(len(group), exc)
                 continue
             sent += len(group)
             for batch in batches:
@@ -244,25 +248,51 @@ class BatchProducer:
         partition=)``), in order; returns how many were handed to the producer."""
         if not records:
             return 0
-        known = self.producer._metadata.partitions_for_topic(self.topic) if self.fast else None
+        producer = self._target()
+        known = producer._metadata.partitions_for_topic(self.topic) if producer else None
         limit = self._max_record - 100
         if not known or partition not in known or any(len(k) + len(v) > limit for k, v in records):
             return self._send_each(records, partition)
-        producer = self.producer
         tp = TopicPartition(self.topic, partition)
         tm = getattr(producer, "_transaction_manager", None)
-        if tm is not None and tm.is_transactional():
-            tm.maybe_add_partition_to_transaction(tp)
         try:
+            if tm is not None and tm.is_transactional():
+                tm.maybe_add_partition_to_transaction(tp)
             batches = append_records(producer._accumulator, tp, records, int(time.time() * 1000))
-        except Exception as exc:  # a closed producer: as send() would raise
-            self.on_error(len(records), exc)
+        except Exception as exc:  # a closed or failed producer: as send() would raise
+            self._refused(len(records), exc)
             return 0
         for batch in batches:
             count = batch.record_count
             batch.produce_future.add_errback(lambda exc, n=count: self.on_error(n, exc))
         producer._sender.wakeup()
         return len(records)
+
+    def _target(self) -> Any:
+        """The KafkaProducer to append batches to, or None for the per-record path.
+
+        Through a transactional wrapper (``producer_for_batch``: the producer, in this
+        checkpoint's transaction) the batches join the transaction exactly as its
+        ``send`` would; a failed batch puts kafka-python's transaction manager in an
+        abortable error, so the checkpoint's commit aborts, as for ``send``."""
+        get = getattr(self.producer, "producer_for_batch", None)
+        if get is None:
+            return self.producer if self.fast else None
+        try:
+            producer = get()
+        except Exception:  # the per-record path raises it again and reports it
+            return None
+        if producer is not self._checked:
+            self._checked, self._checked_ok = producer, supported(producer)
+        return producer if self._checked_ok else None
+
+    def _refused(self, n: int, exc: BaseException) -> None:
+        """Records the producer refused synchronously: reported, and a transaction they
+        belonged to is marked failed (its commit must abort)."""
+        note = getattr(self.producer, "note_send_error", None)
+        if note is not None:
+            note(exc)
+        self.on_error(n, exc)
 
     def _send_each(
         self, records: Sequence[tuple[bytes, bytes]], partition: int | None = None
