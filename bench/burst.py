@@ -19,10 +19,11 @@ before the fix), in one run on one broker:
 
 A sampler thread reads ``VmRSS`` of ``/proc/<pid>/status`` and the size of the local
 journal every 0.1 s: a growth of the journal is one checkpoint's append (growths less
-than half a checkpoint interval apart are one append; a drop is a compaction). Reported per configuration: RSS before the burst / peak / at
-the end; ``/metrics`` body before and after; the state directory after; the journal
-bytes appended per checkpoint before the burst and after it (median of the checkpoints
-once the burst is checkpointed); ``too_many_tanks`` from
+than half a checkpoint interval apart are one append; a drop is a compaction).
+Reported per configuration: RSS before the burst / peak / at the end; ``/metrics``
+body before and after; the state directory after; the journal bytes appended per
+checkpoint before the burst and after it (median of the checkpoints once the burst is
+checkpointed); ``too_many_tanks`` from
 ``tankwatch_readings_rejected_total`` and from the DLQ topic's ``reason`` headers; and
 whether every steady tank got a forecast for every tick sent during and after the
 burst (from ``tank.forecasts``; delay = the forecast record's timestamp, set when the
