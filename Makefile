@@ -32,8 +32,11 @@ kafka: install kafka-jars
 
 # (TANKWATCH_TEST_BROKER=embedded: the suites on the embedded broker, no Java needed;
 # the tests that need Apache Kafka itself then skip where it cannot run.)
+# Two workers: every broker test on one, in order (as a serial run), the unit tests on
+# the other (tests/conftest.py); PYTEST_XDIST="-n 0" runs everything serially.
+PYTEST_XDIST ?= -n 2 --dist loadgroup
 test: install sysdeps $(if $(filter embedded,$(TANKWATCH_TEST_BROKER)),,kafka-jars)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -18,6 +18,7 @@ take a private one from ``apache_kafka_factory``, never the session broker.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -144,11 +145,29 @@ def topics(make_topics: Callable[..., Topics]) -> Topics:
     return make_topics()
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """List the screenshots the browser tests kept, so a human can look at them."""
-    from tests.integration.browser import WRITTEN
+_SESSION_START = time.time()
 
-    if WRITTEN:
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) every test that needs a
+    broker runs on one worker, in order, sharing its session broker -- as in a serial
+    run -- while the other worker takes the unit tests (~2 min of CPU beside them)."""
+    for item in items:
+        if "tests/unit/" not in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("broker"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the screenshots the browser tests kept, so a human can look at them (from
+    the folder: under xdist they were written by a worker process)."""
+    from tests.integration.browser import ARTIFACTS
+
+    kept = (
+        sorted(p for p in ARTIFACTS.glob("*.png") if p.stat().st_mtime >= _SESSION_START - 1)
+        if ARTIFACTS.is_dir()
+        else []
+    )
+    if kept:
         terminalreporter.section("test artifacts")
-        for path in WRITTEN:
+        for path in kept:
             terminalreporter.write_line(str(path))

@@ -7,14 +7,14 @@ allocated when a tank first appears and the per-tank history is a fixed ring buf
 The figures are printed (``-s``) and quoted in docs/reliability.md.
 
 Size: 10,000 tanks x 120 ticks = 1,200,000 readings, produced while the pipeline
-consumes them (~50 s here, 140 s on a loaded machine: the test's own kafka-python producer, ~25k readings/s, is
-the bottleneck). Besides RSS, the readings held in open ticks are sampled: if ticks
-stopped closing, that buffer would grow with the stream; it must stay within a few
-ticks' worth once the start-up backlog is gone, and never more than one round of
-fetches (kafka-python drains one partition's fetched records before the next
-partition's, so early ticks wait for the slowest partition). The forecasts topic is
-off here: it is exercised by every other test, and at 1,200,000 records it would
-dominate the runtime (see docs/performance.md).
+consumes them (~50 s here, 140 s on a loaded machine: the test's own kafka-python
+producer, ~25k readings/s, is the bottleneck). Besides RSS, the readings held in open
+ticks are sampled: if ticks stopped closing, that buffer would grow with the stream; it
+must stay within a few ticks' worth once the start-up backlog is gone, and never more
+than one round of fetches (kafka-python drains one partition's fetched records before
+the next partition's, so early ticks wait for the slowest partition). The forecasts
+topic is off here: it is exercised by every other test, and at 1,200,000 records it
+would dominate the runtime (see docs/performance.md).
 """
 
 from __future__ import annotations
