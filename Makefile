@@ -34,7 +34,7 @@ kafka: install kafka-jars
 # the tests that need Apache Kafka itself then skip where it cannot run.)
 # Two workers: every broker test on one, in order (as a serial run), the unit tests on
 # the other (tests/conftest.py); PYTEST_XDIST="-n 0" runs everything serially.
-PYTEST_XDIST ?= -n 2 --dist loadgroup
+PYTEST_XDIST ?= -n 2
 test: install sysdeps $(if $(filter embedded,$(TANKWATCH_TEST_BROKER)),,kafka-jars)
 	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
