@@ -181,7 +181,7 @@ class TransactionalOutputs:
             return
         if self._in_txn:
             with contextlib.suppress(Exception):
-                self._producer.abort_transaction()
+                self._bounded(self._producer, lambda tm: tm.begin_abort(), "aborting")
             self._in_txn = False
         self._producer.close(timeout=timeout)
         self._producer = None
@@ -203,14 +203,16 @@ class TransactionalOutputs:
                 producer.begin_transaction()
                 self._in_txn = True
             if offsets:
-                producer.send_offsets_to_transaction(
-                    {
-                        TopicPartition(self.readings_topic, p): OffsetAndMetadata(o, "", -1)
-                        for p, o in offsets.items()
-                    },
-                    group_metadata,
+                tps = {
+                    TopicPartition(self.readings_topic, p): OffsetAndMetadata(o, "", -1)
+                    for p, o in offsets.items()
+                }
+                self._bounded(
+                    producer,
+                    lambda tm: tm.send_offsets_to_transaction(tps, group_metadata),
+                    "sending the offsets to the transaction",
                 )
-            producer.commit_transaction()
+            self._bounded(producer, lambda tm: tm.begin_commit(), "committing")
         except Exception as exc:
             self._discard()
             raise TransactionAborted(f"transaction aborted: {exc}") from None
@@ -223,6 +225,24 @@ class TransactionalOutputs:
         if self._in_txn or self._send_error is not None:
             self._discard()
 
+    def _bounded(self, producer: Any, start: Callable[[Any], Any], what: str) -> None:
+        """A transactional request that is waited for at most ``init_timeout_s``.
+
+        kafka-python's ``commit_transaction``/``abort_transaction``/
+        ``send_offsets_to_transaction`` wait without a bound; when the broker holding
+        this transactional id's coordinator dies, its client can keep asking the dead
+        one, and the pipeline hung for good (seen in the three-broker test). On a
+        timeout the caller discards the producer; a new one's ``init_transactions``
+        finds the new coordinator, which completes or aborts the open transaction, and
+        the rewind restores from what a read_committed reader sees -- the right point
+        whether or not the timed-out commit went through."""
+        from kafka.errors import KafkaTimeoutError
+
+        result = start(producer._transaction_manager)
+        producer._sender.wakeup()
+        if not result.wait(timeout_ms=int(self.init_timeout_s * 1000)):
+            raise KafkaTimeoutError(f"{what} did not finish within {self.init_timeout_s:.0f} s")
+
     def _discard(self) -> None:
         self._in_txn = False
         self._send_error = None
@@ -232,9 +252,9 @@ class TransactionalOutputs:
         if producer is None:
             return
         try:
-            producer.abort_transaction()
+            self._bounded(producer, lambda tm: tm.begin_abort(), "aborting")
             return
-        except Exception as exc:  # fatal (fenced, timed out by the broker): start afresh
+        except Exception as exc:  # fatal (fenced, timed out, coordinator gone): start afresh
             log.warning(
                 "abort failed; replacing the transactional producer", extra={"error": str(exc)}
             )

@@ -21,10 +21,25 @@ from pipeline.transactions import (
 )
 
 
+class Result:
+    """kafka-python's TransactionalRequestResult: ``wait`` is False on a timeout."""
+
+    def __init__(self, done: bool) -> None:
+        self.done = done
+        self.waited: list[int | None] = []
+
+    def wait(self, timeout_ms: int | None = None) -> bool:
+        assert timeout_ms is not None, "a transactional request waited without a bound"
+        return self.done
+
+
 class RecordingProducer:
-    def __init__(self, fail: dict[str, BaseException] | None = None) -> None:
+    def __init__(
+        self, fail: dict[str, BaseException] | None = None, hang: tuple[str, ...] = ()
+    ) -> None:
         self.calls: list[str] = []
         self.fail = fail or {}
+        self.hang = set(hang)  # requests whose result never completes (coordinator gone)
         self.sent: list[tuple[str, bytes | None]] = []
 
     def _call(self, name: str) -> None:
@@ -42,16 +57,33 @@ class RecordingProducer:
         self._call("send")
         self.sent.append((topic, value))
 
-    def send_offsets_to_transaction(self, offsets: dict[Any, Any], group: Any) -> None:
-        self._call("offsets")
+    # kafka-python's internals the bounded waits use: the transaction manager starts a
+    # request and returns a result to wait on; the sender is woken up to send it.
+    @property
+    def _transaction_manager(self) -> RecordingProducer:
+        return self
+
+    @property
+    def _sender(self) -> RecordingProducer:
+        return self
+
+    def wakeup(self) -> None:
+        pass
+
+    def _result(self, name: str) -> Result:
+        self._call(name)
+        return Result(done=name not in self.hang)
+
+    def send_offsets_to_transaction(self, offsets: dict[Any, Any], group: Any) -> Result:
         self.offsets = {tp.partition: om.offset for tp, om in offsets.items()}
         self.group = group
+        return self._result("offsets")
 
-    def commit_transaction(self) -> None:
-        self._call("commit")
+    def begin_commit(self) -> Result:
+        return self._result("commit")
 
-    def abort_transaction(self) -> None:
-        self._call("abort")
+    def begin_abort(self) -> Result:
+        return self._result("abort")
 
     def flush(self, timeout: float | None = None) -> None:
         self._call("flush")
@@ -144,3 +176,22 @@ def test_transactional_id_is_stable_per_state_dir(tmp_path: Path) -> None:
     assert a == default_transactional_id("g", tmp_path / "a")
     assert a.startswith("tankwatch-g-")
     assert a != default_transactional_id("g", tmp_path / "b")
+
+
+def test_a_commit_and_abort_that_never_finish_replace_the_producer() -> None:
+    """The broker holding the transaction coordinator dies: kafka-python's commit and
+    abort would wait for ever. Both are bounded; the stale producer is closed and the
+    next transaction runs on a new one (whose init_transactions finds the new
+    coordinator)."""
+    stuck = RecordingProducer(hang=("commit", "abort"))
+    fresh = RecordingProducer()
+    out = outputs(stuck, fresh)
+    out.init_timeout_s = 0.01
+    out.send("tank.forecasts", b"x")
+    with pytest.raises(TransactionAborted):
+        out.commit({0: 5}, "gen")
+    assert stuck.calls[-3:] == ["commit", "abort", "close"]
+    out.send("tank.forecasts", b"y")
+    out.commit({0: 6}, "gen")
+    assert fresh.calls == ["init", "begin", "send", "offsets", "commit"]
+    assert out.aborts == 1 and out.commits == 1
