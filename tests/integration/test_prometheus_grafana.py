@@ -242,6 +242,11 @@ def live_stack(
         state_dir=workdir / "state",
         group=f"grafana-test-{suffix}",
         checkpoint_interval_s=2.0,
+        # In-process with the replay and the test's own clients (one GIL), on 2 cores
+        # shared with the unit-test worker: heartbeats can lag, and a member dropped from
+        # the group costs a rejoin and a restore (seen once: no tank within 60 s).
+        session_timeout_ms=30000,
+        max_poll_interval_ms=120000,
     )
     service = build_service(settings)
     stop = threading.Event()
@@ -270,7 +275,7 @@ def live_stack(
         prom.wait_for(
             "count(tank_pressure_pascals)",
             lambda r: bool(r) and int(float(r[0]["value"][1])) == len(tanks),
-            timeout_s=60,
+            timeout_s=120,
         )
         first = prom.query("min(tank_last_reading_timestamp_seconds)")
         _inject_bad_and_duplicate(
@@ -319,7 +324,10 @@ def test_every_panel_query_returns_data(live_stack: tuple[Prometheus, list[str]]
     empty = []
     for tank in tanks if uses_tank else [None]:
         for title, expr in queries:
-            if not prom.query(_substitute(expr, tank)):
+            # Over the last 15 s, as a panel shows a time range: a tank's residual is
+            # rightly absent for the tick right after a reset (a refill of the bundled
+            # history), and an instant query can land just there (seen: T17).
+            if not prom.query(f"last_over_time(({_substitute(expr, tank)})[15s:1s])"):
                 empty.append((tank, title, expr))
     assert empty == [], f"panels with no data: {empty[:10]}"
 
