@@ -143,11 +143,8 @@ class TransactionalOutputs:
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> Any:
+        producer = self.producer_for_batch()
         try:
-            producer = self._ensure()
-            if not self._in_txn:
-                producer.begin_transaction()
-                self._in_txn = True
             return producer.send(topic, value=value, key=key, headers=headers, partition=partition)
         except Exception as exc:
             # A record missing from the transaction must not be committed without it.

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline.config import FieldSpec, option_value
 from producers.csv_report import add_drop_args, check_drops, summary_lines
 from producers.csv_source import PRESSURE_UNITS, TEMPERATURE_UNITS, CsvOptions
 from producers.replay import ReplayOptions, quiet_kafka_logs, replay
@@ -63,20 +64,23 @@ def _env_option(
     type: Callable[[str], Any] | None = None,
     choices: Sequence[str] | None = None,
 ) -> None:
-    """A flag whose default comes from ``env`` (when set), else ``default``. A bad
-    environment value is one line naming the variable and its flag (argparse would
-    name only the flag, and only once the subcommand runs)."""
-    text = _env(env)
-    value = default
-    if text is not None:
+    """A flag whose default comes from ``env`` (when set), else ``default``. The
+    variable is parsed where every option is (``pipeline.config.option_value``): a bad
+    value is one line naming the flag and the variable (argparse would name only the
+    flag, and only once the subcommand runs)."""
+
+    def parse(text: str) -> Any:
         try:
             value = type(text) if type is not None else text
-        except (ValueError, argparse.ArgumentTypeError) as exc:
-            raise ConfigError(f"{env} (for {flag}): bad value {text!r} ({exc})") from None
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
         if choices is not None and value not in choices:
-            raise ConfigError(
-                f"{env} (for {flag}): bad value {text!r} (one of {', '.join(choices)})"
-            )
+            raise ValueError(f"one of {', '.join(choices)}")
+        return value
+
+    text = _env(env)
+    spec = FieldSpec(flag.lstrip("-").replace("-", "_"), env, parse, help, flag)
+    value = default if text is None else option_value(spec, text)
     kwargs: dict[str, Any] = {"default": value, "help": f"{help} (env {env})"}
     if type is not None:
         kwargs["type"] = type
