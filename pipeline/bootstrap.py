@@ -285,6 +285,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
 
     if isinstance(producer, TransactionalOutputs):
         producer.on_outcome = lambda outcome: metrics.transactions.labels(outcome).inc()
+        metrics.transaction_open.set_function(producer.open_seconds)
 
     def make_consumer(on_revoked: Any, on_assigned: Any, on_lost: Any) -> ConsumerLike:
         return ReadingsConsumer(

@@ -251,8 +251,14 @@ class PartitionOwnership:
     def _on_lost(self, partitions: list[int]) -> None:
         """Membership expired: another member may own these already, so no checkpoint."""
         with self._work:
-            self._forget([p for p in partitions if p in self._assigned])
-            if self._transactional() and self.producer.in_transaction:
+            gone = [p for p in partitions if p in self._assigned]
+            open_txn = self._transactional() and self.producer.in_transaction
+            log.warning(
+                "group membership lost (session expired); partitions dropped without a checkpoint",
+                extra={"partitions": gone, "open_transaction_aborted": open_txn},
+            )
+            self._forget(gone)
+            if open_txn:
                 # Outputs of the lost partitions must not become visible; the others'
                 # go with them and are produced again from their last checkpoint.
                 self.producer.abort()

@@ -40,6 +40,7 @@ __all__ = [
     "TransactionalOutputs",
     "broker_has_transactions",
     "default_transactional_id",
+    "membership_lost",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,21 @@ log = logging.getLogger(__name__)
 #: produce-side keys but has no coordinator that keeps aborted records from
 #: read_committed readers, and no 65/66: it runs non-transactional.
 TRANSACTION_APIS = (22, 25, 26, 28, 65, 66)
+
+
+def membership_lost(group_metadata: Any) -> bool:
+    """Whether a consumer's group snapshot is kafka-python's no-generation one (-1, '').
+
+    The broker fences a stale member's transactional offsets by generation (KIP-447) --
+    but takes offsets with generation -1 and no member id *without any check* (the form
+    older clients send). kafka-python resets the generation the moment a heartbeat
+    learns the member was evicted, before the rebalance listener runs, so a woken
+    zombie's checkpoint could snapshot that form and commit its stale outputs. Seen in
+    the frozen-instance test: the zombie's transaction committed, 10 s after its
+    partitions had moved."""
+    generation = getattr(group_metadata, "generation_id", 0)
+    member = getattr(group_metadata, "member_id", None)
+    return (isinstance(generation, int) and generation < 0) or member == ""
 
 
 def broker_has_transactions(api_versions: Mapping[int, Any] | None) -> bool:
@@ -99,6 +115,7 @@ class TransactionalOutputs:
         self.init_timeout_s = init_timeout_s
         self._producer: Any = None
         self._in_txn = False
+        self._opened_at: float | None = None  # time.monotonic() of begin_transaction
         self._send_error: BaseException | None = None
         self.commits = 0
         self.aborts = 0
@@ -134,6 +151,22 @@ class TransactionalOutputs:
         """True between the first send after a checkpoint and the checkpoint."""
         return self._in_txn
 
+    def open_seconds(self) -> float:
+        """Age of the open transaction (0.0 when none). Every read_committed reader of
+        the outputs waits behind it, so one that outlives a few checkpoint intervals is
+        worth an alert (``tankwatch_transaction_open_seconds``)."""
+        opened = self._opened_at
+        return 0.0 if opened is None else time.monotonic() - opened
+
+    def _begin(self, producer: Any) -> None:
+        producer.begin_transaction()
+        self._in_txn = True
+        self._opened_at = time.monotonic()
+
+    def _ended(self) -> None:
+        self._in_txn = False
+        self._opened_at = None
+
     # ------------------------------------------------------ producer-like
     def send(
         self,
@@ -157,8 +190,7 @@ class TransactionalOutputs:
         try:
             producer = self._ensure()
             if not self._in_txn:
-                producer.begin_transaction()
-                self._in_txn = True
+                self._begin(producer)
             return producer
         except Exception as exc:
             self._send_error = exc
@@ -179,7 +211,7 @@ class TransactionalOutputs:
         if self._in_txn:
             with contextlib.suppress(Exception):
                 self._bounded(self._producer, lambda tm: tm.begin_abort(), "aborting")
-            self._in_txn = False
+            self._ended()
         self._producer.close(timeout=timeout)
         self._producer = None
 
@@ -195,10 +227,11 @@ class TransactionalOutputs:
         try:
             if self._send_error is not None:
                 raise BrokerError(f"a send of this transaction failed: {self._send_error}")
+            if membership_lost(group_metadata):
+                raise BrokerError("the consumer's group membership was lost (evicted)")
             producer = self._ensure()
             if not self._in_txn:
-                producer.begin_transaction()
-                self._in_txn = True
+                self._begin(producer)
             if offsets:
                 tps = {
                     TopicPartition(self.readings_topic, p): OffsetAndMetadata(o, "", -1)
@@ -213,7 +246,7 @@ class TransactionalOutputs:
         except Exception as exc:
             self._discard()
             raise TransactionAborted(f"transaction aborted: {exc}") from None
-        self._in_txn = False
+        self._ended()
         self.commits += 1
         self.on_outcome("committed")
 
@@ -241,7 +274,7 @@ class TransactionalOutputs:
             raise KafkaTimeoutError(f"{what} did not finish within {self.init_timeout_s:.0f} s")
 
     def _discard(self) -> None:
-        self._in_txn = False
+        self._ended()
         self._send_error = None
         self.aborts += 1
         self.on_outcome("aborted")

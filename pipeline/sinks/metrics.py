@@ -121,6 +121,11 @@ class PipelineMetrics:
         )
         for outcome in ("committed", "aborted"):
             self.transactions.labels(outcome)
+        self.transaction_open = Gauge(
+            "tankwatch_transaction_open_seconds",
+            "Age of the open checkpoint transaction (0 when none or not transactional).",
+            registry=r,
+        )
         self.tick_seconds = Histogram(
             "tankwatch_tick_processing_seconds",
             "Time to apply one closed tick.",

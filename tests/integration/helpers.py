@@ -282,7 +282,13 @@ def assert_forecasts_equal(
 def pipeline_settings(
     bootstrap: str, topics: Topics, state_dir: Path, group: str | None = None, **overrides: Any
 ) -> Settings:
-    """Settings for a test instance: NumPy engine, free HTTP port, fast checkpoints."""
+    """Settings for a test instance: NumPy engine, free HTTP port, fast checkpoints.
+
+    The group session is long (30 s): an in-process instance shares one GIL with the
+    test's producer and readers, on 2 cores shared with the unit-test worker, and its
+    heartbeats can lag; a member dropped from the group costs a rejoin and a restore
+    (seen under load: no partition assigned within 30 s). Every in-process instance
+    leaves its group when stopped, so no test waits for a session to expire."""
     values: dict[str, Any] = {
         "bootstrap": bootstrap,
         "topics": topics,
@@ -292,8 +298,9 @@ def pipeline_settings(
         "engine": "numpy",
         "checkpoint_interval_s": 1.0,
         "poll_timeout_ms": 100,
-        "session_timeout_ms": 6000,
-        "heartbeat_interval_ms": 500,
+        "session_timeout_ms": 30000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_interval_ms": 120000,
     }
     values.update(overrides)
     return Settings.from_env(environ={}, **values)

@@ -204,15 +204,17 @@ def test_frozen_instance_is_fenced_and_state_matches_single_instance(
     history = eos_reference["history"]
     topics = unique_topics(bootstrap, "eos-zombie")
     group = f"g-{topics.readings}"
+    # a checkpoints every 2 s, so it can be frozen with a transaction it has just
+    # begun (below): the zombie then certainly holds outputs that must never show.
     a, b = (
         PipelineProcess(
             instance_env(
                 bootstrap, topics, tmp_path / f"state-{n}", group,
-                TANKWATCH_MODEL=str(model_copy),
+                TANKWATCH_MODEL=str(model_copy), TANKWATCH_CHECKPOINT_INTERVAL_S=interval,
             ),
             tmp_path / f"{n}.log",
         )
-        for n in ("a", "b")
+        for n, interval in (("a", "2"), ("b", "0.5"))
     )  # fmt: skip
     producer = replay_thread(bootstrap, topics.readings, history, 0.05)
     session_s = int(a.env["TANKWATCH_SESSION_TIMEOUT_MS"]) / 1000
@@ -234,6 +236,14 @@ def test_frozen_instance_is_fenced_and_state_matches_single_instance(
         )
         producer.start()
         wait_until(lambda: a.metric("tankwatch_ticks_closed_total") >= 80, 60, "a at tick 80")
+        # Frozen at most 0.5 s into a transaction, ~1.5 s before its checkpoint would
+        # commit it. (Frozen between a checkpoint and the next send, a zombie has
+        # nothing open to abort -- the case this test must not fall into by chance.)
+        wait_until(
+            lambda: 0 < a.metric("tankwatch_transaction_open_seconds") <= 0.5,
+            30,
+            "a having just begun a transaction",
+        )
         a.signal(signal.SIGSTOP)  # a zombie: alive, but silent past its session timeout
         try:
             wait_until(lambda: owned(b) == [0, 1, 2, 3], 60, "b owning every partition")
@@ -241,11 +251,14 @@ def test_frozen_instance_is_fenced_and_state_matches_single_instance(
             time.sleep(2 * session_s)
         finally:
             a.signal(signal.SIGCONT)
-        wait_until(
-            lambda: a.metric("tankwatch_transactions_total", outcome="aborted") >= 1,
-            60,
-            "the woken instance aborting its stale transaction",
-        )
+        try:
+            wait_until(
+                lambda: a.metric("tankwatch_transactions_total", outcome="aborted") >= 1,
+                60,
+                "the woken instance aborting its stale transaction",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- a's log:\n{a.log_tail()}") from None
         producer.join(120)
         assert not producer.is_alive(), "replay did not finish"
         wait_all_applied([a, b], history, 120)

@@ -8,6 +8,7 @@ stand-in for kafka-python's producer shows which calls the wrapper makes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,41 @@ def test_one_transaction_from_first_send_to_commit_with_offsets() -> None:
     assert not out.in_transaction and outcomes == ["committed"]
     out.commit({}, "g")  # nothing sent, nothing to commit: no empty transaction
     assert p.calls[-1] == "commit" and len(p.calls) == 6
+
+
+def test_open_seconds_ages_the_open_transaction_only() -> None:
+    from kafka.errors import CommitFailedError
+
+    p = RecordingProducer(fail={"offsets": CommitFailedError("stale generation")})
+    out = outputs(RecordingProducer())
+    assert out.open_seconds() == 0.0
+    out.send("tank.forecasts", b"a")
+    first = out.open_seconds()
+    time.sleep(0.01)
+    assert 0 < first < out.open_seconds()
+    out.commit({0: 1}, "g")
+    assert out.open_seconds() == 0.0  # committed
+    out = outputs(p)
+    out.send("tank.forecasts", b"a")
+    with pytest.raises(TransactionAborted):
+        out.commit({0: 1}, "g")
+    assert out.open_seconds() == 0.0  # aborted
+
+
+def test_an_evicted_members_transaction_is_aborted_not_committed() -> None:
+    """kafka-python's snapshot after an eviction is (-1, ''), which the broker would
+    accept unfenced: the wrapper itself must refuse to commit with it."""
+    from kafka.structs import ConsumerGroupMetadata
+
+    p = RecordingProducer()
+    out = outputs(p)
+    out.send("tank.forecasts", b"stale")
+    with pytest.raises(TransactionAborted, match="membership was lost"):
+        out.commit({0: 5}, ConsumerGroupMetadata(group_id="g"))  # generation -1, member ''
+    assert "offsets" not in p.calls and "commit" not in p.calls and p.calls[-1] == "abort"
+    out.send("tank.forecasts", b"fresh")
+    out.commit({0: 6}, ConsumerGroupMetadata("g", 7, "member-1"))
+    assert p.calls[-2:] == ["offsets", "commit"]
 
 
 def test_refused_offsets_abort_the_whole_transaction() -> None:
