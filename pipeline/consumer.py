@@ -205,6 +205,12 @@ class ReadingsConsumer:
         except Exception as exc:
             log.warning("commit on revoke failed", extra={"error": str(exc)})
 
+    def in_stable_group(self) -> bool:
+        """Joined, assigned and heartbeating (kafka-python's MemberState.STABLE)."""
+        from kafka.structs import MemberState
+
+        return bool(self._consumer.group_metadata().state == MemberState.STABLE)
+
     def close(self) -> None:
         try:
             self._consumer.close(autocommit=False)

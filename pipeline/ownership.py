@@ -25,6 +25,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,6 +60,8 @@ class PartitionOwnership:
     _dirty: np.ndarray
     _last_points: dict[int, tuple[int, float]]
     _checkpoints: int
+    #: Rebalance callbacks running now (the JoinWatch does not count their time).
+    _callbacks_running: int
     _fatal: BaseException | None
     #: Why the last checkpoint failed locally (None = fine); shown by ``/healthz``.
     _checkpoint_problem: str | None
@@ -73,6 +76,17 @@ class PartitionOwnership:
 
     def _set_broker(self, up: bool, exc: BaseException | None = None) -> None:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _rebalance_callback(self) -> Iterator[None]:
+        """The work lock for a rebalance callback (kafka-python's IO thread); while one
+        runs, the rebalance is making progress, however long a restore takes."""
+        self._callbacks_running += 1
+        try:
+            with self._work:
+                yield
+        finally:
+            self._callbacks_running -= 1
 
     def _publish_view(self, last_tick: int | None) -> None:
         raise NotImplementedError
@@ -223,7 +237,7 @@ class PartitionOwnership:
     def _on_revoked(self, partitions: list[int]) -> dict[int, int]:
         """Checkpoint the revoked partitions' tanks, free their rows; returns the offsets
         for the consumer to commit before the partitions go to another member."""
-        with self._work:
+        with self._rebalance_callback():
             gone = [p for p in partitions if p in self._assigned]
             if not gone:
                 return {}
@@ -250,7 +264,7 @@ class PartitionOwnership:
 
     def _on_lost(self, partitions: list[int]) -> None:
         """Membership expired: another member may own these already, so no checkpoint."""
-        with self._work:
+        with self._rebalance_callback():
             gone = [p for p in partitions if p in self._assigned]
             open_txn = self._transactional() and self.producer.in_transaction
             log.warning(
@@ -283,7 +297,7 @@ class PartitionOwnership:
         log.info("partitions released", extra={"partitions": gone, "tanks": len(released)})
 
     def _on_assigned(self, partitions: list[int]) -> None:
-        with self._work:
+        with self._rebalance_callback():
             self._restore([p for p in partitions if p not in self._assigned])
 
     def _restore(self, new: list[int]) -> None:

@@ -32,6 +32,7 @@ from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
 from pipeline.http import HttpServer
 from pipeline.input_checks import InputChecks
+from pipeline.membership import JoinWatch, join_limit_s
 from pipeline.ownership import PartitionOwnership
 from pipeline.ports import ConsumerFactory, ConsumerLike, ModelInfo
 from pipeline.sinks.forecasts import ForecastSink
@@ -130,6 +131,11 @@ class Service(PartitionOwnership):
         self._last_points: dict[int, tuple[int, float]] = {}
         self._next_horizon = 0.0
         self._epoch = 0  # bumped by every assignment (see _iterate)
+        self._callbacks_running = 0
+        self._consumer_gen = 0  # callbacks of a replaced consumer are ignored
+        self._join_watch = JoinWatch(
+            join_limit_s(settings.session_timeout_ms, settings.max_poll_interval_ms)
+        )
         self._assigned_at: dict[int, int] = {}
         # Evaluated at scrape time: the loop may be blocked on the broker right then.
         metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
@@ -194,7 +200,7 @@ class Service(PartitionOwnership):
         final_error: TankwatchError | None = None
         self._running = True
         try:
-            self._consumer = self._make_consumer(self._on_revoked, self._on_assigned, self._on_lost)
+            self._consumer = self._new_consumer()
             next_ckpt = time.monotonic() + self.settings.checkpoint_interval_s
             next_probe = 0.0
             while not self._stop.is_set():
@@ -202,6 +208,7 @@ class Service(PartitionOwnership):
                 now = time.monotonic()
                 if now >= next_probe:
                     self._probe()
+                    self._check_membership(now)
                     next_probe = now + PROBE_INTERVAL_S
                 if now >= next_ckpt:
                     self._try_checkpoint(None)
@@ -488,6 +495,43 @@ class Service(PartitionOwnership):
         finally:
             self._blocked_since = None
 
+    def _new_consumer(self) -> ConsumerLike:
+        """A group consumer whose rebalance callbacks act only while it is current."""
+        self._consumer_gen += 1
+        gen = self._consumer_gen
+
+        def revoked(partitions: list[int]) -> dict[int, int]:
+            return self._on_revoked(partitions) if gen == self._consumer_gen else {}
+
+        def assigned(partitions: list[int]) -> None:
+            if gen == self._consumer_gen:
+                self._on_assigned(partitions)
+
+        def lost(partitions: list[int]) -> None:
+            if gen == self._consumer_gen:
+                self._on_lost(partitions)
+
+        return self._make_consumer(revoked, assigned, lost)
+
+    def _check_membership(self, now: float) -> None:
+        """Replace a consumer stuck outside its group (pipeline.membership)."""
+        consumer = self._consumer
+        in_group = getattr(consumer, "in_stable_group", None)
+        if consumer is None or in_group is None:
+            return
+        if not self._join_watch.stuck(bool(in_group()), self._callbacks_running > 0, now):
+            return
+        log.warning(
+            "consumer stuck outside its group; replacing it",
+            extra={"seconds": self._join_watch.limit_s, "partitions": sorted(self._assigned)},
+        )
+        self.metrics.consumers_replaced.inc()
+        self._on_lost(sorted(self._assigned))  # no checkpoint: others may own them now
+        self._consumer_gen += 1  # the old consumer's callbacks are ignored from here on
+        # Its close may hang on the very IO thread that is stuck: not on this thread.
+        threading.Thread(target=consumer.close, name="close-stuck-consumer", daemon=True).start()
+        self._consumer = self._new_consumer()
+
     def _probe(self) -> None:
         assert self._consumer is not None
         ok = self._consumer.probe()
@@ -518,6 +562,7 @@ class Service(PartitionOwnership):
             "checkpoint_ok": problem is None,
             "blocked_partitions": sorted(blocked),
             "assigned_partitions": sorted(self._assigned),
+            "out_of_group_s": round(self._join_watch.out_of_group_s(time.monotonic()), 1),
             "tanks": len(self.assembler.registry),
             "model_version": self.model.model_version,
         }

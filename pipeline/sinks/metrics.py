@@ -121,6 +121,12 @@ class PipelineMetrics:
         )
         for outcome in ("committed", "aborted"):
             self.transactions.labels(outcome)
+        self.consumers_replaced = Counter(
+            "tankwatch_consumers_replaced",
+            "Group consumers replaced after being stuck outside their group (see "
+            "pipeline/membership.py).",
+            registry=r,
+        )
         self.transaction_open = Gauge(
             "tankwatch_transaction_open_seconds",
             "Age of the open checkpoint transaction (0 when none or not transactional).",

@@ -25,6 +25,7 @@ from tests.integration.helpers import (
     read_forecasts,
     standard_reference,
     wait_consumed,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -158,3 +159,44 @@ def test_malformed_messages_go_to_the_dlq_and_change_nothing_else(
     assert_forecasts_equal(
         reference["forecasts"], read_forecasts(kafka_bootstrap, topics.forecasts), 1e-6
     )
+
+
+def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_changes(
+    reference: dict[str, Any],
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    """kafka-python was seen to stop rejoining its group for good (pipeline/membership.py).
+    Its consumer reporting "not in a stable group" for longer than any rebalance may
+    take gets replaced, and the forecasts are those of an undisturbed run."""
+    history = reference["history"]
+    half = len(history) // 2
+    topics = make_topics()
+    # Session 6 s + rebalance timeout 6 s + 5 s: stuck after 17 s out of the group.
+    settings = pipeline_settings(
+        kafka_bootstrap, topics, tmp_path, session_timeout_ms=6000, max_poll_interval_ms=6000
+    )
+    with ServiceThread(settings) as run:
+        svc = run.service
+        produce_readings(kafka_bootstrap, topics.readings, history[:half])
+        wait_consumed(svc, half, 60)
+        stuck = svc._consumer
+        assert stuck is not None
+        # The client as the service saw it when its join hung: never stable again.
+        stuck.in_stable_group = lambda: False  # type: ignore[method-assign]
+        wait_until(
+            lambda: svc._consumer is not stuck and svc.stats["assigned"] == [0, 1, 2, 3],
+            90,
+            "the stuck consumer replaced and every partition assigned again",
+        )
+        produce_readings(kafka_bootstrap, topics.readings, history[half:])
+        wait_until(
+            lambda: len(read_forecasts(kafka_bootstrap, topics.forecasts)) == len(history),
+            90,
+            "a forecast for every reading after the replacement",
+        )
+        replaced = run.registry.get_sample_value("tankwatch_consumers_replaced_total")
+    assert replaced == 1
+    got = read_forecasts(kafka_bootstrap, topics.forecasts)
+    assert_forecasts_equal(reference["forecasts"], got, 1e-6)
