@@ -107,6 +107,14 @@ class ReadingsConsumer:
         self._consumer.subscribe(
             [topic], listener=_Listener(self, on_revoked, on_assigned, on_lost)
         )
+        # One metadata round trip *after* subscribing: the coordinator records the
+        # subscribed topics' partitions only when a metadata update arrives, and a
+        # leader that joined before that assigned against an empty snapshot, saw the
+        # partitions a moment later and rebalanced again, at every start (kafka-python
+        # 3.0.12, debug log "assignment_snapshot != metadata_snapshot"). Each such
+        # rebalance restored the partitions twice, and twice the second join never
+        # completed (pipeline/membership.py).
+        self._consumer.topics()
 
     def tp(self, partition: int) -> TopicPartition:
         return TopicPartition(self.topic, partition)
