@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.assembler import CommitPoint
-from pipeline.forecast_step import TankState
+from pipeline.forecast_step import StateColumns, TankState
 from pipeline.sinks.batch_produce import BatchProducer
 from tankwatch.errors import BrokerError, ConfigError, TankwatchError
 
@@ -41,6 +42,7 @@ __all__ = [
     "LocalCheckpointError",
     "decode_point",
     "decode_state",
+    "encode_columns",
     "encode_point",
     "encode_state",
 ]
@@ -96,31 +98,151 @@ def _unb64(text: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=dtype).reshape(shape).copy()
 
 
+#: Strings ``json.dumps`` writes as themselves between quotes (no escapes).
+_PLAIN = re.compile(r"[A-Za-z0-9 _.,:;/@+=#-]*")
+
+_STATE = (
+    '{"v":%d,"group":%s,"model":%s,"inc":%s,"tank_id":%s,"partition":%s,"tick":%s,'
+    '"ts":%s,"layers":%d,"units":%d,"h":"%s","c":"%s","held":"%s","actual":"%s",'
+    '"anomaly":%s,"extra":%s}'
+)
+
+
+def _js(text: str) -> str:
+    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
+
+
+def _int_js(v: Any) -> str:
+    return str(v) if type(v) is int else json.dumps(v)
+
+
+def _arrays_js(arrays: dict[str, Any]) -> str:
+    """``{"name":["<base64 float64>",[shape]],...}`` as json.dumps writes it."""
+    return (
+        "{"
+        + ",".join(
+            f'{_js(k)}:["{_b64(v, np.float64)}",[{",".join(str(d) for d in np.shape(v))}]]'
+            for k, v in arrays.items()
+        )
+        + "}"
+    )
+
+
 def encode_state(s: TankState, group: str = "", model: str = "", inc: str = "") -> bytes:
     """One tank's state as the ``tank.state`` value (JSON, base64 arrays); ``group`` is
     the consumer group that wrote it and ``model`` the model version whose state it is
-    (restore ignores other groups' records and other models' states)."""
+    (restore ignores other groups' records and other models' states).
+
+    Fields in this order: v, group, model, inc, tank_id, partition, tick, ts, layers,
+    units, h, c, held, actual, anomaly, extra (the engine's level/scale and the
+    baselines' state; absent in older records, which restore fresh). Written with a
+    template, not a dict through ``json.dumps``: a checkpoint of 10,000 tanks spent
+    16 % of the loop thread here (py-spy); the bytes are the same as
+    ``json.dumps(obj, separators=(",", ":"))`` (unit test against that reference)."""
     layers, units = s.h.shape
-    obj = {
-        "v": FORMAT,
-        "group": group,
-        "model": model,
-        "inc": inc,
-        "tank_id": s.tank_id,
-        "partition": s.partition,
-        "tick": s.last_tick,
-        "ts": s.last_ts if math.isfinite(s.last_ts) else None,
-        "layers": layers,
-        "units": units,
-        "h": _b64(s.h, np.float32),
-        "c": _b64(s.c, np.float32),
-        "held": _b64(s.held, np.float32),
-        "actual": _b64(s.actual, np.float32),
-        "anomaly": {k: [_b64(v, np.float64), list(np.shape(v))] for k, v in s.anomaly.items()},
-        # Engine level/scale and baseline state (absent in older records: restored fresh).
-        "extra": {k: [_b64(v, np.float64), list(np.shape(v))] for k, v in (s.extra or {}).items()},
-    }
-    return json.dumps(obj, separators=(",", ":")).encode()
+    t = s.last_ts
+    ts = "null" if not math.isfinite(t) else str(t) if type(t) is int else float.__repr__(t)
+    return (
+        _STATE
+        % (
+            FORMAT,
+            _js(group),
+            _js(model),
+            _js(inc),
+            _js(s.tank_id),
+            _int_js(s.partition),
+            _int_js(s.last_tick),
+            ts,
+            layers,
+            units,
+            _b64(s.h, np.float32),
+            _b64(s.c, np.float32),
+            _b64(s.held, np.float32),
+            _b64(s.actual, np.float32),
+            _arrays_js(s.anomaly),
+            _arrays_js(s.extra or {}),
+        )
+    ).encode()
+
+
+_B64_ALPHABET = np.frombuffer(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8
+)
+
+
+def b64_rows(raw: np.ndarray) -> list[str]:
+    """Standard base64 of every row of a (n, L) uint8 array, computed for all rows at
+    once (``base64.b64encode(row).decode()`` for each row, same text)."""
+    n, length = raw.shape
+    pad = (-length) % 3
+    if pad:
+        raw = np.concatenate([raw, np.zeros((n, pad), np.uint8)], axis=1)
+    g = raw.reshape(n, -1, 3).astype(np.uint32)
+    v = (g[..., 0] << 16) | (g[..., 1] << 8) | g[..., 2]
+    idx = np.stack([(v >> 18) & 63, (v >> 12) & 63, (v >> 6) & 63, v & 63], axis=-1)
+    chars = _B64_ALPHABET[idx.reshape(n, -1)]
+    if pad:
+        chars[:, -pad:] = ord("=")
+    width = chars.shape[1]
+    text = chars.tobytes().decode("ascii")
+    return [text[i * width : (i + 1) * width] for i in range(n)]
+
+
+def _b64_column(a: np.ndarray, n: int, dtype: type) -> list[str]:
+    """Base64 of each tank's row of ``a`` (n rows, any trailing shape) as ``dtype``."""
+    flat: np.ndarray = np.ascontiguousarray(a, dtype=dtype).reshape(n, -1)
+    return b64_rows(flat.view(np.uint8).reshape(n, -1))
+
+
+def _named_columns(arrays: dict[str, np.ndarray], n: int) -> list[str]:
+    """Per tank, ``{"name":["<base64 float64>",[shape]],...}``."""
+    if not arrays:
+        return ["{}"] * n
+    names = list(arrays)
+    cols = [_b64_column(arrays[k], n, np.float64) for k in names]
+    shapes = [",".join(str(d) for d in np.shape(arrays[k])[1:]) for k in names]
+    keys = [_js(k) for k in names]
+    parts = range(len(names))
+    return [
+        "{" + ",".join(f'{keys[j]}:["{cols[j][r]}",[{shapes[j]}]]' for j in parts) + "}"
+        for r in range(n)
+    ]
+
+
+def encode_columns(
+    cols: StateColumns, group: str = "", model: str = "", inc: str = ""
+) -> list[bytes]:
+    """:func:`encode_state` of every tank in ``cols`` -- the same bytes -- with each
+    field's base64 computed for all tanks at once. At 10,000 tanks the per-tank path
+    (a TankState of 22 small arrays per tank, each through ``b64encode``) took ~0.5 s
+    of every checkpoint, and a tick arriving meanwhile waited for it (py-spy: 31 % of
+    the loop thread went to checkpoints)."""
+    n = len(cols)
+    if n == 0:
+        return []
+    layers, _, units = cols.h.shape
+    h = _b64_column(np.swapaxes(cols.h, 0, 1), n, np.float32)
+    c = _b64_column(np.swapaxes(cols.c, 0, 1), n, np.float32)
+    held = _b64_column(cols.held, n, np.float32)
+    actual = _b64_column(cols.actual, n, np.float32)
+    anomaly = _named_columns(cols.anomaly, n)
+    extra = _named_columns(cols.extra, n)
+    g, m, i_ = _js(group), _js(model), _js(inc)
+    out = []
+    for r in range(n):
+        t = cols.last_ts[r]
+        ts = "null" if not math.isfinite(t) else str(t) if type(t) is int else float.__repr__(t)
+        out.append(
+            (
+                _STATE
+                % (
+                    FORMAT, g, m, i_, _js(cols.tank_ids[r]), _int_js(cols.partitions[r]),
+                    _int_js(cols.last_ticks[r]), ts, layers, units,
+                    h[r], c[r], held[r], actual[r], anomaly[r], extra[r],
+                )
+            ).encode()
+        )  # fmt: skip
+    return out
 
 
 def decode_state(value: bytes) -> TankState:
@@ -277,7 +399,7 @@ class Checkpointer:
         self.foreign_records = 0
 
     # ------------------------------------------------------------- writing
-    def save(self, states: list[TankState], points: dict[int, CommitPoint]) -> None:
+    def save(self, states: StateColumns | list[TankState], points: dict[int, CommitPoint]) -> None:
         """Make these states and commit points durable (file, then topic, flushed).
 
         Raises LocalCheckpointError if the file cannot be written and BrokerError if
@@ -285,7 +407,13 @@ class Checkpointer:
         commit offsets.
         """
         inc = self.incarnation
-        encoded = [(s, encode_state(s, self.group, self.model_version, inc)) for s in states]
+        if isinstance(states, StateColumns):
+            values = encode_columns(states, self.group, self.model_version, inc)
+            keys = list(zip(states.tank_ids, states.partitions, strict=True))
+        else:
+            values = [encode_state(s, self.group, self.model_version, inc) for s in states]
+            keys = [(s.tank_id, s.partition) for s in states]
+        encoded = list(zip(keys, values, strict=True))
         point_values = {p: encode_point(p, pt, self.group, inc) for p, pt in points.items()}
         if self.use_file:
             try:
@@ -298,8 +426,8 @@ class Checkpointer:
         try:
             # A partition's tank records at once, as whole batches (BatchProducer).
             by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-            for s, value in encoded:
-                by_partition.setdefault(s.partition, []).append((s.tank_id.encode(), value))
+            for (tank_id, partition), value in encoded:
+                by_partition.setdefault(partition, []).append((tank_id.encode(), value))
             batch = BatchProducer(self.producer, self.topic, lambda n, exc: failed.append(exc))
             for p, records in by_partition.items():
                 batch.send_to(p, records)
@@ -315,12 +443,12 @@ class Checkpointer:
         self.records_written += len(encoded) + len(points)
 
     def _append(
-        self, encoded: list[tuple[TankState, bytes]], point_values: dict[int, bytes]
+        self, encoded: list[tuple[tuple[str, int], bytes]], point_values: dict[int, bytes]
     ) -> None:
         """Append the changed records to the journal (points last), fsync; compact when
         the journal is more than twice its live size."""
         lines: list[tuple[str | None, int, bytes]] = [
-            (s.tank_id, s.partition, value + b"\n") for s, value in encoded
+            (tank_id, partition, value + b"\n") for (tank_id, partition), value in encoded
         ]
         lines += [(None, p, value + b"\n") for p, value in point_values.items()]
         with open(self.path, "ab") as f:

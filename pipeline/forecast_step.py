@@ -10,6 +10,7 @@ row costs one row's work and yields exactly that row's values of a full batch).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +21,7 @@ from models.engines.base import Forecaster, RowState
 from models.serving import ServingPlan, serve
 from pipeline.assembler import NO_TICK, RESET_REASONS, ClosedTick
 
-__all__ = ["FleetState", "ForecastStep", "StepOutput", "TankState"]
+__all__ = ["FleetState", "ForecastStep", "StateColumns", "StepOutput", "TankState"]
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -46,6 +47,50 @@ class StepOutput:
     score: F64
     flag: NDArray[np.bool_]
     calibrated: NDArray[np.bool_] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateColumns:
+    """The checkpoint records of n tanks as columns: ``h``/``c`` (layers, n, units)
+    float32, ``held``/``actual`` (n, F) float32, ``anomaly``/``extra`` arrays with a
+    row per tank; plain-Python lists for the scalars."""
+
+    tank_ids: list[str]
+    partitions: list[int]
+    last_ticks: list[int]
+    last_ts: list[float]
+    h: F32
+    c: F32
+    held: F32
+    actual: F32
+    anomaly: dict[str, NDArray[Any]]
+    extra: dict[str, NDArray[Any]]
+
+    @staticmethod
+    def empty() -> StateColumns:
+        z = np.zeros((0, 0), np.float32)
+        return StateColumns([], [], [], [], z[None], z[None], z, z, {}, {})
+
+    def __len__(self) -> int:
+        return len(self.tank_ids)
+
+    def states(self) -> list[TankState]:
+        """One :class:`TankState` per tank (copies: independent of these columns)."""
+        return [
+            TankState(
+                tank_id=tank_id,
+                partition=self.partitions[i],
+                last_tick=self.last_ticks[i],
+                last_ts=self.last_ts[i],
+                h=np.ascontiguousarray(self.h[:, i]),
+                c=np.ascontiguousarray(self.c[:, i]),
+                held=self.held[i].copy(),
+                actual=self.actual[i].copy(),
+                anomaly={k: np.asarray(v[i]) for k, v in self.anomaly.items()},
+                extra={k: np.asarray(v[i]) for k, v in self.extra.items()},
+            )
+            for i, tank_id in enumerate(self.tank_ids)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,33 +333,38 @@ class ForecastStep:
         partition: NDArray[np.int32],
     ) -> list[TankState]:
         """Checkpoint records of these (tank_id, row) pairs; rows never applied are skipped."""
+        return self.snapshot_columns(tanks, last_tick, partition).states()
+
+    def snapshot_columns(
+        self,
+        tanks: list[tuple[str, int]],
+        last_tick: NDArray[np.int64],
+        partition: NDArray[np.int32],
+    ) -> StateColumns:
+        """:meth:`snapshot` as fleet columns (one array per field, a row per tank): what
+        ``pipeline.checkpoint.encode_columns`` encodes without a per-tank array."""
         pairs = [(t, r) for t, r in tanks if int(last_tick[r]) != NO_TICK]
-        if not pairs:
-            return []
         rows = np.asarray([r for _, r in pairs], np.intp)
+        if not pairs:
+            return StateColumns.empty()
         st = self.engine.snapshot(rows)
         an = self.scorer.snapshot(rows).to_dict()
         extra = self.holt.snapshot(rows)
         if st.level is not None and st.scale is not None:
             extra["level"] = st.level.astype(np.float64)
             extra["scale"] = st.scale.astype(np.float64)
-        out = []
-        for i, (tank_id, row) in enumerate(pairs):
-            out.append(
-                TankState(
-                    tank_id=tank_id,
-                    partition=int(partition[row]),
-                    last_tick=int(last_tick[row]),
-                    last_ts=float(self.fleet.last_ts[row]),
-                    h=np.ascontiguousarray(st.h[:, i]),
-                    c=np.ascontiguousarray(st.c[:, i]),
-                    held=self.fleet.held[row].copy(),
-                    actual=self.fleet.actual[row].copy(),
-                    anomaly={k: np.asarray(v[i]) for k, v in an.items()},
-                    extra={k: np.asarray(v[i]) for k, v in extra.items()},
-                )
-            )
-        return out
+        return StateColumns(
+            tank_ids=[t for t, _ in pairs],
+            partitions=partition[rows].astype(np.int64).tolist(),
+            last_ticks=last_tick[rows].astype(np.int64).tolist(),
+            last_ts=self.fleet.last_ts[rows].astype(np.float64).tolist(),
+            h=st.h,
+            c=st.c,
+            held=self.fleet.held[rows],
+            actual=self.fleet.actual[rows],
+            anomaly={k: np.asarray(v) for k, v in an.items()},
+            extra={k: np.asarray(v) for k, v in extra.items()},
+        )
 
     def restore(self, row: int, state: TankState) -> None:
         """Load one tank's checkpoint into its row (row < capacity)."""

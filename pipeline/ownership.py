@@ -175,7 +175,7 @@ class PartitionOwnership:
         unchanged = all(self._last_points.get(p) == s for p, s in summary.items())
         if not tanks and unchanged and not force:
             return {}  # nothing new since the last checkpoint
-        states = self.step.snapshot(tanks, self.assembler.last_applied, part)
+        states = self.step.snapshot_columns(tanks, self.assembler.last_applied, part)
         try:
             self.producer.flush(timeout=self.checkpointer.timeout_s)
         except Exception as exc:

@@ -3,6 +3,7 @@ tank continues exactly as if it had never stopped (real NumPy engine, no Kafka).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,14 @@ import pytest
 
 from models.anomaly import AnomalyScorer
 from models.artifact import load_artifact, load_forecaster
-from pipeline.assembler import ClosedTick, CommitPoint
+from pipeline.assembler import NO_TICK, ClosedTick, CommitPoint
 from pipeline.checkpoint import (
     PARTITION_KEY,
     Checkpointer,
+    b64_rows,
     decode_point,
     decode_state,
+    encode_columns,
     encode_point,
     encode_state,
 )
@@ -115,6 +118,96 @@ def test_state_record_round_trip_is_exact() -> None:
     assert all(np.array_equal(state.extra[k], back.extra[k], equal_nan=True) for k in state.extra)
     p, point = decode_point(encode_point(3, CommitPoint(42, -math.inf)))
     assert (p, point) == (3, CommitPoint(42, -math.inf))
+
+
+def _reference_encode_state(s: TankState, group: str, model: str, inc: str) -> bytes:
+    """The record as a dict through json.dumps: what encode_state's template must equal."""
+    import base64
+    import json
+
+    def b64(a: Any, dtype: Any) -> str:
+        return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode()
+
+    layers, units = s.h.shape
+    obj = {
+        "v": 1,
+        "group": group,
+        "model": model,
+        "inc": inc,
+        "tank_id": s.tank_id,
+        "partition": s.partition,
+        "tick": s.last_tick,
+        "ts": s.last_ts if math.isfinite(s.last_ts) else None,
+        "layers": layers,
+        "units": units,
+        "h": b64(s.h, np.float32),
+        "c": b64(s.c, np.float32),
+        "held": b64(s.held, np.float32),
+        "actual": b64(s.actual, np.float32),
+        "anomaly": {k: [b64(v, np.float64), list(np.shape(v))] for k, v in s.anomaly.items()},
+        "extra": {k: [b64(v, np.float64), list(np.shape(v))] for k, v in (s.extra or {}).items()},
+    }
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def test_state_record_bytes_equal_the_json_dumps_reference() -> None:
+    step = make_step()
+    run_ticks(step, [0, 1, 2, 3], 0, 12)
+    states = step.snapshot(
+        [("T1", 1), ("tank-7.b", 2)], np.full(4, 11, np.int64), np.zeros(4, np.int32)
+    )
+    rng = np.random.default_rng(3)
+    odd = TankState(
+        tank_id="T_ü",
+        partition=3,
+        last_tick=-1,
+        last_ts=float("nan"),
+        h=rng.normal(size=(2, 5)).astype(np.float32),
+        c=rng.normal(size=(2, 5)).astype(np.float32),
+        held=np.asarray([np.nan, 1.5], np.float32),
+        actual=np.asarray([np.inf, -0.0], np.float32),
+        anomaly={"ewma": rng.normal(size=(2, 3)), "n": np.float64(4.0), "e": np.zeros(0)},
+        extra={},
+    )
+    timed = [
+        dataclasses.replace(st, last_ts=ts)
+        for st, ts in zip(states, (1.7e9 + 0.125, 1e-7), strict=True)
+    ]
+    cases = [*states, *timed, odd]
+    for group, model, inc in [("", "", ""), ("g-1", "lstm-48x1-rn", "abc"), ('q"\\é', "m", "")]:
+        for st in cases:
+            got = encode_state(st, group, model, inc)
+            assert got == _reference_encode_state(st, group, model, inc), (st.tank_id, group)
+            back = decode_state(got)
+            assert back.tank_id == st.tank_id and back.last_tick == st.last_tick
+
+
+def test_b64_rows_equals_base64_of_each_row() -> None:
+    import base64
+
+    rng = np.random.default_rng(5)
+    for length in (0, 1, 2, 3, 4, 8, 192, 193):
+        raw = rng.integers(0, 256, size=(9, length), dtype=np.uint8)
+        assert b64_rows(raw) == [base64.b64encode(r.tobytes()).decode() for r in raw]
+
+
+def test_encode_columns_equals_encode_state_record_by_record() -> None:
+    step = make_step()
+    rows = list(range(12))
+    run_ticks(step, rows, 0, 12)
+    run_ticks(step, rows[:5], 12, 14)  # rows at different ticks
+    last = np.full(12, 11, np.int64)
+    last[:5] = 13
+    last[7] = NO_TICK  # never applied: skipped
+    tanks = [(f"T{r:02d}", r) for r in rows]
+    cols = step.snapshot_columns(tanks, last, np.arange(12) % 3)
+    states = cols.states()
+    assert [s.tank_id for s in states] == [t for t, r in tanks if r != 7]
+    for group, model, inc in [("g", "m", "i"), ('q"\\é', "", "")]:
+        got = encode_columns(cols, group, model, inc)
+        assert got == [encode_state(st, group, model, inc) for st in states]
+        assert got == [_reference_encode_state(st, group, model, inc) for st in states]
+    assert encode_columns(step.snapshot_columns([], last, np.zeros(12, np.int32))) == []
 
 
 def test_restored_tank_continues_exactly() -> None:
