@@ -2,9 +2,10 @@
 
 Times what a checkpoint does before it produces anything -- snapshot the tanks' state
 and encode one JSON record per tank -- on the shipped model, two ways in the same run:
-the per-tank path (``ForecastStep.snapshot`` -> ``encode_state`` per ``TankState``, the
-baseline) and the columnar one the pipeline uses (``snapshot_columns`` ->
-``encode_columns``). Checks that both give the same bytes. Usage::
+the per-tank path the pipeline had before (``ForecastStep.snapshot`` -> a dict per
+``TankState`` through ``json.dumps``; the unit tests' reference encoder, the baseline)
+and the columnar one it uses now (``snapshot_columns`` -> ``encode_columns``). Checks
+that both give the same bytes. Usage::
 
     .venv/bin/python bench/checkpoint.py [--tanks 1000 10000] [--rounds 3]
 """
@@ -23,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.anomaly import AnomalyScorer
 from models.artifact import load_artifact, load_forecaster
 from pipeline.assembler import ClosedTick
-from pipeline.checkpoint import encode_columns, encode_state
+from pipeline.checkpoint import encode_columns
 from pipeline.config import default_model_dir
 from pipeline.forecast_step import ForecastStep
+from tests.unit.test_checkpoint import reference_encode_state
 
 
 def fleet_step(n: int, ticks: int = 3) -> ForecastStep:
@@ -69,7 +71,7 @@ def main() -> None:
         part = (np.arange(step.capacity) % 4).astype(np.int32)
         for k in range(args.rounds):
             t0 = time.perf_counter()
-            a = [encode_state(s, "g", "m", "i") for s in step.snapshot(tanks, last, part)]
+            a = [reference_encode_state(s, "g", "m", "i") for s in step.snapshot(tanks, last, part)]
             t1 = time.perf_counter()
             b = encode_columns(step.snapshot_columns(tanks, last, part), "g", "m", "i")
             t2 = time.perf_counter()

@@ -116,53 +116,12 @@ def _int_js(v: Any) -> str:
     return str(v) if type(v) is int else json.dumps(v)
 
 
-def _arrays_js(arrays: dict[str, Any]) -> str:
-    """``{"name":["<base64 float64>",[shape]],...}`` as json.dumps writes it."""
-    return (
-        "{"
-        + ",".join(
-            f'{_js(k)}:["{_b64(v, np.float64)}",[{",".join(str(d) for d in np.shape(v))}]]'
-            for k, v in arrays.items()
-        )
-        + "}"
-    )
-
-
 def encode_state(s: TankState, group: str = "", model: str = "", inc: str = "") -> bytes:
     """One tank's state as the ``tank.state`` value (JSON, base64 arrays); ``group`` is
     the consumer group that wrote it and ``model`` the model version whose state it is
-    (restore ignores other groups' records and other models' states).
-
-    Fields in this order: v, group, model, inc, tank_id, partition, tick, ts, layers,
-    units, h, c, held, actual, anomaly, extra (the engine's level/scale and the
-    baselines' state; absent in older records, which restore fresh). Written with a
-    template, not a dict through ``json.dumps``: a checkpoint of 10,000 tanks spent
-    16 % of the loop thread here (py-spy); the bytes are the same as
-    ``json.dumps(obj, separators=(",", ":"))`` (unit test against that reference)."""
-    layers, units = s.h.shape
-    t = s.last_ts
-    ts = "null" if not math.isfinite(t) else str(t) if type(t) is int else float.__repr__(t)
-    return (
-        _STATE
-        % (
-            FORMAT,
-            _js(group),
-            _js(model),
-            _js(inc),
-            _js(s.tank_id),
-            _int_js(s.partition),
-            _int_js(s.last_tick),
-            ts,
-            layers,
-            units,
-            _b64(s.h, np.float32),
-            _b64(s.c, np.float32),
-            _b64(s.held, np.float32),
-            _b64(s.actual, np.float32),
-            _arrays_js(s.anomaly),
-            _arrays_js(s.extra or {}),
-        )
-    ).encode()
+    (restore ignores other groups' records and other models' states). The one-tank
+    case of :func:`encode_columns`, which the checkpoints use."""
+    return encode_columns(StateColumns.of([s]), group, model, inc)[0]
 
 
 _B64_ALPHABET = np.frombuffer(
@@ -212,11 +171,17 @@ def _named_columns(arrays: dict[str, np.ndarray], n: int) -> list[str]:
 def encode_columns(
     cols: StateColumns, group: str = "", model: str = "", inc: str = ""
 ) -> list[bytes]:
-    """:func:`encode_state` of every tank in ``cols`` -- the same bytes -- with each
-    field's base64 computed for all tanks at once. At 10,000 tanks the per-tank path
-    (a TankState of 22 small arrays per tank, each through ``b64encode``) took ~0.5 s
-    of every checkpoint, and a tick arriving meanwhile waited for it (py-spy: 31 % of
-    the loop thread went to checkpoints)."""
+    """The ``tank.state`` value of every tank in ``cols``: JSON with the fields v,
+    group, model, inc, tank_id, partition, tick, ts, layers, units, h, c, held, actual,
+    anomaly, extra (the engine's level/scale and the baselines' state; absent in older
+    records, which restore fresh), the arrays in base64.
+
+    Each field's base64 is computed for all tanks at once and the JSON written with a
+    template; the bytes are those of ``json.dumps(record, separators=(",", ":"))`` (unit
+    test against that reference). At 10,000 tanks the per-tank path before (a dict
+    through ``json.dumps`` and 22 small ``b64encode`` calls per tank) took ~0.5 s of
+    every checkpoint, and a tick arriving meanwhile waited for it (py-spy: 31 % of the
+    loop thread went to checkpoints)."""
     n = len(cols)
     if n == 0:
         return []
@@ -407,13 +372,9 @@ class Checkpointer:
         commit offsets.
         """
         inc = self.incarnation
-        if isinstance(states, StateColumns):
-            values = encode_columns(states, self.group, self.model_version, inc)
-            keys = list(zip(states.tank_ids, states.partitions, strict=True))
-        else:
-            values = [encode_state(s, self.group, self.model_version, inc) for s in states]
-            keys = [(s.tank_id, s.partition) for s in states]
-        encoded = list(zip(keys, values, strict=True))
+        cols = states if isinstance(states, StateColumns) else StateColumns.of(states)
+        values = encode_columns(cols, self.group, self.model_version, inc)
+        encoded = list(zip(zip(cols.tank_ids, cols.partitions, strict=True), values, strict=True))
         point_values = {p: encode_point(p, pt, self.group, inc) for p, pt in points.items()}
         if self.use_file:
             try:

@@ -71,6 +71,27 @@ class StateColumns:
         z = np.zeros((0, 0), np.float32)
         return StateColumns([], [], [], [], z[None], z[None], z, z, {}, {})
 
+    @staticmethod
+    def of(states: list[TankState]) -> StateColumns:
+        """The columns of these states (of one layout: the first one's array names and
+        shapes)."""
+        if not states:
+            return StateColumns.empty()
+        anomaly = list(states[0].anomaly)
+        extra = list(states[0].extra or {})
+        return StateColumns(
+            tank_ids=[s.tank_id for s in states],
+            partitions=[s.partition for s in states],
+            last_ticks=[s.last_tick for s in states],
+            last_ts=[s.last_ts for s in states],
+            h=np.stack([s.h for s in states], axis=1),
+            c=np.stack([s.c for s in states], axis=1),
+            held=np.stack([s.held for s in states]),
+            actual=np.stack([s.actual for s in states]),
+            anomaly={k: np.stack([np.asarray(s.anomaly[k]) for s in states]) for k in anomaly},
+            extra={k: np.stack([np.asarray((s.extra or {})[k]) for s in states]) for k in extra},
+        )
+
     def __len__(self) -> int:
         return len(self.tank_ids)
 

@@ -515,11 +515,10 @@ class Service(PartitionOwnership):
 
     def _check_membership(self, now: float) -> None:
         """Replace a consumer stuck outside its group (pipeline.membership)."""
-        consumer = self._consumer
-        in_group = getattr(consumer, "in_stable_group", None)
-        if consumer is None or in_group is None:
+        stuck = self._consumer
+        if stuck is None:
             return
-        if not self._join_watch.stuck(bool(in_group()), self._callbacks_running > 0, now):
+        if not self._join_watch.stuck(stuck.in_stable_group(), self._callbacks_running > 0, now):
             return
         log.warning(
             "consumer stuck outside its group; replacing it",
@@ -527,10 +526,9 @@ class Service(PartitionOwnership):
         )
         self.metrics.consumers_replaced.inc()
         self._on_lost(sorted(self._assigned))  # no checkpoint: others may own them now
-        self._consumer_gen += 1  # the old consumer's callbacks are ignored from here on
+        self._consumer = self._new_consumer()  # from here on the old one's callbacks are ignored
         # Its close may hang on the very IO thread that is stuck: not on this thread.
-        threading.Thread(target=consumer.close, name="close-stuck-consumer", daemon=True).start()
-        self._consumer = self._new_consumer()
+        threading.Thread(target=stuck.close, name="close-stuck-consumer", daemon=True).start()
 
     def _probe(self) -> None:
         assert self._consumer is not None

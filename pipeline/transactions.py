@@ -114,7 +114,6 @@ class TransactionalOutputs:
         self.readings_topic = readings_topic
         self.init_timeout_s = init_timeout_s
         self._producer: Any = None
-        self._in_txn = False
         self._opened_at: float | None = None  # time.monotonic() of begin_transaction
         self._send_error: BaseException | None = None
         self.commits = 0
@@ -149,7 +148,7 @@ class TransactionalOutputs:
     @property
     def in_transaction(self) -> bool:
         """True between the first send after a checkpoint and the checkpoint."""
-        return self._in_txn
+        return self._opened_at is not None
 
     def open_seconds(self) -> float:
         """Age of the open transaction (0.0 when none). Every read_committed reader of
@@ -160,11 +159,9 @@ class TransactionalOutputs:
 
     def _begin(self, producer: Any) -> None:
         producer.begin_transaction()
-        self._in_txn = True
         self._opened_at = time.monotonic()
 
     def _ended(self) -> None:
-        self._in_txn = False
         self._opened_at = None
 
     # ------------------------------------------------------ producer-like
@@ -189,7 +186,7 @@ class TransactionalOutputs:
         be), for :class:`~pipeline.sinks.batch_produce.BatchProducer`'s batch path."""
         try:
             producer = self._ensure()
-            if not self._in_txn:
+            if not self.in_transaction:
                 self._begin(producer)
             return producer
         except Exception as exc:
@@ -208,7 +205,7 @@ class TransactionalOutputs:
         """Abort an open transaction (its checkpoint never came) and close."""
         if self._producer is None:
             return
-        if self._in_txn:
+        if self.in_transaction:
             with contextlib.suppress(Exception):
                 self._bounded(self._producer, lambda tm: tm.begin_abort(), "aborting")
             self._ended()
@@ -222,7 +219,7 @@ class TransactionalOutputs:
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
-        if not self._in_txn and not offsets:
+        if not self.in_transaction and not offsets:
             return
         try:
             if self._send_error is not None:
@@ -230,7 +227,7 @@ class TransactionalOutputs:
             if membership_lost(group_metadata):
                 raise BrokerError("the consumer's group membership was lost (evicted)")
             producer = self._ensure()
-            if not self._in_txn:
+            if not self.in_transaction:
                 self._begin(producer)
             if offsets:
                 tps = {
@@ -252,7 +249,7 @@ class TransactionalOutputs:
 
     def abort(self) -> None:
         """Discard the open transaction (e.g. partitions lost before a checkpoint)."""
-        if self._in_txn or self._send_error is not None:
+        if self.in_transaction or self._send_error is not None:
             self._discard()
 
     def _bounded(self, producer: Any, start: Callable[[Any], Any], what: str) -> None:

@@ -120,8 +120,9 @@ def test_state_record_round_trip_is_exact() -> None:
     assert (p, point) == (3, CommitPoint(42, -math.inf))
 
 
-def _reference_encode_state(s: TankState, group: str, model: str, inc: str) -> bytes:
-    """The record as a dict through json.dumps: what encode_state's template must equal."""
+def reference_encode_state(s: TankState, group: str, model: str, inc: str) -> bytes:
+    """The record as a dict through json.dumps (the encoder before encode_columns): the
+    bytes encode_columns must write. Also bench/checkpoint.py's baseline."""
     import base64
     import json
 
@@ -177,7 +178,7 @@ def test_state_record_bytes_equal_the_json_dumps_reference() -> None:
     for group, model, inc in [("", "", ""), ("g-1", "lstm-48x1-rn", "abc"), ('q"\\é', "m", "")]:
         for st in cases:
             got = encode_state(st, group, model, inc)
-            assert got == _reference_encode_state(st, group, model, inc), (st.tank_id, group)
+            assert got == reference_encode_state(st, group, model, inc), (st.tank_id, group)
             back = decode_state(got)
             assert back.tank_id == st.tank_id and back.last_tick == st.last_tick
 
@@ -206,7 +207,7 @@ def test_encode_columns_equals_encode_state_record_by_record() -> None:
     for group, model, inc in [("g", "m", "i"), ('q"\\é', "", "")]:
         got = encode_columns(cols, group, model, inc)
         assert got == [encode_state(st, group, model, inc) for st in states]
-        assert got == [_reference_encode_state(st, group, model, inc) for st in states]
+        assert got == [reference_encode_state(st, group, model, inc) for st in states]
     assert encode_columns(step.snapshot_columns([], last, np.zeros(12, np.int32))) == []
 
 
