@@ -122,6 +122,7 @@ def pipeline_inprocess(
     tmp: Path,
     horizon: int = 30,
     exactly_once: str = "off",
+    horizon_stride: int = 1,
 ) -> dict[str, float]:
     """Run the service in this process over ``total`` readings already in the topic;
     returns seconds (from assignment to done), CPU seconds of this process, checkpoints."""
@@ -144,6 +145,7 @@ def pipeline_inprocess(
         horizon=horizon,
         horizons_reported=tuple(h for h in (1, 5, 15, 30) if h <= horizon),
         exactly_once=exactly_once,
+        horizon_stride=horizon_stride,
     )
     svc = build_service(settings, CollectorRegistry())
     thread = threading.Thread(target=svc.run, name="pipeline", daemon=True)
@@ -174,7 +176,9 @@ def pipeline_inprocess(
     }
 
 
-def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path) -> str:
+def bench_throughput(
+    bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path, stride: int = 1
+) -> str:
     from models.artifact import load_artifact
 
     interval = load_artifact(model_dir).tick_interval_s
@@ -190,6 +194,12 @@ def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path
         print(f"pipeline, forecasts topic on: {on}")
         h1 = pipeline_inprocess(bootstrap, topics, total, False, model_dir, Path(tmp), 1)
         print(f"pipeline, forecasts topic off, horizon 1: {h1}")
+        strided = None
+        if stride > 1:
+            strided = pipeline_inprocess(
+                bootstrap, topics, total, True, model_dir, Path(tmp), horizon_stride=stride
+            )
+            print(f"pipeline, forecasts topic on, horizon stride {stride}: {strided}")
     raw_rate = total / raw_s
     rows = [["(a) raw kafka-python consume + json.loads", f"{raw_s:.2f}", f"{raw_rate:,.0f}",
              "1.00", f"{raw_cpu:.2f}", "1.00", f"{raw_cpu / raw_s:.2f}"]]  # fmt: skip
@@ -197,6 +207,8 @@ def bench_throughput(bootstrap: str, n_tanks: int, n_ticks: int, model_dir: Path
         ("(b) pipeline, forecasts topic off", off),
         ("(b) pipeline, forecasts topic on", on),
         ("(b') pipeline, forecasts topic off, horizon 1 (no multi-step)", h1),
+        *([(f"(b) pipeline, forecasts topic on, --horizon-stride {stride}", strided)]
+          if strided else []),
     ):  # fmt: skip
         rate = total / r["seconds"]
         rows.append(
@@ -490,6 +502,8 @@ def bench_scale(
         if lean
         else "full: forecasts topic and per-tank metrics on; latency to tank.forecasts"
     )
+    if os.environ.get("TANKWATCH_HORIZON_STRIDE", "1") != "1":
+        what += f"; horizon stride {os.environ['TANKWATCH_HORIZON_STRIDE']}"
     head = (
         f"Scale ({what}): one pipeline process, one tick per second, {n_ticks} ticks per "
         "fleet, the producer on the same 2 cores\n\n"
@@ -608,6 +622,13 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--model", type=Path, default=None, help="artifact (default: committed)")
     parser.add_argument(
+        "--horizon-stride",
+        type=int,
+        default=1,
+        help="throughput: also the full configuration with this --horizon-stride "
+        "(scale/group: set TANKWATCH_HORIZON_STRIDE, the instances inherit it)",
+    )
+    parser.add_argument(
         "--broker", default="embedded", choices=["embedded", "apache"],
         help="embedded: Tansu (in memory); apache: Apache Kafka from its Maven jars "
         "(tankwatch.apache_kafka, log dir on disk)",
@@ -633,7 +654,9 @@ def main() -> int:
             bootstrap = stack.enter_context(EmbeddedBroker()).bootstrap
             print("broker: embedded Tansu (in memory)", flush=True)
         if "throughput" in args.parts:
-            out.append(bench_throughput(bootstrap, args.tanks, args.ticks, model_dir))
+            out.append(
+                bench_throughput(bootstrap, args.tanks, args.ticks, model_dir, args.horizon_stride)
+            )
             print(out[-1] + "\n", flush=True)
         fast = fast_artifact(model_dir, tmp / "model-1s", 1.0)
         if "latency" in args.parts:

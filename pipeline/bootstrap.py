@@ -238,7 +238,13 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         n_features=engine.n_features,
     )
     step = ForecastStep(
-        engine, scorer, settings.horizon, settings.horizons_reported, artifact.scaler.std, plan
+        engine,
+        scorer,
+        settings.horizon,
+        settings.horizons_reported,
+        artifact.scaler.std,
+        plan,
+        horizon_stride=settings.horizon_stride,
     )
     assembler = TickAssembler(
         artifact.tick_interval_s,

@@ -137,6 +137,11 @@ class Settings:
     #: Ticks forecast ahead on a copy of the state (>= max of ``horizons_reported``).
     horizon: int = 30
     horizons_reported: tuple[int, ...] = (1, 5, 15, 30)
+    #: Forecast records: each tank's horizon is computed every this many ticks (on its
+    #: own phase, so every tick computes 1/stride of the fleet), ``horizon + stride - 1``
+    #: ticks ahead, and records in between carry it with ``horizon_age_ticks``. 1 = a
+    #: fresh horizon in every record. The next-step forecast is always fresh.
+    horizon_stride: int = 1
     #: How far event time may run behind a partition's max before a reading is late.
     allowed_lateness_s: float = 120.0
     #: Horizons for the page and metrics are refreshed at most this often (seconds);
@@ -353,6 +358,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         _parse_ints,
         "horizons exported, e.g. 1,5,15,30",
         range=Range(1, 10000),
+    ),
+    FieldSpec(
+        "horizon_stride",
+        "TANKWATCH_HORIZON_STRIDE",
+        int,
+        "compute each tank's horizon every N ticks (records carry its age)",
+        range=Range(1, 1000),
     ),
     FieldSpec(
         "horizon_interval_s",

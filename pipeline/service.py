@@ -373,6 +373,7 @@ class Service(PartitionOwnership):
         per_tick = self.forecasts is not None
         for ct in ticks:
             t0 = time.perf_counter()
+            self.step.assign_phases(ct.rows, ids)
             out = self.step.apply(ct, with_horizon=per_tick)
             outputs.append(out)
             values = np.concatenate(

@@ -156,6 +156,13 @@ def encode_records(
     offsets = ct.offsets.tolist()
     tick = ct.tick
     records = []
+    # With a horizon stride the records say how old their horizon is; without one they
+    # stay byte for byte what they were.
+    aged = (
+        [f'{hticks},"horizon_age_ticks":{a}' for a in out.horizon_age.tolist()]
+        if out.horizon_age is not None
+        else None
+    )
     for i, row in enumerate(ct.rows.tolist()):
         tank_id = tank_ids[row]
         if tank_id is None:
@@ -173,7 +180,7 @@ def encode_records(
             x[j + 1],
             f[j],
             f[j + 1],
-            hticks,
+            hticks if aged is None else aged[i],
             hz_p[i],
             hz_t[i],
             residual,

@@ -18,6 +18,7 @@ from tests.integration.helpers import (
     STANDARD_HISTORY,
     ServiceThread,
     assert_forecasts_equal,
+    assert_records_close,
     pipeline_settings,
     produce_raw,
     produce_readings,
@@ -200,3 +201,37 @@ def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_changes(
     assert replaced == 1
     got = read_forecasts(kafka_bootstrap, topics.forecasts)
     assert_forecasts_equal(reference["forecasts"], got, 1e-6)
+
+
+def test_a_horizon_stride_changes_only_the_horizons_between_their_ticks(
+    reference: dict[str, Any],
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    """``--horizon-stride 3`` end to end: one record per reading as before, each saying
+    how old its horizon is; next step, residual, score and flag as in the stride-1
+    run; and a horizon computed at its own tick (age 0) equal to the stride-1 one."""
+    history = reference["history"]
+    topics = make_topics()
+    settings = pipeline_settings(kafka_bootstrap, topics, tmp_path, horizon_stride=3)
+    produce_readings(kafka_bootstrap, topics.readings, history)
+    with ServiceThread(settings) as run:
+        wait_consumed(run.service, len(history), 90)
+    got = read_forecasts(kafka_bootstrap, topics.forecasts)
+    ref = reference["forecasts"]
+    assert got.keys() == ref.keys()
+    validator = jsonschema.Draft202012Validator(schema())
+    ages = {0: 0, 1: 0, 2: 0}
+    for key, rec in got.items():
+        validator.validate(rec)
+        age = rec.pop("horizon_age_ticks")
+        ages[age] += 1
+        if age == 0:
+            assert_records_close(ref[key], rec, 1e-6, str(key))
+        else:
+            lead1 = rec["horizon"]["pressure_kpa"][0]  # lead 1 is this tick's next step
+            assert lead1 == rec["forecast"]["pressure_kpa"], key
+            assert_records_close(ref[key], {**rec, "horizon": ref[key]["horizon"]}, 1e-6)
+    # About a third of the records each (every tank has its own phase).
+    assert all(n > len(got) / 5 for n in ages.values()), ages
