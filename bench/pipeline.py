@@ -490,6 +490,7 @@ def bench_scale(
         lat, missing = (r["metrics"], r["missing_metrics"]) if lean else (
             r["kafka"], r["missing_kafka"])  # fmt: skip
         p99 = percentile(lat, 99)
+        print(f"  {n:,} tanks, latency per tick, ms: {[round(v * 1000) for v in lat]}", flush=True)
         send99 = percentile(r["send_s"], 99)
         keeps = missing == 0 and p99 < 1.0 and send99 < 1.0
         rows.append([f"{n:,}", r["ticks"], ms(percentile(r["send_s"], 50)), ms(send99),

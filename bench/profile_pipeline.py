@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--forecasts", choices=["on", "off"], default="on")
     parser.add_argument("--horizon", type=int, default=30)
+    parser.add_argument("--horizon-stride", type=int, default=1)
     parser.add_argument("--pyinstrument", action="store_true")
     args = parser.parse_args()
 
@@ -78,6 +79,7 @@ def main() -> int:
             model_dir,
             Path(tmp),
             args.horizon,
+            horizon_stride=args.horizon_stride,
         )
         print(f"{total:,} readings: {r} ({time.perf_counter() - t0:.1f} s with setup)")
         if profiler is not None:

@@ -183,7 +183,10 @@ def sweep_rows(
 def forecast_rows(name: str, skill: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for feat, per in skill["skill"].items():
-        for h in ("1", "30"):
+        # Every reported horizon (1, 5, 15, 30): the gate chooses per horizon, and a
+        # choice that does not carry over to unseen wells shows in between, not only
+        # at the ends (it did: docs/model.md "Real data").
+        for h in ("1", "5", "15", "30"):
             r = per[h]
             rows.append(
                 [
