@@ -69,13 +69,44 @@ def hostile_objects(draw: st.DrawFn) -> bytes:
 
 
 def _check(value: bytes | None, key: bytes | None) -> None:
+    """Only known rejects, and decode_batch (its orjson fast path included) decides
+    exactly as decode_reading (json), message for message."""
+    want: tuple[Any, ...]
     try:
-        decode_reading(value, key)
+        r = decode_reading(value, key)
+        want = (r.tank_id, r.ts, r.pressure_kpa, r.temperature_c, r.event is not None)
+        if key is None:
+            want = (NO_KEY,)  # the pipeline's rule (require_key)
     except DecodeError as exc:
         assert exc.reason in KNOWN, exc
+        want = (exc.reason,)
     got = decode_batch([value, value], [key, key], require_key=True)
     assert len(got.index) + len(got.rejected) == 2
     assert all(exc.reason in KNOWN for _, exc in got.rejected)
+    decided = [(exc.reason,) for _, exc in got.rejected] + [
+        (got.tank_ids[j], got.ts[j], got.pressure_kpa[j], got.temperature_c[j], got.event[j])
+        for j in range(len(got.index))
+    ]
+    assert decided == [want, want], (value, key)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Where orjson and json part ways: NaN and 1e400 (json parses, orjson refuses),
+        # a lone surrogate (same), integers beyond 64 bits (orjson: a float).
+        b'{"tank_id":"T01","ts":1700000000.5,"pressure_kpa":NaN,"temperature_c":15.0}',
+        b'{"tank_id":"T01","ts":1700000000.5,"pressure_kpa":1e400,"temperature_c":15.0}',
+        b'{"tank_id":"T01\\ud800","ts":1700000000.5,"pressure_kpa":101.3,"temperature_c":15.0}',
+        b'{"tank_id":"T01","ts":1700000000.5,"pressure_kpa":123456789012345678901,'
+        b'"temperature_c":15.0}',
+        b'{"tank_id":"T01","ts":17000000000000000000000,"pressure_kpa":101.3,"temperature_c":1.0}',
+        b'{"tank_id":"T01","ts":1700000000.5,"pressure_kpa":101.3,"temperature_c":15.0}',
+        b' {"tank_id":"T01","ts":"2023-11-14T22:13:20Z","pressure_kpa":101.3,"temperature_c":1.5} ',
+    ],
+)
+def test_the_batch_decoder_decides_as_decode_reading_where_parsers_differ(value: bytes) -> None:
+    _check(value, b"T01")
 
 
 @CASES
