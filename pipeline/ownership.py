@@ -262,13 +262,14 @@ class PartitionOwnership:
             self._forget(gone)
             return offsets
 
-    def _on_lost(self, partitions: list[int]) -> None:
-        """Membership expired: another member may own these already, so no checkpoint."""
+    def _on_lost(self, partitions: list[int], why: str = "session expired") -> None:
+        """Membership expired (or the consumer is being replaced: ``why``): another
+        member may own these already, so no checkpoint."""
         with self._rebalance_callback():
             gone = [p for p in partitions if p in self._assigned]
             open_txn = self._transactional() and self.producer.in_transaction
             log.warning(
-                "group membership lost (session expired); partitions dropped without a checkpoint",
+                f"group membership lost ({why}); partitions dropped without a checkpoint",
                 extra={"partitions": gone, "open_transaction_aborted": open_txn},
             )
             self._forget(gone)

@@ -526,7 +526,8 @@ class Service(PartitionOwnership):
             extra={"seconds": self._join_watch.limit_s, "partitions": sorted(self._assigned)},
         )
         self.metrics.consumers_replaced.inc()
-        self._on_lost(sorted(self._assigned))  # no checkpoint: others may own them now
+        # No checkpoint: others may own them now.
+        self._on_lost(sorted(self._assigned), "consumer stuck outside its group, replaced")
         self._consumer = self._new_consumer()  # from here on the old one's callbacks are ignored
         # Its close may hang on the very IO thread that is stuck: not on this thread.
         threading.Thread(target=stuck.close, name="close-stuck-consumer", daemon=True).start()
