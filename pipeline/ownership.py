@@ -110,6 +110,10 @@ class PartitionOwnership:
         if isinstance(exc, LocalCheckpointError):
             self._checkpoint_problem = str(exc)
             self.metrics.checkpoint_failures.labels("local_file").inc()
+        elif isinstance(exc, TransactionAborted) and not exc.broker_fault:
+            # Fenced or evicted: the broker is fine, this instance was out of date (its
+            # partitions are being or were reassigned); counted, not a broker outage.
+            self.metrics.checkpoint_failures.labels("fenced").inc()
         else:
             self._set_broker(False, exc)
             self.metrics.checkpoint_failures.labels("broker").inc()
@@ -122,9 +126,13 @@ class PartitionOwnership:
         with self._broker_wait():
             if self._transactional():
                 with self._work:
-                    if not self._commit_transaction():
+                    aborted = self._commit_transaction()
+                    if aborted is not None:
                         self._rewind(sorted(self._assigned))
-                        raise BrokerError("checkpoint transaction aborted; partitions rewound")
+                        raise TransactionAborted(
+                            "checkpoint transaction aborted; partitions rewound",
+                            broker_fault=aborted.broker_fault,
+                        )
                 return
             with self._work:
                 offsets = self._save_checkpoint(partitions)
@@ -135,9 +143,9 @@ class PartitionOwnership:
     def _transactional(self) -> bool:
         return bool(getattr(self.producer, "exactly_once", False))
 
-    def _commit_transaction(self) -> bool:
+    def _commit_transaction(self) -> TransactionAborted | None:
         """Checkpoint every assigned partition in the open transaction and commit it with
-        the consumed offsets (caller holds the work lock). False: aborted, the outputs
+        the consumed offsets (caller holds the work lock). Not None: aborted, the outputs
         since the last checkpoint are gone and the caller must rewind. A flush that
         timed out raises BrokerError and leaves the transaction open for the next try."""
         assert self._consumer is not None
@@ -145,10 +153,11 @@ class PartitionOwnership:
         try:
             self.producer.commit(offsets, self._consumer.group_metadata())
         except TransactionAborted as exc:
-            self._set_broker(False, exc)
+            if exc.broker_fault:  # not when only this instance was out of date
+                self._set_broker(False, exc)
             log.warning("checkpoint transaction aborted", extra={"error": str(exc)})
-            return False
-        return True
+            return exc
+        return None
 
     def _rewind(self, partitions: list[int]) -> None:
         """Back to the last committed checkpoint of these partitions (after an abort)."""
@@ -244,7 +253,7 @@ class PartitionOwnership:
             if self._transactional():
                 # The open transaction holds every partition's outputs: commit them all.
                 try:
-                    ok = self._commit_transaction()
+                    ok = self._commit_transaction() is None
                 except Exception as exc:
                     self._set_broker(False, exc)
                     log.warning("checkpoint on revoke failed", extra={"error": str(exc)})

@@ -94,7 +94,34 @@ def default_transactional_id(group: str, state_dir: Path) -> str:
 
 
 class TransactionAborted(BrokerError):
-    """The checkpoint's transaction did not commit; its outputs were discarded."""
+    """The checkpoint's transaction did not commit; its outputs were discarded.
+
+    ``broker_fault``: False when the broker is fine and this instance is the one out
+    of date (its membership was lost, or another instance fenced it): /healthz then
+    must not report the broker unreachable."""
+
+    def __init__(self, message: str, broker_fault: bool = True) -> None:
+        super().__init__(message)
+        self.broker_fault = broker_fault
+
+
+class _MembershipLost(BrokerError):
+    pass
+
+
+def _is_fenced(exc: BaseException) -> bool:
+    """A newer producer with this transactional id, or a newer group generation, won."""
+    from kafka import errors
+
+    fenced = (
+        errors.CommitFailedError,  # offsets of a generation the group has left behind
+        errors.ProducerFencedError,
+        errors.InvalidProducerEpochError,
+        errors.FencedInstanceIdError,
+        errors.IllegalGenerationError,
+        errors.UnknownMemberIdError,
+    )
+    return isinstance(exc, (_MembershipLost, *fenced))
 
 
 class TransactionalOutputs:
@@ -225,7 +252,7 @@ class TransactionalOutputs:
             if self._send_error is not None:
                 raise BrokerError(f"a send of this transaction failed: {self._send_error}")
             if membership_lost(group_metadata):
-                raise BrokerError("the consumer's group membership was lost (evicted)")
+                raise _MembershipLost("the consumer's group membership was lost (evicted)")
             producer = self._ensure()
             if not self.in_transaction:
                 self._begin(producer)
@@ -242,7 +269,9 @@ class TransactionalOutputs:
             self._bounded(producer, lambda tm: tm.begin_commit(), "committing")
         except Exception as exc:
             self._discard()
-            raise TransactionAborted(f"transaction aborted: {exc}") from None
+            raise TransactionAborted(
+                f"transaction aborted: {exc}", broker_fault=not _is_fenced(exc)
+            ) from None
         self._ended()
         self.commits += 1
         self.on_outcome("committed")

@@ -171,11 +171,12 @@ class PipelineMetrics:
         self.checkpoint_failures = Counter(
             "tankwatch_checkpoint_failures",
             "Checkpoints that did not complete (offsets not committed), by reason: "
-            "local_file (state dir not writable / full) or broker.",
+            "local_file (state dir not writable / full), broker, or fenced (this "
+            "instance's group membership or transactional id was taken over).",
             ["reason"],
             registry=r,
         )
-        for reason in ("local_file", "broker"):
+        for reason in ("local_file", "broker", "fenced"):
             self.checkpoint_failures.labels(reason)
         self.checkpoint_seconds = Histogram(
             "tankwatch_checkpoint_seconds", "Time to write one checkpoint.", registry=r

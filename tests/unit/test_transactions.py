@@ -142,8 +142,9 @@ def test_an_evicted_members_transaction_is_aborted_not_committed() -> None:
     p = RecordingProducer()
     out = outputs(p)
     out.send("tank.forecasts", b"stale")
-    with pytest.raises(TransactionAborted, match="membership was lost"):
+    with pytest.raises(TransactionAborted, match="membership was lost") as info:
         out.commit({0: 5}, ConsumerGroupMetadata(group_id="g"))  # generation -1, member ''
+    assert not info.value.broker_fault  # the broker is fine: /healthz must not say otherwise
     assert "offsets" not in p.calls and "commit" not in p.calls and p.calls[-1] == "abort"
     out.send("tank.forecasts", b"fresh")
     out.commit({0: 6}, ConsumerGroupMetadata("g", 7, "member-1"))
@@ -156,8 +157,9 @@ def test_refused_offsets_abort_the_whole_transaction() -> None:
     p = RecordingProducer(fail={"offsets": CommitFailedError("stale generation")})
     out = outputs(p)
     out.send("tank.forecasts", b"a")
-    with pytest.raises(TransactionAborted, match="stale generation"):
+    with pytest.raises(TransactionAborted, match="stale generation") as info:
         out.commit({0: 5}, "old-generation")
+    assert not info.value.broker_fault  # the group moved on: this instance is out of date
     assert p.calls[-2:] == ["offsets", "abort"] and "commit" not in p.calls
     assert out.aborts == 1 and not out.in_transaction
     out.send("tank.forecasts", b"b")  # the same producer starts the next transaction
@@ -171,8 +173,9 @@ def test_fenced_producer_is_replaced_by_a_new_one() -> None:
     new = RecordingProducer()
     out = outputs(old, new)
     out.send("tank.forecasts", b"a")
-    with pytest.raises(TransactionAborted):
+    with pytest.raises(TransactionAborted) as info:
         out.commit({0: 1}, "g")
+    assert not info.value.broker_fault
     assert old.calls[-1] == "close"
     out.send("tank.forecasts", b"b")
     assert new.calls == ["init", "begin", "send"]
@@ -224,8 +227,9 @@ def test_a_commit_and_abort_that_never_finish_replace_the_producer() -> None:
     out = outputs(stuck, fresh)
     out.init_timeout_s = 0.01
     out.send("tank.forecasts", b"x")
-    with pytest.raises(TransactionAborted):
+    with pytest.raises(TransactionAborted) as info:
         out.commit({0: 5}, "gen")
+    assert info.value.broker_fault  # a broker that does not answer: /healthz says so
     assert stuck.calls[-3:] == ["commit", "abort", "close"]
     out.send("tank.forecasts", b"y")
     out.commit({0: 6}, "gen")
