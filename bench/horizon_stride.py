@@ -19,6 +19,7 @@ carry it at its age. Two tables, every stride and the stride-1 baseline in the s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -142,7 +143,7 @@ def speed(n: int, strides: list[int], rounds: int, ticks: int) -> list[list[Any]
 
 
 # --------------------------------------------------------------------- accuracy
-def accuracy(model_dir: Path, grid: TickGrid, start: int, strides: list[int]) -> dict[int, Any]:
+def accuracy(model_dir: Path, grid: TickGrid, start: int, strides: list[int]) -> dict[str, Any]:
     """Per stride: (sq error sums (3, len(REPORTED), F) for served / persistence / Holt,
     counts (len(REPORTED), F)), over forecasts made at ticks >= start."""
     n_ticks, n, nf = grid.values.shape
@@ -151,8 +152,13 @@ def accuracy(model_dir: Path, grid: TickGrid, start: int, strides: list[int]) ->
     row_of = {int(t): i for i, t in enumerate(tick_no.tolist())}
     seg = np.cumsum(grid.boundary, axis=0)  # (K, N) segment number of each tick
     results: dict[int, Any] = {}
-    for k in strides:
+    # Stride 1 once more without the per-tank Holt check (models.baselines
+    # HoltBaseline.trusted): what the gate alone serves, in the same run.
+    runs = [("1, no per-tank Holt check", 1, False)] + [(str(k), k, True) for k in strides]
+    for label, k, check in runs:
         step = make_step(model_dir, n, k)
+        if not check:
+            step.holt.params = dataclasses.replace(step.holt.params, veto_ratio=float("inf"))
         step.assign_phases(np.arange(n), list(grid.tank_ids))
         sq = np.zeros((3, leads.size, nf))
         cnt = np.zeros((leads.size, nf))
@@ -182,14 +188,15 @@ def accuracy(model_dir: Path, grid: TickGrid, start: int, strides: list[int]) ->
                     err = np.where(ok, fc - target, 0.0)
                     sq[m, j] += (err.astype(np.float64) ** 2).sum(axis=0)
                 cnt[j] += ok.sum(axis=0)
-        print(f"  stride {k}: {n_ticks} ticks in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-        results[k] = (sq, cnt)
+        took = time.monotonic() - t0
+        print(f"  stride {label}: {n_ticks} ticks in {took:.0f} s", file=sys.stderr)
+        results[label] = (sq, cnt)
     return results
 
 
-def accuracy_rows(name: str, features: list[str], res: dict[int, Any]) -> list[list[Any]]:
+def accuracy_rows(name: str, features: list[str], res: dict[str, Any]) -> list[list[Any]]:
     rows = []
-    for k, (sq, cnt) in res.items():
+    for k, (sq, cnt) in res.items():  # k: the stride (and variant)
         rmse = np.sqrt(sq / np.maximum(cnt, 1))  # (3, R, F)
         for fi, feat in enumerate(features):
             for j, h in enumerate(REPORTED):

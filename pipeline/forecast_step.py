@@ -408,6 +408,11 @@ class ForecastStep:
             h = lstm.shape[0]
             holt = self.holt.forecast(first_h - 1 + h, rows)[first_h - 1 :]
             pers = np.broadcast_to(reading[None], lstm.shape)
+            # Where the gate says Holt but this tank's own one-step errors say Holt
+            # does not fit it, persistence is served (models.baselines).
+            fits = self.holt.trusted(rows)
+            if not fits.all():
+                holt = np.where(fits[None], holt, pers)
             out = serve(plan.codes, lstm, pers, holt, first_h)
         if plan.bounds is not None:
             out, clipped = plan.bounds.clip(out, reading, first_h)

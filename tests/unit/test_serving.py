@@ -87,3 +87,55 @@ def test_forecast_step_serves_clips_and_withholds_flags_out_of_range() -> None:
     assert step.fleet.clips[0] > 0  # Holt's 30-tick temperature runs past 0.5
     assert out.calibrated.tolist() == [True, False]
     assert not out.flag[1] and step.fleet.out_of_range.tolist()[:2] == [0, 40]
+
+
+def test_holt_is_trusted_per_row_by_its_own_one_step_errors() -> None:
+    """A steady ramp: Holt's one-step errors are far below persistence's, trusted. A
+    sawtooth (6 ticks up, 6 down, a little noise): Holt's trend keeps going past each
+    turn and does ~11 % worse than persistence (1.115 for every seed tried), so once
+    there is enough evidence it is not trusted."""
+    rng = np.random.default_rng(3)
+    holt = HoltBaseline(2, 1)
+    trusted = []
+    saw = 100.0
+    for t in range(400):
+        saw += (1.0 if (t // 6) % 2 == 0 else -1.0) + rng.normal(0, 0.1)
+        holt.update(np.array([[0.5 * t], [saw]]), np.array([True, True]))
+        trusted.append(holt.trusted(np.array([0, 1]))[:, 0].tolist())
+    assert holt.err_holt[0, 0] < 0.2 * holt.err_pers[0, 0]
+    assert holt.err_holt[1, 0] > holt.err_pers[1, 0]
+    # Both trusted until the evidence is in (min_weight 0.5: ~69 updates at 0.01).
+    assert trusted[50] == [True, True] and trusted[-1] == [True, False]
+    # Checkpointed and restored with the row; a reset forgets the evidence; a state
+    # from before the check (no error keys) restores as no evidence.
+    other = HoltBaseline(1, 1)
+    other.restore(np.array([0]), holt.snapshot(np.array([1])))
+    assert other.trusted(np.array([0])).tolist() == [[False]]
+    old = {k: v for k, v in holt.snapshot(np.array([1])).items() if k.startswith("holt_")}
+    old.pop("holt_err")
+    other.restore(np.array([0]), old)
+    assert other.trusted(np.array([0])).tolist() == [[True]] and other.err_weight[0, 0] == 0
+    holt.reset_rows(np.array([1]))
+    assert holt.trusted(np.array([1])).tolist() == [[True]]
+
+
+def test_where_holt_does_not_fit_a_tank_it_is_served_persistence() -> None:
+    art = load_artifact(default_model_dir())
+    engine = load_forecaster(default_model_dir(), "numpy", 0)
+    codes = np.tile(np.array([[0, 0]]), (30, 1))
+    codes[1:] = 2  # Holt beyond the next step, for both features
+    step = ForecastStep(
+        engine, AnomalyScorer(0, warmup=2), 30, (1, 5, 30), art.scaler.std, ServingPlan(codes)
+    )
+    step.ensure_capacity(2)
+    out = None
+    for t in range(120):
+        x = np.array([[100.0 + 0.2 * t, 10.0 + 0.1 * t]] * 2, np.float32)
+        if t > 40:  # after that, Holt's own errors on row 1 say it does not fit
+            step.holt.err_holt[1] = 4.0 * step.holt.err_pers[1] + 1.0
+        out = step.apply(tick(t, [0, 1], x, [t - 1, t - 1]))
+    assert out is not None
+    x = out.tick.x
+    # Row 0 follows its trend (Holt), row 1 is served its reading (persistence).
+    assert (out.horizons[0, 1:, 0] > x[0, 0] + 0.5).all()
+    np.testing.assert_array_equal(out.horizons[1, 1:], np.repeat(x[1:2], 2, axis=0))
