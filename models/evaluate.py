@@ -147,6 +147,9 @@ class StreamResult:
     b_sq: NDArray[np.float64] | None = None
     clips: NDArray[np.int64] | None = None
     horizon_fc: NDArray[np.float32] | None = None
+    #: (N, H, F) squared errors of the forecasts *as the pipeline serves them* (the
+    #: gate's ``codes``, the per-tank Holt check, then the bounds); None without codes.
+    s_sq: NDArray[np.float64] | None = None
 
 
 def stream(
@@ -201,7 +204,7 @@ def stream(
     clips = np.zeros(n, np.int64)
     std = np.asarray(residual_scale, np.float64)
     shape = (n, max_horizon, nf)
-    sq, ab, p_sq, p_ab = (np.zeros(shape) for _ in range(4))
+    sq, ab, p_sq, p_ab, s_sq = (np.zeros(shape) for _ in range(5))
     count = np.zeros((n, max_horizon))
     next_fc = np.full((steps, n, nf), np.nan, np.float32)
     far_fc = np.full((steps, n, nf), np.nan, np.float32)
@@ -243,7 +246,10 @@ def stream(
         if codes is not None:
             held = held.copy()
             held[stepped] = serve(
-                codes[:1], lstm_next[stepped][None], x[stepped][None], holt.forecast(1, stepped)
+                codes[:1],
+                lstm_next[stepped][None],
+                x[stepped][None],
+                _checked_holt(holt, holt.forecast(1, stepped), x[stepped], stepped),
             )[0]
         else:
             held = lstm_next
@@ -255,6 +261,12 @@ def stream(
         if bounds is not None:
             fc, _ = bounds.clip(fc, x[rows])
         hfc = holt.forecast(max_horizon, rows)  # (H, r, F)
+        sfc = None
+        if codes is not None:  # what the pipeline serves (ForecastStep._serve)
+            pers = np.broadcast_to(x[rows][None], fc.shape)
+            sfc = serve(codes, fc, pers, _checked_holt(holt, hfc, x[rows], rows))
+            if bounds is not None:
+                sfc, _ = bounds.clip(sfc, x[rows])
         # Targets: this tank's next readings whose tick is within the horizon, in the
         # same segment (a reading after a refill is not scored).
         ahead = pt[k + 1 : k + 1 + depth][:, rows] - pt[k, rows]  # (D, r) ticks ahead
@@ -276,6 +288,8 @@ def stream(
         perr = x[rr] - target
         # (row, h) pairs are unique within a step: += on fancy indices is safe.
         b_sq[rr, h - 1] += (hfc[h - 1, r_i] - target) ** 2
+        if sfc is not None:
+            s_sq[rr, h - 1] += (sfc[h - 1, r_i] - target) ** 2
         sq[rr, h - 1] += err**2
         ab[rr, h - 1] += np.abs(err)
         p_sq[rr, h - 1] += perr**2
@@ -303,7 +317,19 @@ def stream(
         b_sq=b_sq,
         clips=clips,
         horizon_fc=packed.scatter(horizon_fc, n_ticks, np.nan),
+        s_sq=s_sq if codes is not None else None,
     )
+
+
+def _checked_holt(
+    holt: HoltBaseline, fc: NDArray[np.float64], reading: NDArray[Any], rows: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Holt's forecasts (H, r, F) with persistence where this tank's own one-step errors
+    say Holt does not fit it (the pipeline's per-tank check, HoltBaseline.trusted)."""
+    fits = holt.trusted(rows)
+    if fits.all():
+        return fc
+    return np.where(fits[None], fc, np.asarray(reading, np.float64)[None])
 
 
 def replay_scorer(
@@ -621,7 +647,11 @@ def skill_summary(
 ) -> dict[str, Any]:
     """Holdout RMSE per feature and horizon of the LSTM, persistence, Holt and the
     served mix (``codes``: the artifact's gate; None: the gate chosen here), plus the
-    gate this holdout would choose (``serving``, what training stores)."""
+    gate this holdout would choose (``serving``, what training stores).
+
+    With ``codes`` and a stream run with them, "served" is measured on the forecasts
+    the pipeline would serve (gate, per-tank Holt check, bounds: ``s_sq``); otherwise
+    it is the chosen source's RMSE."""
     count = np.where(result.count.sum(0) > 0, result.count.sum(0), np.nan)[..., None]
     assert result.b_sq is not None
     rmse = np.stack(
@@ -630,6 +660,8 @@ def skill_summary(
     chosen = choose(rmse)
     used = chosen if codes is None else codes[: rmse.shape[1]]
     served = np.take_along_axis(rmse, used[None], axis=0)[0]
+    if codes is not None and result.s_sq is not None:
+        served = np.sqrt(result.s_sq.sum(0) / count)
     skill: dict[str, Any] = {}
     for fi, name in enumerate(features):
         skill[name] = {}
