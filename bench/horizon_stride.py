@@ -232,21 +232,11 @@ def sim_grid() -> tuple[Path, TickGrid, int]:
 
 
 def w3_grid(root: Path, work: Path) -> tuple[Path, TickGrid, int]:
-    from bench.quality import frame_of, load_run, train_3w
+    """The unseen wells of ``bench/quality.py``, and a model trained as it trains one
+    (its split and default settings)."""
+    from bench.quality import frame_of, parser, split_and_train
 
-    files = sorted((root / "data" / "2").glob("*.csv")) + sorted(
-        (root / "data" / "6").glob("*.csv")
-    )
-    runs = {p.stem: load_run(p) for p in files}
-    train_wells = {"WELL-00011", "WELL-00012"}  # bench/quality.py's split and settings
-    args = argparse.Namespace(units=24, epochs=4, level_alpha=0.005, scale_alpha=0.005)
-    train_runs = {k: r for k, r in runs.items() if k.split("_")[0] in train_wells}
-    test_runs = {k: r for k, r in runs.items() if k.split("_")[0] not in train_wells}
-    t0 = time.monotonic()
-    art_dir = train_3w(train_runs, work, args)
-    print(
-        f"3W: trained on {len(train_runs)} runs in {time.monotonic() - t0:.0f} s", file=sys.stderr
-    )
+    art_dir, _, test_runs = split_and_train(root, work, parser().parse_args([]))
     art = load_artifact(art_dir)
     grid = build_grid(frame_of(test_runs), 1.0, art.max_gap_ticks, art.features)
     return art_dir, grid, 0

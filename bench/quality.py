@@ -242,7 +242,12 @@ ANOMALY_HEAD = [
 ]
 
 
-def run_3w(root: Path, work: Path, args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+def split_and_train(
+    root: Path, work: Path, args: argparse.Namespace
+) -> tuple[Path, dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The class-2 and class-6 runs of the 3W folder ``root``, split into the runs of
+    ``args.train_wells`` and the others; a model trained on the former (``train_3w``).
+    Returns (artifact dir, training runs, test runs)."""
     files = sorted((root / "data" / "2").glob("*.csv")) + sorted(
         (root / "data" / "6").glob("*.csv")
     )
@@ -255,6 +260,11 @@ def run_3w(root: Path, work: Path, args: argparse.Namespace) -> tuple[list[Any],
     print(
         f"3W: trained on {len(train_runs)} runs in {time.monotonic() - t0:.0f} s", file=sys.stderr
     )
+    return art_dir, train_runs, test_runs
+
+
+def run_3w(root: Path, work: Path, args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    art_dir, _, test_runs = split_and_train(root, work, args)
     art = load_artifact(art_dir)
     train_skill = {"skill": art.metadata["evaluation"]["skill"]}
     grid = build_grid(frame_of(test_runs), 1.0, art.max_gap_ticks, art.features)
@@ -339,7 +349,8 @@ def run_sim(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     return forecast_rows("simulator holdout", skill), anomaly_rows("simulator holdout", results)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options (and their defaults, which bench/horizon_stride.py trains with too)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--3w", dest="w3", type=Path, help="the 3W folder (../shared/data/3w)")
     ap.add_argument("--sim", action="store_true", help="also the bundled simulator history")
@@ -354,7 +365,11 @@ def main() -> int:
     ap.add_argument("--scale-alpha", type=float, default=0.005)
     ap.add_argument("--window", type=int, default=60)
     ap.add_argument("--departure-alpha", type=float, default=0.002)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
     fc_rows: list[Any] = []
     an_rows: list[Any] = []
     t0 = time.monotonic()

@@ -118,6 +118,18 @@ class HoltBaseline:
         worse = self.err_holt[rows] > (p.veto_ratio**2) * self.err_pers[rows]
         return np.asarray(~((w >= p.min_weight) & worse), bool)
 
+    def or_persistence(
+        self, fc: NDArray[np.floating], reading: NDArray[np.floating], rows: NDArray[np.intp]
+    ) -> NDArray[np.floating]:
+        """Holt's forecasts ``fc`` (H', n, F) for ``rows``, with the ``reading`` (n, F)
+        -- persistence -- where :meth:`trusted` says Holt does not fit the row. What
+        the pipeline serves wherever the skill gate says Holt (and ``models.evaluate``
+        scores as served)."""
+        fits = self.trusted(rows)
+        if fits.all():
+            return fc
+        return np.where(fits[None], fc, np.asarray(reading, fc.dtype)[None])
+
     def persistence(self, horizon: int, rows: NDArray[np.intp] | None = None) -> F64:
         idx = np.arange(self.n_rows) if rows is None else np.asarray(rows, np.intp)
         return np.broadcast_to(self.last[idx][None], (horizon, idx.size, self.nf)).copy()

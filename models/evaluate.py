@@ -249,7 +249,7 @@ def stream(
                 codes[:1],
                 lstm_next[stepped][None],
                 x[stepped][None],
-                _checked_holt(holt, holt.forecast(1, stepped), x[stepped], stepped),
+                holt.or_persistence(holt.forecast(1, stepped), x[stepped], stepped),
             )[0]
         else:
             held = lstm_next
@@ -264,7 +264,7 @@ def stream(
         sfc = None
         if codes is not None:  # what the pipeline serves (ForecastStep._serve)
             pers = np.broadcast_to(x[rows][None], fc.shape)
-            sfc = serve(codes, fc, pers, _checked_holt(holt, hfc, x[rows], rows))
+            sfc = serve(codes, fc, pers, holt.or_persistence(hfc, x[rows], rows))
             if bounds is not None:
                 sfc, _ = bounds.clip(sfc, x[rows])
         # Targets: this tank's next readings whose tick is within the horizon, in the
@@ -319,17 +319,6 @@ def stream(
         horizon_fc=packed.scatter(horizon_fc, n_ticks, np.nan),
         s_sq=s_sq if codes is not None else None,
     )
-
-
-def _checked_holt(
-    holt: HoltBaseline, fc: NDArray[np.float64], reading: NDArray[Any], rows: NDArray[np.intp]
-) -> NDArray[np.float64]:
-    """Holt's forecasts (H, r, F) with persistence where this tank's own one-step errors
-    say Holt does not fit it (the pipeline's per-tank check, HoltBaseline.trusted)."""
-    fits = holt.trusted(rows)
-    if fits.all():
-        return fc
-    return np.where(fits[None], fc, np.asarray(reading, np.float64)[None])
 
 
 def replay_scorer(

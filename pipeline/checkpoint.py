@@ -124,27 +124,21 @@ def encode_state(s: TankState, group: str = "", model: str = "", inc: str = "") 
     return encode_columns(StateColumns.of([s]), group, model, inc)[0]
 
 
-_B64_ALPHABET = np.frombuffer(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8
-)
-
-
 def b64_rows(raw: np.ndarray) -> list[str]:
-    """Standard base64 of every row of a (n, L) uint8 array, computed for all rows at
-    once (``base64.b64encode(row).decode()`` for each row, same text)."""
+    """Standard base64 of every row of a (n, L) uint8 array (``base64.b64encode(row)``
+    for each row, same text) from one ``b64encode`` of the whole block: each row is
+    zero-padded to a multiple of 3 bytes, so the rows' encodings are consecutive
+    slices, and the padding's last characters become ``=`` as b64encode writes them."""
     n, length = raw.shape
     pad = (-length) % 3
     if pad:
         raw = np.concatenate([raw, np.zeros((n, pad), np.uint8)], axis=1)
-    g = raw.reshape(n, -1, 3).astype(np.uint32)
-    v = (g[..., 0] << 16) | (g[..., 1] << 8) | g[..., 2]
-    idx = np.stack([(v >> 18) & 63, (v >> 12) & 63, (v >> 6) & 63, v & 63], axis=-1)
-    chars = _B64_ALPHABET[idx.reshape(n, -1)]
+    width = (length + pad) // 3 * 4
+    text = base64.b64encode(np.ascontiguousarray(raw).tobytes()).decode("ascii")
+    rows = [text[i * width : (i + 1) * width] for i in range(n)]
     if pad:
-        chars[:, -pad:] = ord("=")
-    width = chars.shape[1]
-    text = chars.tobytes().decode("ascii")
-    return [text[i * width : (i + 1) * width] for i in range(n)]
+        rows = [r[:-pad] + "=" * pad for r in rows]
+    return rows
 
 
 def _b64_column(a: np.ndarray, n: int, dtype: type) -> list[str]:

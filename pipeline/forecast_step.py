@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from models.anomaly import AnomalyScorer, AnomalyState
 from models.baselines import HoltBaseline
 from models.engines.base import Forecaster, RowState
-from models.serving import ServingPlan, serve
+from models.serving import SOURCES, ServingPlan, serve
 from pipeline.assembler import NO_TICK, RESET_REASONS, ClosedTick
 
 __all__ = ["FleetState", "ForecastStep", "StateColumns", "StepOutput", "TankState"]
@@ -249,8 +249,6 @@ class ForecastStep:
         self.origin: F32 = np.full((0, span, engine.n_features), np.nan, np.float32)
         self.origin_tick: NDArray[np.int64] = np.zeros(0, np.int64)
         self.phase: NDArray[np.int64] = np.zeros(0, np.int64)
-        #: Rows whose horizon was computed, over all applied ticks (with a stride).
-        self.horizon_rows = 0
 
     @property
     def capacity(self) -> int:
@@ -328,16 +326,12 @@ class ForecastStep:
         self.holt.update(x_all, mask)
         forecast = self._serve(y[rows][None], ct.x, rows)[0]
         age: NDArray[np.int64] | None = None
-        if with_horizon and self.stride > 1:
-            full, age = self._strided_horizons(ct, forecast)
-            horizons = np.ascontiguousarray(full[:, self.reported])
-            self.stale[rows] = False
-        elif with_horizon:
-            full = self.engine.forecast(self.horizon, rows)
-            full[0] = forecast
-            full[1:] = self._serve(full[1:], ct.x, rows, first_h=2)
-            full = full.transpose(1, 0, 2)  # (n, H, F)
-            horizons = np.ascontiguousarray(full[:, self.reported])
+        if with_horizon:
+            if self.stride > 1:
+                full, age = self._strided_horizons(ct, forecast)
+            else:
+                full = self._served_horizon(self.horizon, rows, forecast, ct.x).transpose(1, 0, 2)
+            horizons = np.ascontiguousarray(full[:, self.reported])  # full: (n, H, F)
             self.stale[rows] = False
         else:
             horizons = np.full((rows.size, self.reported.size, fleet.nf), np.nan, np.float32)
@@ -384,12 +378,9 @@ class ForecastStep:
         due = (self.origin_tick[rows] <= t - k) | (ct.reset_reason > 0) | ((t + phase) % k == 0)
         fresh = rows[due]
         if fresh.size:
-            new = self.engine.forecast(self.horizon + k - 1, fresh)
-            new[0] = forecast[due]
-            new[1:] = self._serve(new[1:], ct.x[due], fresh, first_h=2)
+            new = self._served_horizon(self.horizon + k - 1, fresh, forecast[due], ct.x[due])
             self.origin[fresh] = new.transpose(1, 0, 2)
             self.origin_tick[fresh] = t
-            self.horizon_rows += int(fresh.size)
         age = t - self.origin_tick[rows]
         full = np.empty((rows.size, self.horizon, self.origin.shape[2]), np.float32)
         for a in range(k):  # one slice per age: ~3x faster than a (n, H) fancy index
@@ -399,6 +390,16 @@ class ForecastStep:
         full[:, 0] = forecast
         return full, age
 
+    def _served_horizon(
+        self, steps: int, rows: NDArray[np.intp], next_step: F32, reading: F32
+    ) -> F32:
+        """(steps, n, F) served horizon of these rows: the served ``next_step`` first,
+        then the engine's forecasts fed back, served from horizon 2 on."""
+        full = self.engine.forecast(steps, rows)
+        full[0] = next_step
+        full[1:] = self._serve(full[1:], reading, rows, first_h=2)
+        return full
+
     def _serve(self, lstm: F32, reading: F32, rows: NDArray[np.intp], first_h: int = 1) -> F32:
         """Served and bounded forecasts (H', n, F) for horizons first_h.. from the
         engine's ``lstm`` ones; clips are counted per row."""
@@ -406,18 +407,27 @@ class ForecastStep:
         out = lstm
         if plan.codes is not None:
             h = lstm.shape[0]
-            holt = self.holt.forecast(first_h - 1 + h, rows)[first_h - 1 :]
-            pers = np.broadcast_to(reading[None], lstm.shape)
             # Where the gate says Holt but this tank's own one-step errors say Holt
             # does not fit it, persistence is served (models.baselines).
-            fits = self.holt.trusted(rows)
-            if not fits.all():
-                holt = np.where(fits[None], holt, pers)
+            holt = self.holt.or_persistence(
+                self.holt.forecast(first_h - 1 + h, rows)[first_h - 1 :], reading, rows
+            )
+            pers = np.broadcast_to(reading[None], lstm.shape)
             out = serve(plan.codes, lstm, pers, holt, first_h)
         if plan.bounds is not None:
             out, clipped = plan.bounds.clip(out, reading, first_h)
             self.fleet.clips[rows] += clipped
         return np.asarray(out, np.float32)
+
+    def holt_withheld(self, n: int) -> NDArray[np.bool_]:
+        """(n,) True for the first n rows where the gate serves Holt for some feature
+        but the row's own one-step errors withhold it (persistence is served there)."""
+        out = np.zeros(n, bool)
+        codes, m = self.plan.codes, min(n, self.capacity)
+        if codes is not None and m:
+            uses = (codes == SOURCES.index("holt")).any(axis=0)  # (F,) Holt served somewhere
+            out[:m] = (~self.holt.trusted(np.arange(m)) & uses).any(axis=1)
+        return out
 
     def refresh_horizons(self) -> int:
         """Compute the horizon of every stale row (one batched forecast); returns how
@@ -425,9 +435,10 @@ class ForecastStep:
         ``apply(..., with_horizon=True)`` would have stored for them."""
         rows = np.flatnonzero(self.stale)
         if rows.size:
-            full = self.engine.forecast(self.horizon, rows)
-            full[0] = self.fleet.held[rows]  # already served when the row was stepped
-            full[1:] = self._serve(full[1:], self.fleet.actual[rows], rows, first_h=2)
+            # The next step was served when the row was stepped.
+            full = self._served_horizon(
+                self.horizon, rows, self.fleet.held[rows], self.fleet.actual[rows]
+            )
             self.fleet.horizons[rows] = full.transpose(1, 0, 2)
             self.stale[rows] = False
         return int(rows.size)

@@ -458,12 +458,14 @@ class Service(PartitionOwnership):
             # (forecast_step: flags withheld) shows as `calibrated` / its metric.
             out_of_range=self._value_range_counts(ids, n),
             calibrated=f.calibrated[:n].copy(),
+            holt_withheld=self.step.holt_withheld(n),
             horizons_reported=self.settings.horizons_reported,
             last_tick_ts=last_tick_ts,
             published=time.time(),
         )
         self.metrics.set_view(self._view)
         self.metrics.tanks.set(len(self.assembler.registry))
+        self.metrics.holt_withheld.set(int(self._view.holt_withheld.sum()))
 
     # -------------------------------------------------------- broker health
     def _set_broker(self, up: bool, exc: BaseException | None = None) -> None:

@@ -126,6 +126,12 @@ def render_tank_families(view: FleetView) -> bytes:
             "0 while the tank's readings are outside the trained range (flag withheld).",
             view.calibrated[rows].astype(np.float64),
         )
+    if view.holt_withheld.shape[0] >= rows.max() + 1:
+        simple(
+            "tank_holt_withheld",
+            "1 while the tank is served persistence where the skill gate says Holt.",
+            view.holt_withheld[rows].astype(np.float64),
+        )
     name = "tank_state_resets_total"
     out.append(_header(name, "LSTM state resets of the tank by reason.", "counter"))
     counts = view.resets[rows, 1 : len(RESET_REASONS)].astype(np.float64)

@@ -157,6 +157,12 @@ class PipelineMetrics:
             registry=r,
         )
         self.tanks = Gauge("tankwatch_tanks", "Tanks assigned to this instance.", registry=r)
+        self.holt_withheld = Gauge(
+            "tankwatch_holt_withheld_tanks",
+            "Tanks served persistence where the skill gate says Holt: their own one-step "
+            "errors say Holt does not fit them (per tank: tank_holt_withheld).",
+            registry=r,
+        )
         self.open_ticks = Gauge(
             "tankwatch_open_ticks", "Ticks holding readings, not closed yet.", registry=r
         )

@@ -41,6 +41,8 @@ class FleetView:
     clips: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     out_of_range: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     calibrated: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
+    #: (n,) True where the per-tank Holt check serves persistence in Holt's place.
+    holt_withheld: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
     horizons_reported: tuple[int, ...] = ()
     #: Event time of the last closed tick (s), NaN before the first.
     last_tick_ts: float = float("nan")

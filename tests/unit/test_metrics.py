@@ -34,6 +34,7 @@ def view() -> FleetView:
         clips=np.asarray([0, 0, 4], np.int64),
         out_of_range=np.asarray([2, 0, 0], np.int64),
         calibrated=np.asarray([False, True, True]),
+        holt_withheld=np.asarray([False, False, True]),
         horizons_reported=(1, 5, 15, 30),
     )
 
@@ -86,6 +87,8 @@ def test_per_tank_series_in_base_units() -> None:
     assert get("tank_forecast_clips_total", {"tank_id": "C"}) == 4.0
     assert get("tank_readings_outside_trained_range_total", {"tank_id": "A"}) == 2.0
     assert get("tank_anomaly_calibrated", {"tank_id": "A"}) == 0.0
+    assert get("tank_holt_withheld", {"tank_id": "C"}) == 1.0
+    assert get("tank_holt_withheld", {"tank_id": "A"}) == 0.0
     src = {"feature": "pressure_kpa", "horizon_ticks": "30", "source": "persistence"}
     assert get("tankwatch_forecast_source", src) == 1.0
 

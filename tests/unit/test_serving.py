@@ -139,3 +139,4 @@ def test_where_holt_does_not_fit_a_tank_it_is_served_persistence() -> None:
     # Row 0 follows its trend (Holt), row 1 is served its reading (persistence).
     assert (out.horizons[0, 1:, 0] > x[0, 0] + 0.5).all()
     np.testing.assert_array_equal(out.horizons[1, 1:], np.repeat(x[1:2], 2, axis=0))
+    assert step.holt_withheld(2).tolist() == [False, True]  # visible: tank_holt_withheld
