@@ -8,8 +8,9 @@ exactly-once: local file (write, fsync, rename) -> ``tank.state`` (tank records,
 the partition record, explicitly to the partition with the readings' number; producer
 flushed with acks=all) -> only then are offsets committed (by the caller).
 
-Values are compact JSON with base64 arrays (float32 state, float64 anomaly statistics),
-so any Kafka tool can inspect them. Restore reads the assigned partitions of
+Values are compact JSON with the state as one base64 blob and its layout (float32 LSTM
+state, float64 anomaly and baseline statistics; :func:`encode_columns`), so any Kafka
+tool can inspect them. Restore reads the assigned partitions of
 ``tank.state`` to their end (latest value per key wins; compaction is not relied on)
 and the local file, and keeps per tank the record with the larger last applied tick,
 per partition the commit point with the larger offset.
@@ -52,7 +53,8 @@ log = logging.getLogger(__name__)
 #: Key of the per-partition commit-point record (cannot collide with a tank id, which
 #: must start with a letter or digit).
 PARTITION_KEY = b"__partition__"
-FORMAT = 1
+#: 2: one base64 blob per tank with its layout (1: a base64 field per array; restores).
+FORMAT = 2
 
 
 class LocalCheckpointError(TankwatchError):
@@ -90,22 +92,12 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
-def _b64(a: np.ndarray, dtype: type) -> str:
-    return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode()
-
-
 def _unb64(text: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=dtype).reshape(shape).copy()
 
 
 #: Strings ``json.dumps`` writes as themselves between quotes (no escapes).
 _PLAIN = re.compile(r"[A-Za-z0-9 _.,:;/@+=#-]*")
-
-_STATE = (
-    '{"v":%d,"group":%s,"model":%s,"inc":%s,"tank_id":%s,"partition":%s,"tick":%s,'
-    '"ts":%s,"layers":%d,"units":%d,"h":"%s","c":"%s","held":"%s","actual":"%s",'
-    '"anomaly":%s,"extra":%s}'
-)
 
 
 def _js(text: str) -> str:
@@ -141,63 +133,60 @@ def b64_rows(raw: np.ndarray) -> list[str]:
     return rows
 
 
-def _b64_column(a: np.ndarray, n: int, dtype: type) -> list[str]:
-    """Base64 of each tank's row of ``a`` (n rows, any trailing shape) as ``dtype``."""
-    flat: np.ndarray = np.ascontiguousarray(a, dtype=dtype).reshape(n, -1)
-    return b64_rows(flat.view(np.uint8).reshape(n, -1))
-
-
-def _named_columns(arrays: dict[str, np.ndarray], n: int) -> list[str]:
-    """Per tank, ``{"name":["<base64 float64>",[shape]],...}``."""
-    if not arrays:
-        return ["{}"] * n
-    names = list(arrays)
-    cols = [_b64_column(arrays[k], n, np.float64) for k in names]
-    shapes = [",".join(str(d) for d in np.shape(arrays[k])[1:]) for k in names]
-    keys = [_js(k) for k in names]
-    parts = range(len(names))
-    return [
-        "{" + ",".join(f'{keys[j]}:["{cols[j][r]}",[{shapes[j]}]]' for j in parts) + "}"
-        for r in range(n)
-    ]
+def _field(name: str, block: np.ndarray, n: int, dtype: str) -> tuple[str, np.ndarray]:
+    """One layout entry (``name:dtype:shape``) and the field's bytes, a row per tank."""
+    a = np.ascontiguousarray(block, dtype=np.dtype("<" + dtype))
+    shape = "x".join(str(d) for d in a.shape[1:])
+    return f"{name}:{dtype}:{shape}", a.reshape(n, -1).view(np.uint8).reshape(n, -1)
 
 
 def encode_columns(
     cols: StateColumns, group: str = "", model: str = "", inc: str = ""
 ) -> list[bytes]:
-    """The ``tank.state`` value of every tank in ``cols``: JSON with the fields v,
-    group, model, inc, tank_id, partition, tick, ts, layers, units, h, c, held, actual,
-    anomaly, extra (the engine's level/scale and the baselines' state; absent in older
-    records, which restore fresh), the arrays in base64.
+    """The ``tank.state`` value of every tank in ``cols``: JSON with the fields v (2),
+    group, model, inc, tank_id, partition, tick, ts, and the state itself as one base64
+    ``state`` blob whose ``layout`` says what it holds, in order:
+    ``name:dtype:shape`` entries (``h:f4:1x48,c:f4:1x48,held:f4:2,actual:f4:2,
+    anomaly.mean:f8:2,...,extra.holt_level:f8:2,...``; little-endian, a scalar's shape
+    empty). The layout is the same for every tank of a checkpoint, so a record still
+    explains itself to any Kafka tool.
 
-    Each field's base64 is computed for all tanks at once and the JSON written with a
-    template; the bytes are those of ``json.dumps(record, separators=(",", ":"))`` (unit
-    test against that reference). At 10,000 tanks the per-tank path before (a dict
-    through ``json.dumps`` and 22 small ``b64encode`` calls per tank) took ~0.5 s of
-    every checkpoint, and a tick arriving meanwhile waited for it (py-spy: 31 % of the
-    loop thread went to checkpoints)."""
+    Why one blob: format 1 wrote 22 base64 fields in nested JSON per tank. At 10,000
+    tanks its encoding was ~60 % of a checkpoint's pause of the loop (py-spy of
+    ``bench/pipeline.py --parts scale --scale 10000``), and that pause was the slowest
+    tick. Here the whole fleet's bytes are one array, one ``b64encode``, and one short
+    template per tank. Format-1 records still restore (:func:`decode_state`)."""
     n = len(cols)
     if n == 0:
         return []
-    layers, _, units = cols.h.shape
-    h = _b64_column(np.swapaxes(cols.h, 0, 1), n, np.float32)
-    c = _b64_column(np.swapaxes(cols.c, 0, 1), n, np.float32)
-    held = _b64_column(cols.held, n, np.float32)
-    actual = _b64_column(cols.actual, n, np.float32)
-    anomaly = _named_columns(cols.anomaly, n)
-    extra = _named_columns(cols.extra, n)
-    g, m, i_ = _js(group), _js(model), _js(inc)
+    fields = [
+        _field("h", np.swapaxes(cols.h, 0, 1), n, "f4"),
+        _field("c", np.swapaxes(cols.c, 0, 1), n, "f4"),
+        _field("held", cols.held, n, "f4"),
+        _field("actual", cols.actual, n, "f4"),
+        *(_field("anomaly." + k, v, n, "f8") for k, v in cols.anomaly.items()),
+        *(_field("extra." + k, v, n, "f8") for k, v in cols.extra.items()),
+    ]
+    layout = ",".join(name for name, _ in fields)
+    if not _PLAIN.fullmatch(layout):
+        raise ValueError(f"state array names must be plain words: {layout!r}")
+    blobs = b64_rows(np.concatenate([b for _, b in fields], axis=1))
+    # The constant part of every record, written once: only the tank's own fields and
+    # its blob are formatted per tank.
+    head = f'{{"v":{FORMAT},"group":{_js(group)},"model":{_js(model)},"inc":{_js(inc)},'
+    head = head.replace("%", "%%")  # a group or model name is not a format string
+    tmpl = head + '"tank_id":%s,"partition":%s,"tick":%s,"ts":%s,"layout":"' + layout
+    tmpl += '","state":"%s"}'
     out = []
     for r in range(n):
         t = cols.last_ts[r]
         ts = "null" if not math.isfinite(t) else str(t) if type(t) is int else float.__repr__(t)
         out.append(
             (
-                _STATE
+                tmpl
                 % (
-                    FORMAT, g, m, i_, _js(cols.tank_ids[r]), _int_js(cols.partitions[r]),
-                    _int_js(cols.last_ticks[r]), ts, layers, units,
-                    h[r], c[r], held[r], actual[r], anomaly[r], extra[r],
+                    _js(cols.tank_ids[r]), _int_js(cols.partitions[r]),
+                    _int_js(cols.last_ticks[r]), ts, blobs[r],
                 )
             ).encode()
         )  # fmt: skip
@@ -205,13 +194,70 @@ def encode_columns(
 
 
 def decode_state(value: bytes) -> TankState:
-    """Inverse of :func:`encode_state` (ValueError/KeyError on a corrupt record)."""
+    """Inverse of :func:`encode_state`, for format 2 and the older format 1
+    (ValueError/KeyError on a corrupt record)."""
     return _state_of(json.loads(value))
 
 
+#: Parsed layouts (layout text -> entries, total bytes): one per model and version in
+#: practice; bounded so that odd records cannot grow it.
+_LAYOUTS: dict[str, tuple[list[tuple[str, str, tuple[int, ...], int, int]], int]] = {}
+
+
+def _parse_layout(text: str) -> tuple[list[tuple[str, str, tuple[int, ...], int, int]], int]:
+    """``name:dtype:shape,...`` -> [(name, dtype, shape, byte offset, count)], total."""
+    got = _LAYOUTS.get(text)
+    if got is not None:
+        return got
+    entries = []
+    offset = 0
+    for item in text.split(","):
+        name, dtype, dims = item.split(":")
+        if dtype not in ("f4", "f8"):
+            raise ValueError(f"unsupported dtype {dtype!r} in the state layout")
+        shape = tuple(int(d) for d in dims.split("x")) if dims else ()
+        if any(d < 0 for d in shape):
+            raise ValueError(f"negative dimension in the state layout: {item!r}")
+        count = math.prod(shape)
+        entries.append((name, dtype, shape, offset, count))
+        offset += count * int(dtype[1])
+    if len(_LAYOUTS) < 64:
+        _LAYOUTS[text] = (entries, offset)
+    return entries, offset
+
+
 def _state_of(o: dict[str, Any]) -> TankState:
+    if o.get("v") == 1:
+        return _state_of_v1(o)
     if o.get("v") != FORMAT:
         raise ValueError(f"unsupported state format {o.get('v')!r}")
+    entries, total = _parse_layout(o["layout"])
+    raw = base64.b64decode(o["state"], validate=True)
+    if len(raw) != total:
+        raise ValueError(f"state blob has {len(raw)} bytes, its layout {total}")
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype, shape, offset, count in entries:
+        a = np.frombuffer(raw, np.dtype("<" + dtype), count, offset).reshape(shape)
+        arrays[name] = a.astype(np.float32 if dtype == "f4" else np.float64)
+    h, c = arrays["h"], arrays["c"]
+    if h.ndim != 2 or c.shape != h.shape or arrays["actual"].shape != arrays["held"].shape:
+        raise ValueError("state layout: h/c or held/actual shapes disagree")
+    return TankState(
+        tank_id=str(o["tank_id"]),
+        partition=int(o["partition"]),
+        last_tick=int(o["tick"]),
+        last_ts=float("nan") if o["ts"] is None else float(o["ts"]),
+        h=h,
+        c=c,
+        held=arrays["held"],
+        actual=arrays["actual"],
+        anomaly={k[8:]: v for k, v in arrays.items() if k.startswith("anomaly.")},
+        extra={k[6:]: v for k, v in arrays.items() if k.startswith("extra.")},
+    )
+
+
+def _state_of_v1(o: dict[str, Any]) -> TankState:
+    """A format-1 record (base64 field per array; written before format 2)."""
     shape = (int(o["layers"]), int(o["units"]))
     held = np.frombuffer(base64.b64decode(o["held"]), np.float32).copy()
     return TankState(

@@ -121,8 +121,38 @@ def test_state_record_round_trip_is_exact() -> None:
 
 
 def reference_encode_state(s: TankState, group: str, model: str, inc: str) -> bytes:
-    """The record as a dict through json.dumps (the encoder before encode_columns): the
-    bytes encode_columns must write. Also bench/checkpoint.py's baseline."""
+    """The format-2 record as a dict through json.dumps, one array at a time: the bytes
+    encode_columns must write. Also bench/checkpoint.py's baseline."""
+    import base64
+    import json
+
+    arrays = [
+        ("h", "f4", s.h),
+        ("c", "f4", s.c),
+        ("held", "f4", s.held),
+        ("actual", "f4", s.actual),
+        *(("anomaly." + k, "f8", v) for k, v in s.anomaly.items()),
+        *(("extra." + k, "f8", v) for k, v in (s.extra or {}).items()),
+    ]
+    layout = ",".join(f"{n}:{d}:{'x'.join(map(str, np.shape(v)))}" for n, d, v in arrays)
+    blob = b"".join(np.asarray(v, "<" + d).tobytes() for _, d, v in arrays)
+    obj = {
+        "v": 2,
+        "group": group,
+        "model": model,
+        "inc": inc,
+        "tank_id": s.tank_id,
+        "partition": s.partition,
+        "tick": s.last_tick,
+        "ts": s.last_ts if math.isfinite(s.last_ts) else None,
+        "layout": layout,
+        "state": base64.b64encode(blob).decode(),
+    }
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def format1_record(s: TankState, group: str, model: str, inc: str) -> bytes:
+    """A record as format 1 wrote it (a base64 field per array), before format 2."""
     import base64
     import json
 
@@ -151,6 +181,53 @@ def reference_encode_state(s: TankState, group: str, model: str, inc: str) -> by
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def assert_same_state(a: TankState, b: TankState) -> None:
+    assert (a.tank_id, a.partition, a.last_tick) == (b.tank_id, b.partition, b.last_tick)
+    assert a.last_ts == b.last_ts or (math.isnan(a.last_ts) and math.isnan(b.last_ts))
+    for x, y in ((a.h, b.h), (a.c, b.c), (a.held, b.held), (a.actual, b.actual)):
+        assert x.dtype == y.dtype == np.float32 and np.array_equal(x, y, equal_nan=True)
+    for d, e in ((a.anomaly, b.anomaly), (a.extra or {}, b.extra or {})):
+        assert list(d) == list(e)
+        for k in d:
+            assert np.shape(d[k]) == np.shape(e[k]), k
+            assert np.array_equal(np.asarray(d[k], np.float64), e[k], equal_nan=True), k
+
+
+def test_format1_records_still_restore() -> None:
+    """Checkpoints written before format 2 (an upgrade) restore to the same state."""
+    step = make_step()
+    run_ticks(step, [0, 1, 2, 3], 0, 12)
+    states = step.snapshot(
+        [("T1", 1), ("tank-7.b", 2)], np.full(4, 11, np.int64), np.zeros(4, np.int32)
+    )
+    for st in states:
+        assert_same_state(decode_state(format1_record(st, "g", "m", "i")), st)
+        assert_same_state(decode_state(encode_state(st, "g", "m", "i")), st)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda o: o.update(state=o["state"][:-8]),  # blob shorter than its layout
+        lambda o: o.update(state="!!" + o["state"][2:]),  # not base64
+        lambda o: o.update(layout=o["layout"].replace("h:f4", "h:i8", 1)),
+        lambda o: o.update(layout=o["layout"].replace("c:f4:1x", "c:f4:2x", 1)),
+        lambda o: o.update(v=3),
+        lambda o: o.pop("layout"),
+    ],
+)
+def test_corrupt_format2_record_is_rejected(change: Any) -> None:
+    import json
+
+    step = make_step()
+    run_ticks(step, [0], 0, 3)
+    (st,) = step.snapshot([("A", 0)], np.full(4, 2, np.int64), np.zeros(4, np.int32))
+    o = json.loads(encode_state(st))
+    change(o)
+    with pytest.raises((ValueError, KeyError)):
+        decode_state(json.dumps(o).encode())
+
+
 def test_state_record_bytes_equal_the_json_dumps_reference() -> None:
     step = make_step()
     run_ticks(step, [0, 1, 2, 3], 0, 12)
@@ -175,7 +252,7 @@ def test_state_record_bytes_equal_the_json_dumps_reference() -> None:
         for st, ts in zip(states, (1.7e9 + 0.125, 1e-7), strict=True)
     ]
     cases = [*states, *timed, odd]
-    for group, model, inc in [("", "", ""), ("g-1", "lstm-48x1-rn", "abc"), ('q"\\é', "m", "")]:
+    for group, model, inc in [("", "", ""), ("g-1", "lstm-48x1-rn", "abc"), ('q"\\é%s', "m%", "")]:
         for st in cases:
             got = encode_state(st, group, model, inc)
             assert got == reference_encode_state(st, group, model, inc), (st.tank_id, group)
