@@ -84,10 +84,15 @@ def new_topics(bootstrap: str, tag: str, partitions: int = PARTITIONS) -> Topics
 
 
 # ------------------------------------------------------------------ throughput
-def raw_consume(bootstrap: str, topic: str, total: int) -> tuple[float, float]:
+def raw_consume(
+    bootstrap: str, topic: str, total: int, fast_reader: bool = False
+) -> tuple[float, float]:
     """Seconds (wall, and CPU of this process) for a bare kafka-python consumer to read
-    and ``json.loads`` ``total`` messages (manual assign, from the beginning, large polls)."""
+    and ``json.loads`` ``total`` messages (manual assign, from the beginning, large polls).
+    ``fast_reader``: with the pipeline's record reader (``pipeline.record_batches``)."""
     from kafka import KafkaConsumer, TopicPartition
+
+    from pipeline.record_batches import install
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -97,6 +102,8 @@ def raw_consume(bootstrap: str, topic: str, total: int) -> tuple[float, float]:
         fetch_max_bytes=32 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
+    if fast_reader and not install(consumer):
+        raise RuntimeError("the fast record reader declined this kafka-python")
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     n = 0
     t0, c0 = time.perf_counter(), time.process_time()
@@ -187,6 +194,8 @@ def bench_throughput(
     print(f"produced {total:,} readings in {produce_s:.1f} s ({total / produce_s:,.0f}/s)")
     raw_s, raw_cpu = raw_consume(bootstrap, topics.readings, total)
     print(f"raw consume+decode: {raw_s:.2f} s, {raw_cpu:.2f} CPU s")
+    fast_s, fast_cpu = raw_consume(bootstrap, topics.readings, total, fast_reader=True)
+    print(f"raw consume+decode, tankwatch's record reader: {fast_s:.2f} s, {fast_cpu:.2f} CPU s")
     with tempfile.TemporaryDirectory() as tmp:
         off = pipeline_inprocess(bootstrap, topics, total, False, model_dir, Path(tmp))
         print(f"pipeline, forecasts topic off: {off}")
@@ -203,6 +212,10 @@ def bench_throughput(
     raw_rate = total / raw_s
     rows = [["(a) raw kafka-python consume + json.loads", f"{raw_s:.2f}", f"{raw_rate:,.0f}",
              "1.00", f"{raw_cpu:.2f}", "1.00", f"{raw_cpu / raw_s:.2f}"]]  # fmt: skip
+    rows.append(["(a') the same, with the pipeline's record reader (pipeline/record_batches)",
+                 f"{fast_s:.2f}", f"{total / fast_s:,.0f}", f"{raw_s / fast_s:.2f}",
+                 f"{fast_cpu:.2f}", f"{raw_cpu / fast_cpu:.2f}",
+                 f"{fast_cpu / fast_s:.2f}"])  # fmt: skip
     for name, r in (
         ("(b) pipeline, forecasts topic off", off),
         ("(b) pipeline, forecasts topic on", on),
