@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import record_batches
 from pipeline.assembler import CommitPoint
 from pipeline.forecast_step import StateColumns, TankState
 from pipeline.sinks.batch_produce import BatchProducer
@@ -697,6 +698,7 @@ class Checkpointer:
             request_timeout_ms=int(self.timeout_s * 1000) + 1000,
             **self.client_config,
         )
+        record_batches.install(consumer)  # a restore reads every tank's latest state
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
