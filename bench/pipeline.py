@@ -449,6 +449,7 @@ def paced_run(
         while time.time() < deadline and max(seen, default=0) < max(sent_at):
             time.sleep(0.05)
         rss = max(c.rss_mib() for c in children)
+        ckpt = checkpoint_seconds(child)
         stop.set()
         reader.join(5)
         if watch_metrics:
@@ -469,7 +470,22 @@ def paced_run(
         "send_s": send_s,
         "scrape_s": scrape_s,
         "rss_mib": rss,
+        "checkpoint_s": ckpt,
     }
+
+
+_CKPT = re.compile(rb"^tankwatch_checkpoint_seconds_(sum|count) (\S+)$", re.M)
+
+
+def checkpoint_seconds(child: PipelineChild) -> tuple[int, float]:
+    """(checkpoints so far, their mean seconds) from the instance's /metrics."""
+    try:
+        _, body = child.get("/metrics", 10.0)
+    except OSError:
+        return 0, math.nan
+    got = {k.decode(): float(v) for k, v in _CKPT.findall(body)}
+    n = int(got.get("count", 0))
+    return n, (got.get("sum", math.nan) / n if n else math.nan)
 
 
 def ms(x: float) -> str:
@@ -506,9 +522,11 @@ def bench_scale(
         print(f"  {n:,} tanks, latency per tick, ms: {[round(v * 1000) for v in lat]}", flush=True)
         send99 = percentile(r["send_s"], 99)
         keeps = missing == 0 and p99 < 1.0 and send99 < 1.0
+        n_ckpt, ckpt_s = r["checkpoint_s"]
         rows.append([f"{n:,}", r["ticks"], ms(percentile(r["send_s"], 50)), ms(send99),
                      ms(percentile(lat, 50)), ms(p99), missing,
-                     f"{r['rss_mib']:.0f}", "yes" if keeps else "no"])  # fmt: skip
+                     f"{ms(ckpt_s)} ({n_ckpt})", f"{r['rss_mib']:.0f}",
+                     "yes" if keeps else "no"])  # fmt: skip
         print(rows[-1], flush=True)
     what = (
         "lean: forecasts topic and per-tank metrics off; latency to the last-tick gauge on "
@@ -524,7 +542,7 @@ def bench_scale(
     )
     return head + table(
         ["tanks", "ticks", "send p50 ms", "send p99 ms", "latency p50 ms", "latency p99 ms",
-         "ticks not seen", "RSS MiB", "keeps up"],
+         "ticks not seen", "checkpoint ms, mean (count)", "RSS MiB", "keeps up"],
         rows,
     )  # fmt: skip
 

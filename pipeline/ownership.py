@@ -175,11 +175,12 @@ class PartitionOwnership:
         points = self.assembler.commit_points(wanted)
         part = self.assembler.row_partition
         dirty = self._dirty
-        tanks = [
-            (t, r)
-            for t, r in self.assembler.registry.items()
-            if int(part[r]) in points and r < dirty.shape[0] and dirty[r]
-        ]
+        # The changed tanks of these partitions, in row order (vectorised: a per-tank
+        # test was ~25 ms of a 10,000-tank checkpoint).
+        n = min(dirty.shape[0], part.shape[0])
+        rows = np.flatnonzero(dirty[:n] & np.isin(part[:n], list(points)))
+        ids = self.assembler.registry.ids()
+        tanks = [(t, r) for r in rows.tolist() if (t := ids[r]) is not None]
         summary = {p: (pt.offset, pt.max_ts) for p, pt in points.items()}
         unchanged = all(self._last_points.get(p) == s for p, s in summary.items())
         if not tanks and unchanged and not force:
