@@ -4,10 +4,9 @@ A checkpoint holds, per tank, everything that continues it exactly
 (:class:`~pipeline.forecast_step.TankState`: h, c, held forecast, anomaly state, last
 applied tick) and, per partition, the :class:`~pipeline.assembler.CommitPoint` (resume
 offset and the max event time before it). Order of a checkpoint, which makes the state
-exactly-once: the local file (append, fsync) and ``tank.state`` (tank records, then the
-partition record, explicitly to the partition with the readings' number; producer
-flushed with acks=all), written concurrently -> only when both landed are offsets
-committed (by the caller).
+exactly-once: local file (write, fsync, rename) -> ``tank.state`` (tank records, then
+the partition record, explicitly to the partition with the readings' number; producer
+flushed with acks=all) -> only then are offsets committed (by the caller).
 
 Values are compact JSON with the state as one base64 blob and its layout (float32 LSTM
 state, float64 anomaly and baseline statistics; :func:`encode_columns`), so any Kafka
@@ -26,7 +25,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -408,7 +406,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------- writing
     def save(self, states: StateColumns | list[TankState], points: dict[int, CommitPoint]) -> None:
-        """Make these states and commit points durable (file and topic at once, flushed).
+        """Make these states and commit points durable (file, then topic, flushed).
 
         Raises LocalCheckpointError if the file cannot be written and BrokerError if
         the topic write does not complete within the timeout; the caller must then not
@@ -419,46 +417,13 @@ class Checkpointer:
         values = encode_columns(cols, self.group, self.model_version, inc)
         encoded = list(zip(zip(cols.tank_ids, cols.partitions, strict=True), values, strict=True))
         point_values = {p: encode_point(p, pt, self.group, inc) for p, pt in points.items()}
-        # The journal is written on a helper thread while the records go to the broker:
-        # both are mostly waiting (fsync; the broker's acks), ~0.1 s each at 10,000
-        # tanks, and the loop waits for the checkpoint. Either order is safe: each of
-        # the two holds these states *and* their commit points, restore takes the newer
-        # per tank and per partition, and nothing is committed unless both landed.
-        file_error: list[OSError] = []
-        writer = None
         if self.use_file:
-            writer = threading.Thread(
-                target=self._append_or_record,
-                args=(encoded, point_values, file_error),
-                name="tankwatch-journal",
-                daemon=True,
-            )
-            writer.start()
-        try:
-            self._produce(encoded, point_values)
-        finally:
-            if writer is not None:
-                writer.join()
-        if file_error:
-            exc = file_error[0]
-            raise LocalCheckpointError(f"writing {self.path} failed: {exc.strerror or exc}")
-        self.records_written += len(encoded) + len(points)
-
-    def _append_or_record(
-        self,
-        encoded: list[tuple[tuple[str, int], bytes]],
-        point_values: dict[int, bytes],
-        errors: list[OSError],
-    ) -> None:
-        try:
-            self._append(encoded, point_values)
-        except OSError as exc:
-            errors.append(exc)
-
-    def _produce(
-        self, encoded: list[tuple[tuple[str, int], bytes]], point_values: dict[int, bytes]
-    ) -> None:
-        """The records to ``tank.state``, flushed (BrokerError if they did not land)."""
+            try:
+                self._append(encoded, point_values)
+            except OSError as exc:
+                raise LocalCheckpointError(
+                    f"writing {self.path} failed: {exc.strerror or exc}"
+                ) from None
         failed: list[BaseException] = []
         try:
             # A partition's tank records at once, as whole batches (BatchProducer).
@@ -477,6 +442,7 @@ class Checkpointer:
                 raise failed[0]
         except Exception as exc:  # KafkaTimeoutError & co: the checkpoint did not land
             raise BrokerError(f"writing {self.topic} failed: {exc}") from None
+        self.records_written += len(encoded) + len(points)
 
     def _append(
         self, encoded: list[tuple[tuple[str, int], bytes]], point_values: dict[int, bytes]
