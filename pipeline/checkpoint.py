@@ -357,6 +357,10 @@ class Checkpointer:
     (never past unread data); :attr:`foreign_records` counts them.
     """
 
+    #: Bytes a journal may exceed twice its live size by before it is rewritten
+    #: compacted (small journals are left alone).
+    compact_slack = 1 << 20
+
     def __init__(
         self,
         producer: Any,
@@ -447,54 +451,78 @@ class Checkpointer:
     def _append(
         self, encoded: list[tuple[tuple[str, int], bytes]], point_values: dict[int, bytes]
     ) -> None:
-        """Append the changed records to the journal (points last), fsync; compact when
-        the journal is more than twice its live size."""
-        lines: list[tuple[str | None, int, bytes]] = [
-            (tank_id, partition, value + b"\n") for (tank_id, partition), value in encoded
-        ]
-        lines += [(None, p, value + b"\n") for p, value in point_values.items()]
-        with open(self.path, "ab") as f:
-            offset = f.tell()
-            index = self._index
-            for tank, p, line in lines:
-                if tank is not None:
-                    old = index.get(tank)
-                    self._live += len(line) - (old[1] if old else 0)
-                    index[tank] = (offset, len(line), p)
-                offset += len(line)
-            f.write(b"".join(line for _, _, line in lines))  # one write, not one per tank
-            f.flush()
-            os.fsync(f.fileno())
-        for p, value in point_values.items():
-            self._points[p] = json.loads(value)
-        self.bytes_written += sum(len(line) for _, _, line in lines)
-        self._size = offset
-        if self._size > 2 * self._live + (1 << 20):
-            self._compact()
+        """Append the changed records to the journal (points last), fsync. When that
+        would take the journal past twice its live size, write the compacted journal
+        instead (the same content, one rewrite): at 10,000 tanks that change every
+        checkpoint it is every other checkpoint, and appending 15 MB and then reading 30
+        MB back to compact cost ~120 ms more than the rewrite alone."""
+        lengths = [len(value) + 1 for _, value in encoded]
+        points = {p: json.loads(value) for p, value in point_values.items()}
+        index = self._index
+        live = self._live
+        for ((tank, _), _v), n in zip(encoded, lengths, strict=True):
+            old = index.get(tank)
+            live += n - (old[1] if old else 0)
+        new_bytes = sum(lengths) + sum(len(v) + 1 for v in point_values.values())
+        if self._size + new_bytes > 2 * live + self.compact_slack:
+            self._rewrite(encoded, lengths, points)
+        else:
+            blob = b"".join([b"\n".join(v for _, v in encoded), b"\n"] if encoded else [])
+            blob += b"".join(v + b"\n" for v in point_values.values())
+            with open(self.path, "ab") as f:
+                offset = f.tell()
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            for ((tank, p), _v), n in zip(encoded, lengths, strict=True):
+                index[tank] = (offset, n, p)
+                offset += n
+            self._points.update(points)
+            self._size = offset + sum(len(v) + 1 for v in point_values.values())
+            self._live = live
+        self.bytes_written += new_bytes
 
-    def _compact(self) -> None:
-        """Rewrite the journal with the newest line per tank and partition (atomic)."""
-        tmp = self.path.with_suffix(".tmp")
+    def _rewrite(
+        self,
+        encoded: list[tuple[tuple[str, int], bytes]],
+        lengths: list[int],
+        points: dict[int, dict[str, Any]],
+    ) -> None:
+        """Write the journal afresh (temporary file, fsync, rename): the newest line of
+        every tank not in ``encoded``, then ``encoded``'s records, then every
+        partition's newest commit point (``points`` over the known ones)."""
+        changed = {tank for (tank, _), _v in encoded}
+        keep = [(t, e) for t, e in self._index.items() if t not in changed]
         index: dict[str, tuple[int, int, int]] = {}
-        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
-            # One read of the journal (at most ~2x its live size), sliced per tank: a
-            # seek and a read per tank were ~30 ms of a 10,000-tank compaction.
-            data = memoryview(src.read())
-            pos = 0
-            parts = []
-            for tank, (offset, length, p) in self._index.items():
+        parts: list[bytes | memoryview] = []
+        pos = 0
+        if keep:
+            # One read of the old journal, sliced per tank (a seek and a read per tank
+            # were ~30 ms at 10,000 tanks).
+            with open(self.path, "rb") as src:
+                data = memoryview(src.read())
+            for tank, (offset, length, p) in keep:
                 index[tank] = (pos, length, p)
                 parts.append(data[offset : offset + length])
                 pos += length
+        for ((tank, p), value), n in zip(encoded, lengths, strict=True):
+            index[tank] = (pos, n, p)
+            parts += (value, b"\n")
+            pos += n
+        live = pos
+        all_points = {**self._points, **points}
+        for obj in all_points.values():
+            line = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+            parts.append(line)
+            pos += len(line)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as dst:
             dst.write(b"".join(parts))
-            for obj in self._points.values():
-                dst.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
             dst.flush()
             os.fsync(dst.fileno())
-            size = dst.tell()
         os.replace(tmp, self.path)
         _fsync_dir(self.path.parent)
-        self._index, self._size = index, size
+        self._index, self._size, self._live, self._points = index, pos, live, all_points
 
     def _load_file(self) -> None:
         """Build the index from the journal (skipping a torn or corrupt line)."""

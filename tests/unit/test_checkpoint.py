@@ -495,3 +495,27 @@ def test_the_journal_appends_only_what_changed_and_compacts(tmp_path: Path) -> N
     got, points = again.load([0])
     assert set(got) == {t for t, _ in tanks} and points == {0: CommitPoint(3011, 1.0)}
     assert again.local_state("T002") is not None
+
+
+def test_a_checkpoint_of_most_tanks_rewrites_the_journal_compacted(tmp_path: Path) -> None:
+    """When every tank changed, the journal is rewritten (not appended, then compacted):
+    it stays at its live size, and a restart reads the newest state and points."""
+    step = make_step()
+    tanks = [(f"T{i:03d}", i % 4) for i in range(4)]
+    ck = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    ck.compact_slack = 0  # as a 10,000-tank journal: past the slack at once
+    sizes = []
+    for k in range(6):
+        run_ticks(step, [0, 1, 2, 3], k, k + 1)
+        states = step.snapshot(tanks, np.full(4, k, np.int64), np.zeros(4, np.int32))
+        ck.save(states, {0: CommitPoint(10 + k, 1.0), 1: CommitPoint(5, 2.0)})
+        sizes.append(ck.path.stat().st_size)
+        assert ck._size == sizes[-1]
+    assert max(sizes) < 2.5 * min(sizes)  # bounded, not growing by a fleet per save
+    again = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    offline(again, [])
+    got, points = again.load([0, 1])
+    assert {t: s.last_tick for t, s in got.items()} == {t: 5 for t, _ in tanks}
+    assert points == {0: CommitPoint(15, 1.0), 1: CommitPoint(5, 2.0)}
+    (last,) = step.snapshot([tanks[2]], np.full(4, 5, np.int64), np.zeros(4, np.int32))
+    assert_same_state(got["T002"], last)
