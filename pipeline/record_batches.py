@@ -189,7 +189,9 @@ class FastPartitionRecords(_Base):
     """kafka-python's ``Fetcher.PartitionRecords`` with :func:`batch_records` as the
     per-record loop (deserializers and per-record CRCs are not used by the pipeline:
     v2 records carry no CRC of their own, and ``install`` declines a consumer with
-    deserializers)."""
+    deserializers). One difference, in kafka-python's fetch metrics only: a batch's
+    records and bytes are counted when the batch is read, not record by record, so a
+    partition drained mid-batch (seek, pause) reports the whole batch."""
 
     def _unpack_records(
         self, tp: Any, records: Any, key_deserializer: Any, value_deserializer: Any
