@@ -102,7 +102,8 @@ class ReadingsConsumer:
         )
         # kafka-python's per-record unpacking was half the loop with forecasts off: read
         # each fetched batch's records in one loop (self-checked; stock reader if not).
-        record_batches.install(self._consumer)
+        #: Whether the fast record reader is in use (False: kafka-python's own, logged).
+        self.fast_records = record_batches.install(self._consumer)
         self.commit_timeout_ms = max(session_timeout_ms, 5000)
         # Know the topic's partitions before joining: on Apache Kafka with no initial
         # rebalance delay the join can complete before the client's first metadata

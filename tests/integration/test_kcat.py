@@ -29,6 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 from tankwatch.broker import broker_binary, free_port, wait_for_kafka
 from tankwatch.codec import decode_reading
 from tankwatch.topics import Topics, create_topics
+from tests.integration.helpers import topic_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -213,8 +214,9 @@ def test_hand_typed_kcat_reading_decodes(kcat: str, kcat_bootstrap: str) -> None
 
     consumer = KafkaConsumer(bootstrap_servers=kcat_bootstrap, enable_auto_commit=False)
     try:
-        parts = sorted(consumer.partitions_for_topic(topics.readings) or [])
-        tps = [TopicPartition(topics.readings, p) for p in parts]
+        tps = [
+            TopicPartition(topics.readings, p) for p in topic_partitions(consumer, topics.readings)
+        ]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         got = []

@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pipeline.record_batches import FastPartitionRecords
 from pipeline.sinks.forecasts import schema
 from tankwatch.topics import Topics
 from tests.integration.helpers import (
@@ -184,6 +185,10 @@ def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_changes(
         wait_consumed(svc, half, 60)
         stuck = svc._consumer
         assert stuck is not None
+        # On this broker the readings are read by pipeline/record_batches, and the
+        # reference run's forecasts above came through it too.
+        assert stuck.fast_records
+        assert stuck._consumer._fetcher.PartitionRecords is FastPartitionRecords
         # The client as the service saw it when its join hung: never stable again.
         stuck.in_stable_group = lambda: False  # type: ignore[method-assign]
         wait_until(
@@ -198,6 +203,7 @@ def test_a_consumer_stuck_outside_its_group_is_replaced_and_nothing_changes(
             "a forecast for every reading after the replacement",
         )
         replaced = run.registry.get_sample_value("tankwatch_consumers_replaced_total")
+        assert svc._consumer is not None and svc._consumer.fast_records
     assert replaced == 1
     got = read_forecasts(kafka_bootstrap, topics.forecasts)
     assert_forecasts_equal(reference["forecasts"], got, 1e-6)

@@ -20,6 +20,7 @@ from producers.replay import ReplayOptions, replay
 from tankwatch.codec import PRESSURE_RANGE_KPA, Reading, decode_reading
 from tankwatch.errors import BrokerError
 from tankwatch.topics import Topics
+from tests.integration.helpers import topic_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +41,7 @@ def consume_all(
     ``pressure_range``: the fleet's limits (gauge data needs gauge limits to decode)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in topic_partitions(consumer, topic)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         out: list[tuple[int, bytes, Reading]] = []

@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     pipeline_settings,
     produce_readings,
     read_forecasts,
+    topic_partitions,
     unique_topics,
     wait_until,
 )
@@ -43,7 +44,7 @@ def state_offsets(bootstrap: str, topic: str) -> tuple[int, int, int]:
     msgs = _read_all(bootstrap, topic)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        tps = [TopicPartition(topic, p) for p in topic_partitions(consumer, topic)]
         written = sum(consumer.end_offsets(tps).values())
     finally:
         consumer.close()

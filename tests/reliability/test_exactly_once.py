@@ -34,6 +34,7 @@ from tests.integration.helpers import (
     http_get,
     produce_raw,
     synthetic_history,
+    topic_partitions,
     unique_topics,
     wait_until,
 )
@@ -90,7 +91,7 @@ def read_committed(
         isolation_level=isolation,
     )
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        tps = [TopicPartition(topic, p) for p in topic_partitions(consumer, topic)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         out: list[Any] = []
