@@ -463,7 +463,8 @@ class Checkpointer:
         for ((tank, _), _v), n in zip(encoded, lengths, strict=True):
             old = index.get(tank)
             live += n - (old[1] if old else 0)
-        new_bytes = sum(lengths) + sum(len(v) + 1 for v in point_values.values())
+        point_bytes = sum(len(v) + 1 for v in point_values.values())
+        new_bytes = sum(lengths) + point_bytes
         if self._size + new_bytes > 2 * live + self.compact_slack:
             self._rewrite(encoded, lengths, points)
         else:
@@ -478,7 +479,7 @@ class Checkpointer:
                 index[tank] = (offset, n, p)
                 offset += n
             self._points.update(points)
-            self._size = offset + sum(len(v) + 1 for v in point_values.values())
+            self._size = offset + point_bytes
             self._live = live
         self.bytes_written += new_bytes
 

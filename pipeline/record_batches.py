@@ -309,22 +309,38 @@ _checked: bool | None = None
 
 def install(consumer: Any) -> bool:
     """Use :class:`FastPartitionRecords` in this KafkaConsumer (not process-wide); False
-    (stock reader kept) when this kafka-python's internals differ from what it was
-    written for, or the consumer has deserializers."""
+    (stock reader kept) when the consumer has deserializers, or when this
+    kafka-python's internals differ from what it was written for -- said in a warning
+    (once per process for the self-check), as the consumer is then slower."""
     global _checked
     fetcher = getattr(consumer, "_fetcher", None)
-    if _Base is object or fetcher is None or not hasattr(fetcher, "PartitionRecords"):
-        return False
-    if fetcher.config.get("key_deserializer") or fetcher.config.get("value_deserializer"):
+    if fetcher is not None and (
+        fetcher.config.get("key_deserializer") or fetcher.config.get("value_deserializer")
+    ):
         return False
     if _checked is None:
+        why = ""
         try:
-            _checked = _agrees()
+            if _Base is object:
+                why = "no Fetcher.PartitionRecords"
+            elif not _agrees():
+                why = "its reader and ours disagree on sample batches"
         except Exception as exc:  # any internals mismatch: keep the stock reader
-            log.debug("fast record reader self-check failed", extra={"error": str(exc)})
-            _checked = False
-        if not _checked:
-            log.info("kafka-python's internals differ: using its own record reader")
-    if _checked:
-        fetcher.PartitionRecords = FastPartitionRecords
-    return bool(_checked)
+            why = f"self-check failed: {exc}"
+        _checked = not why
+        if why:
+            _slower(why)
+    if not _checked:
+        return False
+    if fetcher is None or not hasattr(fetcher, "PartitionRecords"):
+        _slower("the consumer has no fetcher with PartitionRecords")
+        return False
+    fetcher.PartitionRecords = FastPartitionRecords
+    return True
+
+
+def _slower(why: str) -> None:
+    log.warning(
+        "kafka-python's internals differ: using its own, slower record reader",
+        extra={"reason": why},
+    )

@@ -120,6 +120,20 @@ def test_state_record_round_trip_is_exact() -> None:
     assert (p, point) == (3, CommitPoint(42, -math.inf))
 
 
+def _record_head(v: int, s: TankState, group: str, model: str, inc: str) -> dict[str, Any]:
+    """The fields every ``tank.state`` record starts with, in order, either format."""
+    return {
+        "v": v,
+        "group": group,
+        "model": model,
+        "inc": inc,
+        "tank_id": s.tank_id,
+        "partition": s.partition,
+        "tick": s.last_tick,
+        "ts": s.last_ts if math.isfinite(s.last_ts) else None,
+    }
+
+
 def reference_encode_state(s: TankState, group: str, model: str, inc: str) -> bytes:
     """The format-2 record as a dict through json.dumps, one array at a time: the bytes
     encode_columns must write. Also bench/checkpoint.py's baseline."""
@@ -137,14 +151,7 @@ def reference_encode_state(s: TankState, group: str, model: str, inc: str) -> by
     layout = ",".join(f"{n}:{d}:{'x'.join(map(str, np.shape(v)))}" for n, d, v in arrays)
     blob = b"".join(np.asarray(v, "<" + d).tobytes() for _, d, v in arrays)
     obj = {
-        "v": 2,
-        "group": group,
-        "model": model,
-        "inc": inc,
-        "tank_id": s.tank_id,
-        "partition": s.partition,
-        "tick": s.last_tick,
-        "ts": s.last_ts if math.isfinite(s.last_ts) else None,
+        **_record_head(2, s, group, model, inc),
         "layout": layout,
         "state": base64.b64encode(blob).decode(),
     }
@@ -161,14 +168,7 @@ def format1_record(s: TankState, group: str, model: str, inc: str) -> bytes:
 
     layers, units = s.h.shape
     obj = {
-        "v": 1,
-        "group": group,
-        "model": model,
-        "inc": inc,
-        "tank_id": s.tank_id,
-        "partition": s.partition,
-        "tick": s.last_tick,
-        "ts": s.last_ts if math.isfinite(s.last_ts) else None,
+        **_record_head(1, s, group, model, inc),
         "layers": layers,
         "units": units,
         "h": b64(s.h, np.float32),

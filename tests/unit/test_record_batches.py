@@ -174,15 +174,23 @@ def test_install_swaps_the_reader_of_one_consumer_only() -> None:
 
 
 def test_install_declines_deserializers_and_a_failed_self_check(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     c = _Consumer(value_deserializer=lambda v: v)
     assert not install(c) and c._fetcher.PartitionRecords is Fetcher.PartitionRecords
+    assert not caplog.records  # a consumer's own choice, nothing to warn about
+    assert not install(object())  # no fetcher: the stock reader, said
+    assert "slower record reader" in caplog.records[-1].getMessage()
+    assert install(_Consumer())  # that consumer did not decide for the process
     monkeypatch.setattr(record_batches, "_checked", None)
     monkeypatch.setattr(record_batches, "_agrees", lambda: False)
+    caplog.clear()
     d = _Consumer()
     assert not install(d) and d._fetcher.PartitionRecords is Fetcher.PartitionRecords
-    assert not install(object())
+    assert [r.reason for r in caplog.records] == [  # type: ignore[attr-defined]
+        "its reader and ours disagree on sample batches"
+    ]
+    assert not install(_Consumer()) and len(caplog.records) == 1  # once per process
 
 
 def test_self_check_batches_pass() -> None:
