@@ -355,6 +355,10 @@ class Checkpointer:
     another broker is ignored, and so is a commit point beyond the partition's end. When
     a partition's commit points are all discarded so, it resumes from the log start
     (never past unread data); :attr:`foreign_records` counts them.
+
+    A record that cannot be read (not JSON, a field missing, a state blob that disagrees
+    with its layout) is skipped, warned about and counted in :attr:`corrupt_records`;
+    its tank starts afresh, or from an older record of it that can be read.
     """
 
     #: Bytes a journal may exceed twice its live size by before it is rewritten
@@ -400,6 +404,7 @@ class Checkpointer:
         self._points: dict[int, dict[str, Any]] = {}
         self._size = 0
         self._live = 0  # bytes of the newest line per tank (what compaction keeps)
+        self.corrupt_records = 0
         if use_file:
             self._load_file()
         self._live = sum(n for _, n, _ in self._index.values())
@@ -535,6 +540,8 @@ class Checkpointer:
                 for line in f:
                     n = len(line)
                     o = _parse(line) if line.endswith(b"\n") else None
+                    if o is None and line.endswith(b"\n"):  # a torn last line is no news
+                        self._corrupt("local file", "not a JSON object")
                     if o is not None:
                         if "offset" in o and "tank_id" not in o:
                             with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -612,8 +619,11 @@ class Checkpointer:
                     log.warning("ignoring a tombstone in the state topic", extra={"key": key})
                 continue
             o = _parse(value)
+            if o is None:
+                self._corrupt(self.topic, "not a JSON object", key)
+                continue
             # One state topic may be shared by mistake: never take another group's state.
-            if o is None or _text_field(o, "group") != self.group:
+            if _text_field(o, "group") != self.group:
                 continue
             if not self._same_incarnation(o, self.topic):
                 continue
@@ -637,6 +647,15 @@ class Checkpointer:
             else:  # never seek past unread data: from the log start, judged afresh
                 points[p] = CommitPoint(start or 0, -math.inf)
         return tanks, points
+
+    def _corrupt(self, where: str, why: str, key: Any = None) -> None:
+        """Count a record that cannot be read; the first few are logged."""
+        self.corrupt_records += 1
+        if self.corrupt_records <= 3:
+            log.warning(
+                "skipping a corrupt checkpoint record",
+                extra={"source": where, "error": why, "key": str(key)},
+            )
 
     def _same_incarnation(self, o: dict[str, Any], where: str = "") -> bool:
         inc = _text_field(o, "inc")
@@ -711,7 +730,7 @@ class Checkpointer:
                 raise ValueError("not a JSON object")
             s = _state_of(o)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("skipping corrupt state record", extra={"error": str(exc)})
+            self._corrupt("state record", str(exc), o.get("tank_id") if o else None)
             return
         if s.partition not in wanted:
             return

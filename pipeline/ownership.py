@@ -60,6 +60,7 @@ class PartitionOwnership:
     _dirty: np.ndarray
     _last_points: dict[int, tuple[int, float]]
     _checkpoints: int
+    _skips_counted: dict[str, int]
     #: Rebalance callbacks running now (the JoinWatch does not count their time).
     _callbacks_running: int
     _fatal: BaseException | None
@@ -242,6 +243,20 @@ class PartitionOwnership:
                 self.metrics.tanks_revived.inc()
             else:  # no state to continue from: a fresh start, reset and counted as new
                 self.assembler.renew(row)
+        self._count_skipped_records()
+
+    def _count_skipped_records(self) -> None:
+        """Bring the counters of skipped checkpoint records up to the checkpointer's
+        (foreign ones: another incarnation; corrupt ones: unreadable, including lines
+        of the local journal found when it was opened)."""
+        ck, seen = self.checkpointer, self._skips_counted
+        for kind, now, counter in (
+            ("foreign", ck.foreign_records, self.metrics.foreign_checkpoints),
+            ("corrupt", ck.corrupt_records, self.metrics.corrupt_checkpoints),
+        ):
+            if now > seen[kind]:
+                counter.inc(now - seen[kind])
+                seen[kind] = now
 
     # ----------------------------------------------------------- rebalance
     def _on_revoked(self, partitions: list[int]) -> dict[int, int]:
@@ -315,14 +330,13 @@ class PartitionOwnership:
         """Load the state of newly assigned partitions and seek to their checkpoints."""
         if not new:
             return
-        foreign = self.checkpointer.foreign_records
         try:
             tanks, points = self.checkpointer.load(new)
         except Exception as exc:  # without the state we must not process these partitions
             self._fatal = BrokerError(f"restoring state of partitions {new} failed: {exc}")
             return
-        if self.checkpointer.foreign_records > foreign:
-            self.metrics.foreign_checkpoints.inc(self.checkpointer.foreign_records - foreign)
+        finally:
+            self._count_skipped_records()
         assert self._consumer is not None
         for p in new:
             point = points.get(p)

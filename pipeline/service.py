@@ -128,6 +128,8 @@ class Service(PartitionOwnership):
         self._consumed = 0
         self._ticks: dict[str, int] = {"complete": 0, "watermark": 0, "catchup": 0}
         self._checkpoints = 0
+        # Checkpoint records skipped so far that /metrics already counts.
+        self._skips_counted = {"foreign": 0, "corrupt": 0}
         self._last_points: dict[int, tuple[int, float]] = {}
         self._next_horizon = 0.0
         self._epoch = 0  # bumped by every assignment (see _iterate)

@@ -242,6 +242,13 @@ class PipelineMetrics:
             "or topic incarnation (topic id differs, or commit point past the log end).",
             registry=r,
         )
+        self.corrupt_checkpoints = Counter(
+            "tankwatch_checkpoint_corrupt_records",
+            "Checkpoint records that could not be read (not JSON, a field missing, a state "
+            "that disagrees with its layout), skipped: their tanks started afresh or from "
+            "an older record.",
+            registry=r,
+        )
         self.dead_letters_truncated = Counter(
             "tankwatch_dead_letters_truncated",
             "Dead letters whose value was cut (larger than the DLQ limit, or refused by the "

@@ -231,3 +231,37 @@ def test_an_idle_tank_is_retired_and_comes_back_with_its_state(
     # It continued from its checkpointed state: the reset on return is the gap's, not
     # a "new_tank" start from nothing.
     assert recs[("T003", back)]["reset"] == "gap"
+
+
+def test_a_corrupt_journal_line_is_counted_and_its_tank_restored_from_the_topic(
+    kafka_bootstrap: str, make_topics: Any, model_copy: Path, tmp_path: Path
+) -> None:
+    """A damaged local journal (a disk error, an edit by hand) loses nothing silently:
+    the unreadable line is counted on /metrics and its tank continues from tank.state."""
+    topics = make_topics(2)
+    state = tmp_path / "state"
+    fleet = synthetic_history(n_tanks=4, n_ticks=30, seed=6)
+    t_split = fleet[0].ts + 20 * 60
+    first = [r for r in fleet if r.ts < t_split]
+    settings = pipeline_settings(
+        kafka_bootstrap, topics, state, model_dir=model_copy, exactly_once="off"
+    )
+    produce_readings(kafka_bootstrap, topics.readings, first)
+    with ServiceThread(settings) as run:
+        wait_consumed(run.service, len(first), 60)
+    (journal,) = state.glob("*.jsonl")
+    lines = journal.read_bytes().splitlines(keepends=True)
+    victim = max(i for i, line in enumerate(lines) if b'"tank_id":"T001"' in line)
+    lines[victim] = b"#" * (len(lines[victim]) - 1) + b"\n"  # same length, unreadable
+    journal.write_bytes(b"".join(lines))
+    second = [r for r in fleet if r.ts >= t_split]
+    produce_readings(kafka_bootstrap, topics.readings, second)
+    with ServiceThread(settings) as run:
+        wait_consumed(run.service, len(second), 60)
+        reg = run.registry
+        assert reg is not None
+        corrupt = reg.get_sample_value("tankwatch_checkpoint_corrupt_records_total")
+        new_tanks = reg.get_sample_value("tankwatch_state_resets_total", {"reason": "new_tank"})
+    print(f"corrupt journal line: counted {corrupt}; tanks started afresh: {new_tanks}")
+    assert corrupt == 1
+    assert new_tanks == 0  # T001 came back from tank.state, not from nothing

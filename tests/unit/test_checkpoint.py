@@ -344,6 +344,29 @@ def test_restore_prefers_larger_tick_and_larger_offset(tmp_path: Path) -> None:
     tanks, points = ck.load([0])
     assert tanks["A"].last_tick == 5 and np.array_equal(tanks["A"].h, new.h)
     assert points == {0: CommitPoint(30, 3.0)}
+    assert ck.corrupt_records == 1  # b"{corrupt": skipped, and counted
+
+
+def test_corrupt_checkpoint_records_are_skipped_and_counted(tmp_path: Path) -> None:
+    """Nothing is dropped silently: an unreadable journal line and an unreadable
+    tank.state record are counted; the tanks fall back to what can be read."""
+    import json
+
+    step = make_step()
+    run_ticks(step, [0], 0, 3)
+    a, b = step.snapshot([("A", 0), ("B", 0)], np.full(4, 2, np.int64), np.zeros(4, np.int32))
+    ck = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    ck.save([a], {0: CommitPoint(10, 1.0)})
+    with open(ck.path, "ab") as f:
+        f.write(b'{"tank_id": "A", garbage\n')  # a whole, unreadable line
+    bad_b = json.loads(encode_state(b, "g"))
+    bad_b["state"] = bad_b["state"][:-8]  # shorter than its layout
+    again = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+    assert again.corrupt_records == 1
+    offline(again, [(b"B", json.dumps(bad_b).encode()), (b"C", b"\xff\xfe")])
+    tanks, _ = again.load([0])
+    assert set(tanks) == {"A"} and np.array_equal(tanks["A"].h, a.h)
+    assert again.corrupt_records == 3
 
 
 def test_a_tombstone_in_the_state_topic_is_skipped_and_counted(tmp_path: Path) -> None:
