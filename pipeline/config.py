@@ -157,11 +157,6 @@ class Settings:
     pressure_min_kpa: float | None = None
     pressure_max_kpa: float | None = None
     checkpoint_interval_s: float = 10.0
-    #: Tanks per checkpoint, about: a larger fleet's partitions are checkpointed in
-    #: turn, each still every checkpoint_interval_s, so no single pause holds them all
-    #: (without exactly-once outputs, whose one transaction covers every partition).
-    #: 0 = every partition at once.
-    checkpoint_spread_tanks: int = 2500
     forecasts_topic_enabled: bool = True
     metrics_enabled: bool = True
     anomaly_threshold: float = 6.0
@@ -416,14 +411,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         parse_float,
         "checkpoint period, s",
         range=Range(0, _DAY, lo_open=True),
-    ),
-    FieldSpec(
-        "checkpoint_spread_tanks",
-        "TANKWATCH_CHECKPOINT_SPREAD_TANKS",
-        int,
-        "checkpoint about this many tanks at a time: more tanks' partitions are "
-        "checkpointed in turn, each every checkpoint interval (0 = all at once)",
-        range=Range(0, 10_000_000),
     ),
     FieldSpec(
         "forecasts_topic_enabled",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -60,8 +59,6 @@ class PartitionOwnership:
     _epoch: int
     _dirty: np.ndarray
     _last_points: dict[int, tuple[int, float]]
-    #: Monotonic time of each partition's last checkpoint (or restore).
-    _checkpointed_at: dict[int, float]
     _checkpoints: int
     _skips_counted: dict[str, int]
     #: Rebalance callbacks running now (the JoinWatch does not count their time).
@@ -99,31 +96,6 @@ class PartitionOwnership:
         raise NotImplementedError
 
     # ---------------------------------------------------------- checkpoints
-    def _checkpoint_share(self) -> tuple[list[int] | None, float]:
-        """The partitions the next periodic checkpoint takes (None = all) and the wait
-        until the one after.
-
-        Above ``checkpoint_spread_tanks`` tanks the fleet is checkpointed in g shares
-        of its partitions, g per interval, each share the partitions checkpointed
-        longest ago: every partition is still checkpointed every
-        ``checkpoint_interval_s`` (so a crash replays no more), but one pause holds
-        ~1/g of the tanks -- at 10,000 tanks one checkpoint of them all was a 0.3-0.4 s
-        stall, the largest share of the slowest ticks (docs/performance.md). Not with
-        exactly-once outputs: their one transaction covers every partition."""
-        interval = self.settings.checkpoint_interval_s
-        per = self.settings.checkpoint_spread_tanks
-        parts = sorted(self._assigned)
-        tanks = len(self.assembler.registry)
-        if per <= 0 or len(parts) < 2 or tanks <= per or self._transactional():
-            self.metrics.checkpoint_shares.set(1)
-            return None, interval
-        shares = min(len(parts), -(-tanks // per))
-        self.metrics.checkpoint_shares.set(shares)
-        take = -(-len(parts) // shares)
-        at = self._checkpointed_at
-        oldest = sorted(parts, key=lambda p: (at.get(p, -math.inf), p))
-        return sorted(oldest[:take]), interval / shares
-
     def _try_checkpoint(self, partitions: list[int] | None) -> bool:
         try:
             self.checkpoint(partitions)
@@ -213,7 +185,6 @@ class PartitionOwnership:
         summary = {p: (pt.offset, pt.max_ts) for p, pt in points.items()}
         unchanged = all(self._last_points.get(p) == s for p, s in summary.items())
         if not tanks and unchanged and not force:
-            self._checkpointed_at.update(dict.fromkeys(wanted, time.monotonic()))
             return {}  # nothing new since the last checkpoint
         states = self.step.snapshot_columns(tanks, self.assembler.last_applied, part)
         try:
@@ -228,7 +199,6 @@ class PartitionOwnership:
             dirty[r] = False
         self._retire_idle(list(points))
         self._last_points.update(summary)
-        self._checkpointed_at.update(dict.fromkeys(wanted, time.monotonic()))
         self._checkpoints += 1
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
@@ -347,7 +317,6 @@ class PartitionOwnership:
         self._assigned -= set(gone)
         for p in gone:
             self._last_points.pop(p, None)
-            self._checkpointed_at.pop(p, None)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(str(p))
         self._publish_view(None)
@@ -381,7 +350,6 @@ class PartitionOwnership:
             self.step.restore(row, state)
         self.history.ensure_capacity(self.step.capacity)
         self._assigned |= set(new)
-        self._checkpointed_at.update(dict.fromkeys(new, time.monotonic()))
         self._epoch += 1
         for p in new:
             self._assigned_at[p] = self._epoch

@@ -131,7 +131,6 @@ class Service(PartitionOwnership):
         # Checkpoint records skipped so far that /metrics already counts.
         self._skips_counted = {"foreign": 0, "corrupt": 0}
         self._last_points: dict[int, tuple[int, float]] = {}
-        self._checkpointed_at: dict[int, float] = {}
         self._next_horizon = 0.0
         self._epoch = 0  # bumped by every assignment (see _iterate)
         self._callbacks_running = 0
@@ -214,9 +213,8 @@ class Service(PartitionOwnership):
                     self._check_membership(now)
                     next_probe = now + PROBE_INTERVAL_S
                 if now >= next_ckpt:
-                    share, wait_s = self._checkpoint_share()
-                    self._try_checkpoint(share)
-                    next_ckpt = time.monotonic() + wait_s
+                    self._try_checkpoint(None)
+                    next_ckpt = time.monotonic() + self.settings.checkpoint_interval_s
             if not self._try_checkpoint(None):
                 # Exiting without the final checkpoint loses nothing (offsets were not
                 # committed past it) but must not look like a clean stop.

@@ -187,13 +187,6 @@ class PipelineMetrics:
         self.checkpoint_seconds = Histogram(
             "tankwatch_checkpoint_seconds", "Time to write one checkpoint.", registry=r
         )
-        self.checkpoint_shares = Gauge(
-            "tankwatch_checkpoint_shares",
-            "Shares of the partitions checkpointed in turn (1 = all at once; see "
-            "checkpoint_spread_tanks).",
-            registry=r,
-        )
-        self.checkpoint_shares.set(1)
         self.broker_up = Gauge(
             "tankwatch_broker_up", "1 while polls and commits succeed.", registry=r
         )
