@@ -539,8 +539,9 @@ class Checkpointer:
                 offset = 0
                 for line in f:
                     n = len(line)
-                    o = _parse(line) if line.endswith(b"\n") else None
-                    if o is None and line.endswith(b"\n"):  # a torn last line is no news
+                    whole = line.endswith(b"\n")  # else a torn last line: no news
+                    o = _parse(line) if whole else None
+                    if whole and o is None:
                         self._corrupt("local file", "not a JSON object")
                     if o is not None:
                         if "offset" in o and "tank_id" not in o:
