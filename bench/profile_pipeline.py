@@ -39,12 +39,13 @@ def main() -> int:
     parser.add_argument("--horizon", type=int, default=30)
     parser.add_argument("--horizon-stride", type=int, default=1)
     parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument("--model", type=Path, default=None, help="artifact (default: committed)")
     args = parser.parse_args()
 
     from models.artifact import load_artifact
     from pipeline.config import default_model_dir
 
-    model_dir = default_model_dir()
+    model_dir = args.model or default_model_dir()
     interval = load_artifact(model_dir).tick_interval_s
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         topics = new_topics(broker.bootstrap, "prof")

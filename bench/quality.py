@@ -316,7 +316,7 @@ def run_3w(root: Path, work: Path, args: argparse.Namespace) -> tuple[list[Any],
 def run_sim(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     from models.evaluate import EvalConfig, _scored, read_labels
 
-    art_dir = REPO / "models" / "artifacts" / "default"
+    art_dir = args.sim_model or REPO / "models" / "artifacts" / "default"
     art = load_artifact(art_dir)
     data = REPO / "data" / "history.csv.gz"
     from models.dataprep import load_readings
@@ -354,6 +354,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--3w", dest="w3", type=Path, help="the 3W folder (../shared/data/3w)")
     ap.add_argument("--sim", action="store_true", help="also the bundled simulator history")
+    ap.add_argument(
+        "--sim-model", type=Path, default=None, help="artifact for --sim (default: committed)"
+    )
     ap.add_argument("--train-wells", default="WELL-00011,WELL-00012")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--units", type=int, default=24)

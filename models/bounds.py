@@ -48,13 +48,26 @@ class Bounds:
         """(clipped copy of fc, clips per row (n,)). ``fc`` (H', n, F) forecasts for
         horizons ``first_h .. first_h + H' - 1``; ``reading`` (n, F) the current readings.
         NaN stays NaN and is not counted."""
-        h_idx = np.minimum(np.arange(first_h - 1, first_h - 1 + fc.shape[0]), self.horizon - 1)
-        span = self.max_change[h_idx][:, None, :]  # (H', 1, F)
-        lo = np.maximum(reading[None] - span, self.lower)
-        hi = np.minimum(reading[None] + span, self.upper)
-        out = np.clip(fc, lo, hi).astype(np.float32)
-        changed = np.isfinite(fc) & (out != fc)
-        return out, changed.any(axis=0).any(axis=1).astype(np.int64)
+        hp, n, nf = fc.shape
+        h_idx = np.minimum(np.arange(first_h - 1, first_h - 1 + hp), self.horizon - 1)
+        # Flat (H', n F) rows with the (F,) limits tiled along them: broadcasting over a
+        # last axis of F = 2 runs NumPy's inner loop 2 elements at a time, ~40x slower
+        # (this runs on every tank's horizon every tick: it was ~4.5 % of a tick at
+        # 1,000 tanks, py-spy). Same arithmetic, element by element, in float32.
+        span = np.tile(self.max_change[h_idx], (1, n))  # (H', n F): s_0, s_1, s_0, ...
+        r = np.asarray(reading, np.float32).reshape(1, n * nf)
+        lo = np.subtract(r, span, dtype=np.float32)
+        np.maximum(lo, np.tile(self.lower, n), out=lo)
+        hi = np.add(r, span, out=span)
+        np.minimum(hi, np.tile(self.upper, n), out=hi)
+        f = np.asarray(fc).reshape(hp, n * nf)
+        out = np.maximum(f, lo, dtype=np.float32)
+        np.minimum(out, hi, out=out)
+        changed = out != f  # NaN in fc stays NaN: counted here, dropped below
+        if changed.any():
+            changed &= np.isfinite(f)
+        per_row = changed.any(axis=0).reshape(n, nf).any(axis=1)
+        return out.reshape(hp, n, nf), per_row.astype(np.int64)
 
     def to_json(self) -> dict[str, Any]:
         def num(v: float) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["SOURCES", "choose", "codes_of", "serve"]
+__all__ = ["SOURCES", "choose", "codes_of", "horizon_codes", "serve"]
 
 SOURCES: tuple[str, ...] = ("lstm", "persistence", "holt")
 
@@ -45,6 +45,13 @@ def codes_of(sources: Sequence[Sequence[str]]) -> NDArray[np.intp]:
     return np.asarray([[SOURCES.index(s) for s in row] for row in sources], np.intp)
 
 
+def horizon_codes(codes: NDArray[np.intp], first_h: int, count: int) -> NDArray[np.intp]:
+    """(count, F) codes of horizons ``first_h .. first_h + count - 1``; horizons past
+    the coded ones use the last coded horizon's choice."""
+    h_idx = np.minimum(np.arange(first_h - 1, first_h - 1 + count), codes.shape[0] - 1)
+    return codes[h_idx]
+
+
 def serve(
     codes: NDArray[np.intp],
     lstm: NDArray[np.floating[Any]],
@@ -56,10 +63,17 @@ def serve(
 
     Horizons past the coded ones use the last coded horizon's choice.
     """
-    h_idx = np.minimum(np.arange(first_h - 1, first_h - 1 + lstm.shape[0]), codes.shape[0] - 1)
-    c = codes[h_idx][:, None, :]
-    out = np.where(c == 0, lstm, np.where(c == 1, persistence, holt))
-    return np.asarray(out, np.float32)
+    hp, n, nf = lstm.shape
+    # Flat (H', n F) rows with the (H', F) codes tiled along them: a broadcast over a
+    # last axis of F = 2 runs NumPy's inner loop 2 elements at a time (~10x slower).
+    c = np.tile(horizon_codes(codes, first_h, hp), (1, n))
+    flat = (hp, n * nf)
+    pers = np.broadcast_to(np.asarray(persistence, np.float32), lstm.shape).reshape(flat)
+    # Each input rounded to float32 first: the same values as selecting in float64
+    # and rounding the result, at half the memory traffic.
+    out = np.where(c == 1, pers, np.asarray(holt, np.float32).reshape(flat))
+    out = np.where(c == 0, np.asarray(lstm, np.float32).reshape(flat), out)
+    return np.asarray(out, np.float32).reshape(hp, n, nf)
 
 
 class ServingPlan:

@@ -95,14 +95,25 @@ def _num_rows(a: NDArray[np.floating]) -> list[str]:
 # noticeable share of the per-reading budget. Tank ids match ``[A-Za-z0-9._:-]``
 # (validated by the codec), so they need no escaping; the other strings are escaped
 # once per tick with json.dumps. Numbers are turned into text a column at a time.
-_RECORD = (
-    '{"tank_id":"%s","tick":%d,"tick_ts":"%s","reading_ts":%s,'
-    '"actual":{"pressure_kpa":%s,"temperature_c":%s},'
-    '"forecast":{"pressure_kpa":%s,"temperature_c":%s},'
-    '"horizon_ticks":%s,"horizon":{"pressure_kpa":[%s],"temperature_c":[%s]},'
-    '"residual":%s,"anomaly_score":%s,"anomaly_flag":%s,"anomaly_calibrated":%s,"reset":%s,'
-    '"model_version":%s,"served_from":%s,"source":{"topic":%s,"partition":%d,"offset":%d}}'
+# Two stages: the fields that are the same for every record of a tick (``%d``/``%s``)
+# are put in once per tick, which leaves a record's own fields (``%%s``/``%%d``) for a
+# 15-field format per record instead of 21 (the per-record format was ~6 % of a tick
+# at 1,000 tanks, py-spy).
+_TICK_RECORD = (
+    '{"tank_id":"%%s","tick":%d,"tick_ts":"%s","reading_ts":%%s,'
+    '"actual":{"pressure_kpa":%%s,"temperature_c":%%s},'
+    '"forecast":{"pressure_kpa":%%s,"temperature_c":%%s},'
+    '"horizon_ticks":%s,"horizon":{"pressure_kpa":[%%s],"temperature_c":[%%s]},'
+    '"residual":%%s,"anomaly_score":%%s,"anomaly_flag":%%s,"anomaly_calibrated":%%s,'
+    '"reset":%%s,"model_version":%s,"served_from":%s,'
+    '"source":{"topic":%s,"partition":%%d,"offset":%%d}}'
 )
+
+
+def _literal(text: str) -> str:
+    """``text`` put into the first stage of :data:`_TICK_RECORD` so that the second
+    stage writes it as it is (its ``%`` doubled)."""
+    return text.replace("%", "%%")
 
 
 def encode_records(
@@ -154,15 +165,22 @@ def encode_records(
     reason = [resets[k] for k in ct.reset_reason.tolist()]
     parts = ct.partitions.tolist()
     offsets = ct.offsets.tolist()
-    tick = ct.tick
-    records = []
-    # With a horizon stride the records say how old their horizon is; without one they
-    # stay byte for byte what they were.
+    # With a horizon stride the records say how old their horizon is (a per-record
+    # field); without one they stay byte for byte what they were.
     aged = (
         [f'{hticks},"horizon_age_ticks":{a}' for a in out.horizon_age.tolist()]
         if out.horizon_age is not None
         else None
     )
+    template = _TICK_RECORD % (
+        ct.tick,
+        _literal(tick_ts),
+        "%s" if aged is not None else _literal(hticks),
+        _literal(version),
+        _literal(served),
+        _literal(topic),
+    )
+    records = []
     for i, row in enumerate(ct.rows.tolist()):
         tank_id = tank_ids[row]
         if tank_id is None:
@@ -171,29 +189,16 @@ def encode_records(
         residual = (
             "null" if res_none[i] else f'{{"pressure_kpa":{res[j]},"temperature_c":{res[j + 1]}}}'
         )
-        value = _RECORD % (
-            tank_id,
-            tick,
-            tick_ts,
-            ts[i],
-            x[j],
-            x[j + 1],
-            f[j],
-            f[j + 1],
-            hticks if aged is None else aged[i],
-            hz_p[i],
-            hz_t[i],
-            residual,
-            score[i],
-            flag[i],
-            calibrated[i],
-            reason[i],
-            version,
-            served,
-            topic,
-            parts[i],
-            offsets[i],
-        )
+        if aged is None:
+            value = template % (
+                tank_id, ts[i], x[j], x[j + 1], f[j], f[j + 1], hz_p[i], hz_t[i], residual,
+                score[i], flag[i], calibrated[i], reason[i], parts[i], offsets[i],
+            )  # fmt: skip
+        else:
+            value = template % (
+                tank_id, ts[i], x[j], x[j + 1], f[j], f[j + 1], aged[i], hz_p[i], hz_t[i],
+                residual, score[i], flag[i], calibrated[i], reason[i], parts[i], offsets[i],
+            )  # fmt: skip
         records.append((tank_id.encode(), value.encode()))
     return records
 

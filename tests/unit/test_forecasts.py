@@ -99,3 +99,28 @@ def test_records_are_byte_identical_to_the_repr_path(monkeypatch: pytest.MonkeyP
             m.setattr(forecasts, "_orjson", None)  # every number through repr
             slow = encode_records(o, ids, 60.0, (1, 5, 15, 30), "lstm-x", "tank.readings")
         assert fast == slow
+
+
+def test_per_tick_strings_with_percent_signs_and_quotes_come_out_as_given() -> None:
+    """The record is formatted in two stages (the tick's shared fields, then each
+    record's own): a ``%`` or a quote in a shared string must come out as it is."""
+    from dataclasses import replace
+
+    step = make_step()
+    step.apply(tick(0, [0, 1], np.asarray([series(0, 0), series(1, 0)]), [-9, -9], [1, 1]))
+    out = step.apply(tick(1, [0, 1], np.asarray([series(0, 1), series(1, 1)]), [0, 0]))
+    served = {"pressure_kpa": ["lstm", "holt%s"], "temperature_c": ["persistence", "lstm"]}
+    version, topic = 'm%s"\\%d', "t%s%%"
+    for o in (out, replace(out, horizon_age=np.array([0, 2]))):
+        recs = encode_records(o, ["A", "B", None, None], 60.0, (1, 30), version, topic, served)
+        for i, (key, value) in enumerate(recs):
+            rec = json.loads(value)
+            assert key.decode() == rec["tank_id"] == "AB"[i]
+            assert rec["model_version"] == version and rec["source"]["topic"] == topic
+            assert rec["served_from"]["horizon"]["pressure_kpa"] == ["holt%s"]
+            assert rec["horizon_ticks"] == [1, 30]
+            assert rec["source"]["offset"] == int(o.tick.offsets[i])
+            if o.horizon_age is not None:
+                assert rec["horizon_age_ticks"] == int(o.horizon_age[i])
+            else:
+                assert "horizon_age_ticks" not in rec

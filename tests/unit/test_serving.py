@@ -54,6 +54,43 @@ def test_bounds_keep_forecasts_physical_and_count_clipped_rows() -> None:
     assert clips.tolist() == [1, 1]
 
 
+def test_clip_and_serve_match_the_plain_broadcast_formulas() -> None:
+    """clip and serve run on flat (H', n F) rows for speed; they must give what the
+    plain (H', n, F) broadcasts give, NaN and inf forecasts, NaN readings, float64
+    Holt inputs, horizons past the coded ones and a later first horizon included."""
+    rng = np.random.default_rng(3)
+    h, n = 30, 37
+    bounds = Bounds(
+        np.sort(rng.uniform(0.1, 3.0, (h, 2)), axis=0).astype(np.float32),
+        np.array([0.0, -273.15], np.float32),
+        np.array([np.inf, 60.0], np.float32),
+    )
+    reading = rng.normal([1.0, 55.0], [2.0, 5.0], (n, 2)).astype(np.float32)
+    reading[4, 0] = np.nan
+    for first_h, count in [(1, 1), (2, 29), (5, 33)]:
+        spread = np.where(np.arange(n) < n // 2, 0.01, 3.0)[None, :, None]  # quiet, wild
+        fc = (reading[None] + spread * rng.normal(0, 1, (count, n, 2))).astype(np.float32)
+        fc[0, 1, 0], fc[-1, 2, 1], fc[-1, 3, 0] = np.nan, np.inf, -np.inf
+        out, clips = bounds.clip(fc, reading, first_h)
+        hi_idx = np.minimum(np.arange(first_h - 1, first_h - 1 + count), h - 1)
+        span = bounds.max_change[hi_idx][:, None, :]
+        lo = np.maximum(reading[None] - span, bounds.lower)
+        hi = np.minimum(reading[None] + span, bounds.upper)
+        want = np.clip(fc, lo, hi).astype(np.float32)
+        moved = np.isfinite(fc) & (want != fc)
+        np.testing.assert_array_equal(out, want)
+        assert out.dtype == np.float32
+        assert clips.tolist() == moved.any(axis=0).any(axis=1).astype(int).tolist()
+        assert 0 < clips.sum() < n  # the case holds clipped and untouched rows
+
+        codes = rng.integers(0, 3, (h, 2))
+        pers = np.broadcast_to(reading[None], fc.shape)
+        holt = rng.normal(0, 1, fc.shape)  # float64, as HoltBaseline.forecast returns
+        c = codes[hi_idx][:, None, :]
+        plain = np.asarray(np.where(c == 0, fc, np.where(c == 1, pers, holt)), np.float32)
+        np.testing.assert_array_equal(serve(codes, fc, pers, holt, first_h), plain)
+
+
 def test_forecast_step_serves_clips_and_withholds_flags_out_of_range() -> None:
     art = load_artifact(default_model_dir())
     engine = load_forecaster(default_model_dir(), "numpy", 0)
