@@ -197,7 +197,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=option_from_env("seed", 7),
         help="random seed (env TANKWATCH_SEED; default %(default)s)",
     )
-    t.add_argument("--units", type=positive_int, default=48, help="LSTM units per layer")
+    t.add_argument("--units", type=positive_int, default=24, help="LSTM units per layer")
     t.add_argument("--layers", type=positive_int, default=1, help="LSTM layers")
     t.add_argument(
         "--window",

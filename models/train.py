@@ -51,7 +51,7 @@ class TrainConfig:
     data: tuple[Path, ...]
     out: Path
     seed: int = 7
-    units: int = 48
+    units: int = 24
     layers: int = 1
     window: int = 32
     epochs: int = 40
