@@ -542,7 +542,10 @@ class Checkpointer:
                     whole = line.endswith(b"\n")  # else a torn last line: no news
                     o = _parse(line) if whole else None
                     if whole and o is None:
-                        self._corrupt("local file", "not a JSON object")
+                        # No key to name (the line does not parse): where it is.
+                        self._corrupt(
+                            f"local file {self.path}", f"line at byte {offset} is not a JSON object"
+                        )
                     if o is not None:
                         if "offset" in o and "tank_id" not in o:
                             with contextlib.suppress(KeyError, TypeError, ValueError):
@@ -653,10 +656,10 @@ class Checkpointer:
         """Count a record that cannot be read; the first few are logged."""
         self.corrupt_records += 1
         if self.corrupt_records <= 3:
-            log.warning(
-                "skipping a corrupt checkpoint record",
-                extra={"source": where, "error": why, "key": str(key)},
-            )
+            extra = {"source": where, "error": why}
+            if key is not None:
+                extra["key"] = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+            log.warning("skipping a corrupt checkpoint record", extra=extra)
 
     def _same_incarnation(self, o: dict[str, Any], where: str = "") -> bool:
         inc = _text_field(o, "inc")

@@ -347,10 +347,14 @@ def test_restore_prefers_larger_tick_and_larger_offset(tmp_path: Path) -> None:
     assert ck.corrupt_records == 1  # b"{corrupt": skipped, and counted
 
 
-def test_corrupt_checkpoint_records_are_skipped_and_counted(tmp_path: Path) -> None:
+def test_corrupt_checkpoint_records_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Nothing is dropped silently: an unreadable journal line and an unreadable
-    tank.state record are counted; the tanks fall back to what can be read."""
+    tank.state record are counted; the tanks fall back to what can be read. The
+    warnings say where: the journal line's byte offset, the topic record's key."""
     import json
+    import logging
 
     step = make_step()
     run_ticks(step, [0], 0, 3)
@@ -361,12 +365,18 @@ def test_corrupt_checkpoint_records_are_skipped_and_counted(tmp_path: Path) -> N
         f.write(b'{"tank_id": "A", garbage\n')  # a whole, unreadable line
     bad_b = json.loads(encode_state(b, "g"))
     bad_b["state"] = bad_b["state"][:-8]  # shorter than its layout
-    again = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
-    assert again.corrupt_records == 1
-    offline(again, [(b"B", json.dumps(bad_b).encode()), (b"C", b"\xff\xfe")])
-    tanks, _ = again.load([0])
+    good_bytes = ck.path.stat().st_size - len(b'{"tank_id": "A", garbage\n')
+    with caplog.at_level(logging.WARNING, logger="pipeline.checkpoint"):
+        again = Checkpointer(RecordingProducer(), "unused:0", "st", tmp_path, "g", "r")
+        assert again.corrupt_records == 1
+        offline(again, [(b"B", json.dumps(bad_b).encode()), (b"C", b"\xff\xfe")])
+        tanks, _ = again.load([0])
     assert set(tanks) == {"A"} and np.array_equal(tanks["A"].h, a.h)
     assert again.corrupt_records == 3
+    warned = [r for r in caplog.records if r.getMessage() == "skipping a corrupt checkpoint record"]
+    assert len(warned) == 3
+    assert f"line at byte {good_bytes} " in warned[0].error and not hasattr(warned[0], "key")
+    assert sorted(r.key for r in warned[1:]) == ["B", "C"]
 
 
 def test_a_tombstone_in_the_state_topic_is_skipped_and_counted(tmp_path: Path) -> None:
