@@ -2,7 +2,8 @@
 
 Produces ``--tanks`` x ``--ticks`` readings into a fresh topic on an embedded broker,
 then runs the pipeline in-process (as ``bench/pipeline.py --parts throughput`` does)
-with the forecasts topic on or off, printing the seconds it took. Meant to be run
+with the forecasts topic on or off and the committed artifact (or ``--model DIR``),
+printing the seconds it took. Meant to be run
 under a sampling profiler, e.g.::
 
     py-spy record -r 250 -f raw -o /tmp/prof.txt -- \

@@ -19,8 +19,8 @@ transient -> fault) of the *other* wells:
   calibration scores) and both flagging after 3 consecutive exceedances; scored
   (:mod:`models.detection_metrics`) on the rest, abnormal = transient or fault.
 
-**Simulator** (``--sim``): the committed default artifact on the bundled history
-(forecast table on its holdout), and the same two detectors scored against
+**Simulator** (``--sim``): the committed default artifact (or ``--sim-model DIR``) on
+the bundled history (forecast table on its holdout), and the same two detectors scored against
 ``data/labels.csv`` on the holdout, calibrated on the tuning part outside labels.
 
 Runs in a few minutes on 2 cores (few epochs, small LSTM).
