@@ -21,7 +21,9 @@ Speed (the cell is memory-bound: a dozen elementwise passes per matmul):
   padded to a multiple of :data:`PAD_ROWS`, so a row's bits never depend on the others);
 * buffers are preallocated per size and reused;
 * ``forecast`` runs the horizon in chunks of rows (rows are independent), so a
-  chunk's h, c and gates stay in the CPU cache for all the steps;
+  chunk's h, c and gates stay in the CPU cache for all the steps (the single-layer
+  kernel in larger chunks: there the per-call cost of NumPy weighs more, see
+  :data:`FUSED_CHUNK`);
 * the horizon of a single-layer network runs transposed (gate blocks and state are
   contiguous rows), one matmul per step with the bias folded in, buffers reused:
   under the global scaler each fed-back input is a linear function of the previous
@@ -58,8 +60,18 @@ from tankwatch.errors import InputError
 __all__ = ["NumpyEngine"]
 
 
-#: Rows per chunk in ``forecast``: a chunk's gates (rows x 4U float32) fit in L2.
+#: Rows per chunk in ``forecast``'s generic paths: a chunk's gates (rows x 4U float32)
+#: fit in L2.
 FORECAST_CHUNK = 1024
+#: Rows per chunk of the single-layer (fused) horizon. Larger than the generic paths':
+#: each step is ~15 NumPy calls per chunk, and at 10,000 rows the calls' own cost
+#: outweighed keeping a chunk's gates in L2. ``bench``-style timings of
+#: ``forecast(30)`` at 10,000 rows, one BLAS thread, two runs each (2026-11-28):
+#: LSTM(24) 53.7 / 54.2 ms at 1,024 rows per chunk, 48.2 / 47.5 at 2,048,
+#: 46.5 / 45.4 at 4,096, 46.7 / 44.9 at 8,192; LSTM(48) 115.5 / 111.2, 108.4 / 107.4,
+#: 107.3 / 106.1, 108.3 / 110.1. The same bits at every size (rows are padded, see
+#: PAD_ROWS and _padded).
+FUSED_CHUNK = 4096
 #: Threads for the horizon of a single-layer network (``NumpyEngine.horizon_threads``,
 #: env TANKWATCH_HORIZON_THREADS). One by default: on the loaded 2-core machine of
 #: docs/performance.md two threads made the 10,000-row horizon slower in wall time
@@ -479,7 +491,7 @@ class NumpyEngine:
         if n == 0:
             return
         threads = self.horizon_threads if n >= 2 * MIN_THREAD_ROWS else 1
-        chunk = min(FORECAST_CHUNK, -(-n // threads))
+        chunk = min(FUSED_CHUNK, -(-n // threads))
         bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
 
         def run(lo_hi: tuple[int, int]) -> None:

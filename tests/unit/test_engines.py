@@ -388,9 +388,9 @@ def test_numpy_path_never_imports_tensorflow() -> None:
 
 def test_forecast_over_many_rows_matches_keras_engine() -> None:
     """More rows than one forecast chunk (NumPy runs the horizon in row chunks)."""
-    from models.engines.numpy_engine import FORECAST_CHUNK
+    from models.engines.numpy_engine import FUSED_CHUNK
 
-    n = 2 * FORECAST_CHUNK + 37
+    n = 2 * FUSED_CHUNK + 37
     weights = random_weights(4, 1, seed=8, change_input=True)
     engines = [make_engine(kind, weights, n, True, True) for kind in ("numpy", "keras")]
     rng = np.random.default_rng(2)
@@ -399,7 +399,7 @@ def test_forecast_over_many_rows_matches_keras_engine() -> None:
         mask = rng.random(n) < 0.9
         for e in engines:
             e.step(x, mask)
-    rows = np.sort(rng.choice(n, size=FORECAST_CHUNK + 5, replace=False))
+    rows = np.sort(rng.choice(n, size=FUSED_CHUNK + 5, replace=False))
     assert_close(engines[0].forecast(8), engines[1].forecast(8))
     assert_close(engines[0].forecast(8, rows), engines[1].forecast(8)[:, rows])
 
@@ -595,9 +595,9 @@ def test_row_normalised_horizon_kernel_gives_the_step_by_step_bits(
     on random states: the same bits, for all rows, subsets of every padding case, more
     rows than a chunk, and two threads. (Its docstring says why nothing looser would
     do: in a per-row frame float32 differences grow to ~1e-3 in some rows.)"""
-    from models.engines.numpy_engine import FORECAST_CHUNK
+    from models.engines.numpy_engine import FUSED_CHUNK
 
-    n = 2 * FORECAST_CHUNK + 37
+    n = 2 * FUSED_CHUNK + 37
     weights = random_weights(8, 1, seed=21, change_input=change)
     engine = _stepped_row_normalised(weights, n, residual, change, seed=5)
     assert engine._fused_rn is not None
