@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--forecasts", choices=["on", "off"], default="on")
     parser.add_argument("--horizon", type=int, default=30)
     parser.add_argument("--horizon-stride", type=int, default=1)
+    parser.add_argument("--horizon-worker", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--pyinstrument", action="store_true")
     parser.add_argument("--model", type=Path, default=None, help="artifact (default: committed)")
     args = parser.parse_args()
@@ -82,6 +83,7 @@ def main() -> int:
             Path(tmp),
             args.horizon,
             horizon_stride=args.horizon_stride,
+            horizon_worker=args.horizon_worker,
         )
         print(f"{total:,} readings: {r} ({time.perf_counter() - t0:.1f} s with setup)")
         if profiler is not None:

@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.consumer import ReadingsConsumer
 from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep
+from pipeline.horizon_worker import HorizonWorker, usable_cpus
 from pipeline.ports import ConsumerLike, ModelInfo
 from pipeline.service import Service
 from pipeline.sinks.forecasts import ForecastSink
@@ -154,6 +155,19 @@ def limit_blas_threads() -> None:
         log.warning("threadpoolctl missing: BLAS thread count left as is")
         return
     threadpool_limits(limits=1, user_api="blas")
+
+
+def horizon_worker(settings: Settings) -> HorizonWorker | None:
+    """The child process for per-tick horizons, if the settings call for one (it
+    starts in the background; until it is ready horizons are computed in the loop)."""
+    mode = settings.horizon_worker
+    if mode == "off" or settings.engine != "numpy" or settings.horizon <= 1:
+        return None
+    if mode == "auto" and not (
+        settings.forecasts_topic_enabled and settings.horizon_stride == 1 and usable_cpus() >= 2
+    ):
+        return None
+    return HorizonWorker(settings.model_dir)
 
 
 def build_service(settings: Settings, registry: CollectorRegistry | None = None) -> Service:
@@ -309,7 +323,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         )
 
     try:
-        return Service(
+        service = Service(
             settings,
             model,
             make_consumer,
@@ -327,3 +341,8 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
     except Exception:
         producer.close(timeout=1)
         raise
+    # Last, so that nothing above can fail with the child already started.
+    step.worker = horizon_worker(settings)
+    if step.worker is not None and forecasts is not None:
+        step.worker.configure(forecasts.encode_args())
+    return service

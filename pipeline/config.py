@@ -76,7 +76,7 @@ def _parse_reference(text: str) -> str | None:
 EXACTLY_ONCE_MODES = ("auto", "on", "off")
 
 
-def _parse_exactly_once(text: str) -> str:
+def _parse_auto_on_off(text: str) -> str:
     low = text.strip().lower()
     low = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}.get(
         low, low
@@ -142,6 +142,10 @@ class Settings:
     #: ticks ahead, and records in between carry it with ``horizon_age_ticks``. 1 = a
     #: fresh horizon in every record. The next-step forecast is always fresh.
     horizon_stride: int = 1
+    #: Compute each tick's horizon in a child process while the loop reads on
+    #: (pipeline.horizon_worker): "auto" (with the NumPy engine, the forecasts
+    #: topic on, stride 1 and at least 2 usable CPUs), "on" or "off". Same bits.
+    horizon_worker: str = "auto"
     #: How far event time may run behind a partition's max before a reading is late.
     allowed_lateness_s: float = 120.0
     #: Horizons for the page and metrics are refreshed at most this often (seconds);
@@ -201,6 +205,11 @@ class Settings:
                 problems.append(f"{spec.where}: {spec.name} {problem}")
         if self.exactly_once not in EXACTLY_ONCE_MODES:
             problems.append(f"exactly_once must be auto, on or off, got {self.exactly_once!r}")
+        if self.horizon_worker not in EXACTLY_ONCE_MODES:
+            problems.append(
+                f"{_where('horizon_worker')}: horizon_worker must be auto, on or off, "
+                f"got {self.horizon_worker!r}"
+            )
         if self.engine not in ("numpy", "keras"):
             problems.append(
                 f"{_where('engine')}: engine must be 'numpy' or 'keras', got {self.engine!r}"
@@ -365,6 +374,12 @@ FIELDS: tuple[FieldSpec, ...] = (
         int,
         "compute each tank's horizon every N ticks (records carry its age)",
         range=Range(1, 1000),
+    ),
+    FieldSpec(
+        "horizon_worker",
+        "TANKWATCH_HORIZON_WORKER",
+        _parse_auto_on_off,
+        "per-tick horizons in a child process: auto (2+ CPUs, numpy, stride 1), on, off",
     ),
     FieldSpec(
         "horizon_interval_s",
@@ -534,7 +549,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "exactly_once",
         "TANKWATCH_EXACTLY_ONCE",
-        _parse_exactly_once,
+        _parse_auto_on_off,
         "one transaction per checkpoint: auto (when the broker has transactions), on, off",
     ),
     FieldSpec(

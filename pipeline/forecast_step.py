@@ -10,8 +10,9 @@ row costs one row's work and yields exactly that row's values of a full batch).
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,27 @@ from models.baselines import HoltBaseline
 from models.engines.base import Forecaster, RowState
 from models.serving import SOURCES, ServingPlan, horizon_codes, serve
 from pipeline.assembler import NO_TICK, RESET_REASONS, ClosedTick
+from pipeline.horizon_worker import HorizonWorker, Serving, WorkerGone
 
 __all__ = ["FleetState", "ForecastStep", "StateColumns", "StepOutput", "TankState"]
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
+
+
+#: Ticks whose horizon may be in the worker at once: the loop runs up to this many
+#: ticks ahead of it (a poll often closes several ticks; with one, the loop would wait
+#: for each tick's horizon before stepping the next).
+MAX_IN_FLIGHT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingHorizon:
+    """A tick whose horizon the worker computes (and serves): its output (rows, next
+    step, readings; ``horizons`` to fill in) and the state it was started from."""
+
+    out: StepOutput
+    state: RowState
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +58,8 @@ class StepOutput:
     Forecasts are the *served* ones (skill gate, bounds: :mod:`models.serving`).
     ``horizon_age`` (n,) int64, with a horizon stride > 1: how many ticks ago each
     row's horizon (beyond the next step) was computed (None: all fresh).
+    ``encoded``: the tick's forecast records when the horizon worker formatted them
+    (else empty: the sink formats them).
     """
 
     tick: ClosedTick
@@ -52,6 +71,7 @@ class StepOutput:
     flag: NDArray[np.bool_]
     calibrated: NDArray[np.bool_] | None = None
     horizon_age: NDArray[np.int64] | None = None
+    encoded: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +269,10 @@ class ForecastStep:
         self.origin: F32 = np.full((0, span, engine.n_features), np.nan, np.float32)
         self.origin_tick: NDArray[np.int64] = np.zeros(0, np.int64)
         self.phase: NDArray[np.int64] = np.zeros(0, np.int64)
+        #: A child process that computes per-tick horizons while the loop goes on
+        #: (pipeline.horizon_worker; None: computed here). Stride 1 only.
+        self.worker: HorizonWorker | None = None
+        self._pending: deque[_PendingHorizon] = deque()
 
     @property
     def capacity(self) -> int:
@@ -256,6 +280,7 @@ class ForecastStep:
 
     def ensure_capacity(self, n: int) -> None:
         """Grow engine, scorer and fleet arrays to at least n rows (never shrinks)."""
+        self.collect()
         extra = n - self.fleet.capacity
         if extra <= 0:
             return
@@ -286,6 +311,7 @@ class ForecastStep:
 
     def free(self, rows: NDArray[np.intp]) -> None:
         """Reset released rows so a reused row starts clean."""
+        self.collect()
         if rows.size:
             self.engine.reset_rows(rows)
             self.scorer.reset_rows(rows)
@@ -296,13 +322,29 @@ class ForecastStep:
                 self.origin_tick[rows] = NO_TICK
                 self.phase[rows] = -1
 
-    def apply(self, ct: ClosedTick, with_horizon: bool = True) -> StepOutput:
+    def apply(
+        self,
+        ct: ClosedTick,
+        with_horizon: bool = True,
+        tank_ids: Sequence[str | None] | None = None,
+    ) -> StepOutput:
         """Apply one closed tick (its rows must be < capacity).
 
         ``with_horizon``: also run the H-step forecast for these rows now (the costly
         part: H cell evaluations). Without it ``horizons`` is NaN and the rows are
         left for :meth:`refresh_horizons`; the state and next-step forecast are the same.
+
+        With a :attr:`worker` (stride 1) the horizon is started there and this returns
+        with ``horizons`` still NaN: :meth:`collect` fills them in (and the fleet's),
+        as every later call of this class does first (apply only once
+        :data:`MAX_IN_FLIGHT` ticks are pending). Given ``tank_ids`` (by row) the
+        worker also formats the tick's records into ``encoded``.
         """
+        offload = with_horizon and self.stride == 1 and self._worker_ready()
+        # Horizons are finished in tick order (the fleet's keep the newest): all of
+        # them before a tick computed here, the oldest when the queue is full.
+        while self._pending and (not offload or len(self._pending) >= MAX_IN_FLIGHT):
+            self._collect_one()
         fleet, rows = self.fleet, ct.rows
         n_all = fleet.capacity
         reset = ct.reset_rows
@@ -326,7 +368,11 @@ class ForecastStep:
         self.holt.update(x_all, mask)
         forecast = self._serve(y[rows][None], ct.x, rows)[0]
         age: NDArray[np.int64] | None = None
-        if with_horizon:
+        full: F32 | None = None
+        if offload:  # started at the end, finished by collect()
+            horizons = np.full((rows.size, self.reported.size, fleet.nf), np.nan, np.float32)
+            self.stale[rows] = False
+        elif with_horizon:
             if self.stride > 1:
                 full, age = self._strided_horizons(ct, forecast)
             else:
@@ -358,14 +404,20 @@ class ForecastStep:
         fleet.calibrated[rows] = calibrated
         fleet.actual[rows] = ct.x
         fleet.held[rows] = forecast
-        if with_horizon:
+        if full is not None:
             fleet.horizons[rows] = full
         fleet.residual[rows] = residual
         fleet.score[rows] = score
         fleet.flag[rows] = flag
         fleet.last_ts[rows] = ct.ts
         self.steps += 1
-        return StepOutput(ct, forecast, horizons, held, residual, score, flag, calibrated, age)
+        out = StepOutput(ct, forecast, horizons, held, residual, score, flag, calibrated, age)
+        if offload and not self._launch(out, tank_ids):  # the worker is gone: here, now
+            self.collect()
+            full = self._served_horizon(self.horizon, rows, forecast, ct.x).transpose(1, 0, 2)
+            horizons[:] = full[:, self.reported]
+            fleet.horizons[rows] = full
+        return out
 
     def _strided_horizons(self, ct: ClosedTick, forecast: F32) -> tuple[F32, NDArray[np.int64]]:
         """(n, H, F) horizons of this tick's rows with a stride, and their ages (ticks):
@@ -390,12 +442,100 @@ class ForecastStep:
         full[:, 0] = forecast
         return full, age
 
+    @property
+    def pending(self) -> bool:
+        """A horizon is being computed by the worker (see :meth:`collect`)."""
+        return bool(self._pending)
+
+    def is_pending(self, out: StepOutput) -> bool:
+        """This tick's horizon is still in the worker."""
+        return any(p.out is out for p in self._pending)
+
+    def _worker_ready(self) -> bool:
+        """Per-tick horizons can go to the worker: it runs, and the gate serves the
+        LSTM at every lead beyond the first (Holt's horizon needs Holt's state, which
+        is here and moves with every tick)."""
+        w = self.worker
+        if w is None or not w.alive or not w.ready():
+            return False
+        codes = self.plan.codes
+        return codes is None or not horizon_codes(codes, 2, self.horizon - 1).any()
+
+    def _launch(self, out: StepOutput, tank_ids: Sequence[str | None] | None) -> bool:
+        """Queue this tick's horizon in the worker, served there, and its records
+        formatted there when the worker encodes and ``tank_ids`` are given. False:
+        the worker is gone."""
+        w, ct = self.worker, out.tick
+        assert w is not None
+        rows = ct.rows
+        job_out = ids = None
+        if w.encodes and tank_ids is not None:
+            # Rows renumbered 0..n-1 with their ids in that order: the child needs this
+            # tick's ids only.
+            job_out = replace(out, tick=replace(ct, rows=np.arange(rows.size)))
+            ids = [tank_ids[r] for r in rows.tolist()]
+        state = self.engine.snapshot(rows)
+        serving = Serving(out.forecast, ct.x, self.plan.bounds, self.reported, job_out, ids)
+        try:
+            w.submit(self.horizon, state, serving)
+        except WorkerGone:
+            return False
+        self._pending.append(_PendingHorizon(out, state))
+        return True
+
+    def collect(self) -> None:
+        """Finish every horizon started in the worker (no-op if none), oldest first."""
+        while self._pending:
+            self._collect_one()
+
+    def collect_oldest(self) -> None:
+        """Finish the oldest horizon started in the worker (no-op if none)."""
+        if self._pending:
+            self._collect_one()
+
+    def _collect_one(self) -> None:
+        """Finish the oldest pending horizon: the worker's answer into the tick's
+        ``horizons``, the fleet's and the clip counts, its records into ``encoded``.
+        If the worker died, the same is computed here from the state the job was
+        started from (the rows' live state may have moved on since)."""
+        p = self._pending.popleft()
+        out = p.out
+        rows = out.tick.rows
+        answer = None
+        if self.worker is not None and self.worker.alive:
+            try:
+                answer = self.worker.result()
+            except WorkerGone:
+                answer = None
+        if answer is not None:
+            full = answer.horizon
+            if answer.clipped is not None:
+                self.fleet.clips[rows] += answer.clipped
+            if answer.records is not None:
+                out.encoded.extend(answer.records)
+        else:
+            now = self.engine.snapshot(rows)
+            self.engine.restore(rows, p.state)
+            try:
+                full = self._served_horizon(self.horizon, rows, out.forecast, out.tick.x)
+            finally:
+                self.engine.restore(rows, now)
+        full = full.transpose(1, 0, 2)
+        out.horizons[:] = full[:, self.reported]
+        self.fleet.horizons[rows] = full
+
     def _served_horizon(
-        self, steps: int, rows: NDArray[np.intp], next_step: F32, reading: F32
+        self,
+        steps: int,
+        rows: NDArray[np.intp],
+        next_step: F32,
+        reading: F32,
+        lstm: F32 | None = None,
     ) -> F32:
         """(steps, n, F) served horizon of these rows: the served ``next_step`` first,
-        then the engine's forecasts fed back, served from horizon 2 on."""
-        full = self.engine.forecast(steps, rows)
+        then the engine's forecasts fed back (``lstm`` if already computed), served
+        from horizon 2 on."""
+        full = self.engine.forecast(steps, rows) if lstm is None else lstm
         full[0] = next_step
         full[1:] = self._serve(full[1:], reading, rows, first_h=2)
         return full
@@ -435,6 +575,7 @@ class ForecastStep:
         """Compute the horizon of every stale row (one batched forecast); returns how
         many rows were refreshed. Rows are independent, so this equals what
         ``apply(..., with_horizon=True)`` would have stored for them."""
+        self.collect()
         rows = np.flatnonzero(self.stale)
         if rows.size:
             # The next step was served when the row was stepped.
@@ -488,6 +629,7 @@ class ForecastStep:
 
     def restore(self, row: int, state: TankState) -> None:
         """Load one tank's checkpoint into its row (row < capacity)."""
+        self.collect()
         idx = np.asarray([row], np.intp)
         extra = state.extra or {}
         level = extra.get("level")

@@ -92,6 +92,10 @@ class PartitionOwnership:
     def _publish_view(self, last_tick: int | None) -> None:
         raise NotImplementedError
 
+    def _drain(self) -> None:
+        """Publish ticks held for a horizon computed in the worker (Service)."""
+        raise NotImplementedError
+
     def _broker_wait(self) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
 
@@ -127,6 +131,7 @@ class PartitionOwnership:
         with self._broker_wait():
             if self._transactional():
                 with self._work:
+                    self._drain()  # outputs before the offsets that cover them
                     aborted = self._commit_transaction()
                     if aborted is not None:
                         self._rewind(sorted(self._assigned))
@@ -136,6 +141,7 @@ class PartitionOwnership:
                         )
                 return
             with self._work:
+                self._drain()  # outputs before the offsets that cover them
                 offsets = self._save_checkpoint(partitions)
             if offsets:
                 self._consumer.commit(offsets)
@@ -266,6 +272,7 @@ class PartitionOwnership:
             gone = [p for p in partitions if p in self._assigned]
             if not gone:
                 return {}
+            self._drain()
             if self._transactional():
                 # The open transaction holds every partition's outputs: commit them all.
                 try:
@@ -291,6 +298,7 @@ class PartitionOwnership:
         """Membership expired (or the consumer is being replaced: ``why``): another
         member may own these already, so no checkpoint."""
         with self._rebalance_callback():
+            self._drain()  # as without the worker: those ticks' records were sent
             gone = [p for p in partitions if p in self._assigned]
             open_txn = self._transactional() and self.producer.in_transaction
             log.warning(
@@ -324,6 +332,7 @@ class PartitionOwnership:
 
     def _on_assigned(self, partitions: list[int]) -> None:
         with self._rebalance_callback():
+            self._drain()
             self._restore([p for p in partitions if p not in self._assigned])
 
     def _restore(self, new: list[int]) -> None:

@@ -29,7 +29,7 @@ from pipeline.assembler import RESET_REASONS, Columns, TickAssembler
 from pipeline.checkpoint import Checkpointer
 from pipeline.config import Settings
 from pipeline.dlq import DeadLetters
-from pipeline.forecast_step import ForecastStep
+from pipeline.forecast_step import ForecastStep, StepOutput
 from pipeline.http import HttpServer
 from pipeline.input_checks import InputChecks
 from pipeline.membership import JoinWatch, join_limit_s
@@ -139,6 +139,11 @@ class Service(PartitionOwnership):
             join_limit_s(settings.session_timeout_ms, settings.max_poll_interval_ms)
         )
         self._assigned_at: dict[int, int] = {}
+        # Applied ticks whose records wait for their horizon (the step's worker):
+        # outputs, their newest Kafka timestamps, the newest closed tick.
+        self._held: list[StepOutput] = []
+        self._held_kafka_ts: list[float] = []
+        self._held_tick: int | None = None
         # Evaluated at scrape time: the loop may be blocked on the broker right then.
         metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
         self._lag_confirmed = time.monotonic()  # last probe the broker answered
@@ -192,6 +197,8 @@ class Service(PartitionOwnership):
             "open_ticks": len(self.assembler.open_ticks),
             "held": self.assembler.held(),
             "forecasts_sent": self.forecasts.sent if self.forecasts else 0,
+            # Ticks whose horizon the worker computed (0: none, or no worker).
+            "horizon_worker_jobs": self.step.worker.jobs if self.step.worker else 0,
         }
 
     def run(self, stop: threading.Event | None = None) -> None:
@@ -231,6 +238,8 @@ class Service(PartitionOwnership):
                 self.producer.close(timeout=5)
             except Exception as exc:
                 log.warning("producer close failed", extra={"error": str(exc)})
+            if self.step.worker is not None:
+                self.step.worker.close()
             self._http.stop()
             restore()
         if self._fatal is not None:
@@ -267,7 +276,9 @@ class Service(PartitionOwnership):
     def _iterate(self) -> None:
         assert self._consumer is not None
         try:
-            batch = self._consumer.poll(self.settings.poll_timeout_ms)
+            # While a horizon is computed in the worker, only take what has arrived:
+            # its tick's records go out right after (see _drain).
+            batch = self._consumer.poll(0 if self._held else self.settings.poll_timeout_ms)
         except Exception as exc:  # the client normally retries by itself; be safe
             self._set_broker(False, exc)
             time.sleep(0.5)
@@ -297,8 +308,11 @@ class Service(PartitionOwnership):
             self.metrics.held_readings.set(self.assembler.held())
             if ticks:
                 self._apply(ticks)
-            elif self._refresh_horizons():  # a quiet stream still gets its horizons
-                self._publish_view(None)
+            else:
+                if not batch:  # nothing to read right now: the oldest held tick goes out
+                    self._drain(oldest_only=True)
+                if self._refresh_horizons():  # a quiet stream still gets its horizons
+                    self._publish_view(None)
             self._consumed += n  # after the ticks: stats never show unprocessed input
         # Let a waiting rebalance callback (IO thread) or stats reader take the lock: a
         # released lock is not handed over while this thread keeps the GIL.
@@ -367,8 +381,6 @@ class Service(PartitionOwnership):
                 [self._dirty, np.zeros(self.step.capacity - self._dirty.shape[0], bool)]
             )
         ids = self.assembler.registry.ids()
-        latencies = []
-        outputs = []
         # Horizons cost H cell evaluations per row: per tick only when the forecast
         # records carry them; for the page and metrics at most every
         # horizon_interval_s, batched over every row stepped since.
@@ -376,8 +388,14 @@ class Service(PartitionOwnership):
         for ct in ticks:
             t0 = time.perf_counter()
             self.step.assign_phases(ct.rows, ids)
-            out = self.step.apply(ct, with_horizon=per_tick)
-            outputs.append(out)
+            # With a horizon worker this queues this tick's horizon (and the
+            # formatting of its records) there, after finishing the oldest if
+            # MAX_IN_FLIGHT are queued; finished ticks' records are produced here
+            # while the worker runs.
+            out = self.step.apply(ct, per_tick, ids if per_tick else None)
+            self._send_held()
+            self._held.append(out)
+            self._held_kafka_ts.append(float(ct.kafka_ts.max()))
             values = np.concatenate(
                 [ct.x, out.expected, out.score[:, None], out.flag[:, None]], axis=1
             ).astype(np.float32)
@@ -391,17 +409,50 @@ class Service(PartitionOwnership):
             for k in range(1, len(RESET_REASONS)):
                 if reasons[k]:
                     self.metrics.resets.labels(RESET_REASONS[k]).inc(int(reasons[k]))
-            latencies.append(float(ct.kafka_ts.max()))
         self._refresh_horizons()
         closed = [ct.tick for ct in ticks if ct.trigger != "catchup"]
-        # The page and /metrics first; producing the records (one send per tank) after.
-        self._publish_view(max(closed) if closed else None)
+        if closed:
+            self._held_tick = max(max(closed), self._held_tick or 0)
+        if not self.step.pending:
+            self._drain()
+        # else the last tick's horizon is still running in the worker: its records and
+        # the page wait for it (_drain), and the loop reads the next poll meanwhile.
+
+    def _send_held(self) -> None:
+        """Produce the records of the held ticks whose horizons are complete (the
+        oldest ones: records keep tick order)."""
+        k = 0
+        while k < len(self._held) and not self.step.is_pending(self._held[k]):
+            k += 1
+        if not k:
+            return
+        outputs, kafka_ts = self._held[:k], self._held_kafka_ts[:k]
+        self._held, self._held_kafka_ts = self._held[k:], self._held_kafka_ts[k:]
         if self.forecasts is not None:
+            ids = self.assembler.registry.ids()
             for out in outputs:
                 self.forecasts.publish(out, ids)
         now = time.time()
-        for kts in latencies:
+        for kts in kafka_ts:
             self.metrics.latency.observe(max(0.0, now - kts))
+
+    def _drain(self, oldest_only: bool = False) -> None:
+        """Finish the horizons running in the worker (waits for them; ``oldest_only``:
+        for the oldest), then publish the page and the finished ticks' records: the
+        page and /metrics first, the records (one per tank) after. Called (in full)
+        before anything that flushes, commits, checkpoints or moves rows, so outputs
+        and offsets keep the order they have without a worker."""
+        if oldest_only:
+            self.step.collect_oldest()
+        else:
+            self.step.collect()
+        if self.step.pending:  # another still runs: the finished ticks' records go out
+            self._send_held()
+            return
+        last, self._held_tick = self._held_tick, None
+        if self._held or last is not None:
+            self._publish_view(last)
+        self._send_held()
 
     def _refresh_horizons(self) -> bool:
         """Horizons of rows stepped since the last refresh, if one is due."""

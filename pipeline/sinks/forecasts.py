@@ -236,14 +236,19 @@ class ForecastSink:
         self.send_errors += n
         log.warning("forecasts not sent", extra={"records": n, "error": str(exc)})
 
-    def publish(self, out: StepOutput, tank_ids: Sequence[str | None]) -> None:
-        records = encode_records(
-            out,
-            tank_ids,
+    def encode_args(self) -> tuple[Any, ...]:
+        """What ``encode_records`` takes after the output and tank ids (for the horizon
+        worker, which formats records with them: pipeline.horizon_worker)."""
+        return (
             self.interval_s,
             self.horizons,
             self.model_version,
             self.source_topic,
             self.served_from,
         )
+
+    def publish(self, out: StepOutput, tank_ids: Sequence[str | None]) -> None:
+        # Formatted by the horizon worker already (the same function and arguments),
+        # or here.
+        records = out.encoded or encode_records(out, tank_ids, *self.encode_args())
         self.sent += self._batch.send(records)

@@ -241,3 +241,34 @@ def test_a_horizon_stride_changes_only_the_horizons_between_their_ticks(
             assert_records_close(ref[key], {**rec, "horizon": ref[key]["horizon"]}, 1e-6)
     # About a third of the records each (every tank has its own phase).
     assert all(n > len(got) / 5 for n in ages.values()), ages
+
+
+def test_the_horizon_worker_changes_no_record(
+    reference: dict[str, Any],
+    kafka_bootstrap: str,
+    make_topics: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    """Horizons (and their records) computed in a child process, as by default with
+    two or more CPUs, against the same in the loop: the same records, every field."""
+    history = reference["history"]
+    got: dict[str, dict[Any, Any]] = {}
+    # A copy: the module's reference stays whole for the other tests.
+    expected = {k: json.loads(json.dumps(v)) for k, v in reference["forecasts"].items()}
+    jobs: dict[str, int] = {}
+    for mode in ("on", "off"):
+        topics = make_topics()
+        settings = pipeline_settings(kafka_bootstrap, topics, tmp_path / mode, horizon_worker=mode)
+        produce_readings(kafka_bootstrap, topics.readings, history)
+        with ServiceThread(settings) as run:
+            wait_consumed(run.service, len(history), 90)
+            jobs[mode] = run.service.stats["horizon_worker_jobs"]
+        got[mode] = read_forecasts(kafka_bootstrap, topics.forecasts)
+    assert jobs["off"] == 0 and jobs["on"] > 0.5 * len({t for _, t in got["on"]}), jobs
+    assert got["on"].keys() == expected.keys()
+    # Each run reads its own topic (named in "source"); everything else is equal.
+    for recs in (got["on"], got["off"], expected):
+        for rec in recs.values():
+            rec["source"].pop("topic")
+    assert got["on"] == got["off"]
+    assert got["on"] == expected  # the default: the worker where it can run

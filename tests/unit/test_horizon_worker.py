@@ -1,0 +1,201 @@
+"""The horizon worker (a real child process): the same bits as the in-loop horizon,
+and a worker that dies or never starts costs speed, not data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.artifact import load_forecaster
+from pipeline.config import default_model_dir
+from pipeline.forecast_step import ForecastStep, StepOutput
+from pipeline.horizon_worker import HorizonWorker, WorkerGone
+from pipeline.sinks.forecasts import encode_records
+from tests.unit.test_checkpoint import series, tick
+
+
+@pytest.fixture(scope="module")
+def worker() -> HorizonWorker:
+    w = HorizonWorker(default_model_dir())
+    assert w.ready(60), "the worker did not start"
+    yield w
+    w.close()
+
+
+def _stepped_engine(n: int):  # type: ignore[no-untyped-def]
+    engine = load_forecaster(default_model_dir(), "numpy", n)
+    rng = np.random.default_rng(3)
+    for t in range(6):
+        x = (np.array([250.0, 20.0]) + rng.normal(0, 4, (n, 2))).astype(np.float32)
+        mask = np.ones(n, bool)
+        mask[n - 3 :] = False  # three rows never stepped: NaN horizons
+        if t == 4:
+            mask[:10] = False  # some rows skip a tick
+        engine.step(x, mask)
+    return engine
+
+
+def test_the_worker_gives_the_same_bits_as_the_engine(worker: HorizonWorker) -> None:
+    n = 1_203  # > one row chunk of 1,024; odd, so padding matters
+    engine = _stepped_engine(n)
+    for rows in (np.arange(n), np.arange(n)[::-3], np.asarray([n - 1, 5, 700])):
+        worker.submit(30, engine.snapshot(rows))
+        got = worker.result().horizon
+        np.testing.assert_array_equal(got, engine.forecast(30, rows))
+    assert np.isnan(got[:, 0]).all() and np.isfinite(got[:, 1:]).all()
+
+
+ROWS_BY_TICK = [[0, 1, 2, 3], [0, 1, 2, 3], [1, 3], [0, 1, 2, 3], [2], [0, 1, 2, 3]]
+
+
+IDS = ["A", "B", None, "D"]  # row 2 has no tank id: no record for it
+
+
+def _apply(step: ForecastStep, t: int) -> StepOutput:
+    """Tick t of a fixed schedule: partial ticks, a hole for some rows, an event reset."""
+    rows = ROWS_BY_TICK[t % len(ROWS_BY_TICK)]
+    prev = [max(u for u in range(t) if r in ROWS_BY_TICK[u % len(ROWS_BY_TICK)]) if t else -9
+            for r in rows]  # fmt: skip
+    reason = [1 if t == 0 else 2 if (t == 7 and r == 1) else 0 for r in rows]
+    x = np.asarray([series(r, t) for r in rows])
+    if t == 9:
+        x[0, 0] = 9_000.0  # far outside: the horizon is clipped to the bounds
+    return step.apply(tick(t, rows, x, prev, reason), tank_ids=IDS)
+
+
+def _run(step: ForecastStep, ticks: range) -> list[StepOutput]:
+    outs = [_apply(step, t) for t in ticks]
+    step.collect()
+    return outs
+
+
+def _served_step() -> ForecastStep:
+    """A step with the artifact's serving plan (its forecast bounds), as the service
+    builds it."""
+    from models.anomaly import AnomalyScorer
+    from models.artifact import load_artifact
+    from models.serving import ServingPlan
+
+    art = load_artifact(default_model_dir())
+    engine = load_forecaster(default_model_dir(), "numpy", 0)
+    plan = ServingPlan.from_artifact(art)
+    assert plan.bounds is not None
+    step = ForecastStep(
+        engine, AnomalyScorer(0, warmup=2), 30, (1, 5, 15, 30), art.scaler.std, plan
+    )
+    step.ensure_capacity(4)
+    return step
+
+
+ENCODE_ARGS = (60.0, (1, 5, 15, 30), "lstm-x", "tank.readings", {"pressure_kpa": ["lstm"] * 5})
+
+
+def test_ticks_applied_with_the_worker_equal_those_without(worker: HorizonWorker) -> None:
+    """Horizons, clip counts and the records' bytes, over partial ticks, a hole, an
+    event reset, a clipped horizon and a row without a tank id."""
+    plain, offloaded = _served_step(), _served_step()
+    offloaded.worker = worker
+    worker.configure(ENCODE_ARGS)
+    jobs = worker.jobs
+    a, b = _run(plain, range(12)), _run(offloaded, range(12))
+    assert worker.jobs - jobs == 12  # every tick's horizon ran in the worker
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.horizons, y.horizons)
+        np.testing.assert_array_equal(x.forecast, y.forecast)
+        assert not x.encoded  # formatted by the sink
+        assert y.encoded == encode_records(x, IDS, *ENCODE_ARGS)  # by the worker
+    with_id = sum(1 for x in a for r in x.tick.rows.tolist() if IDS[r] is not None)
+    assert sum(len(y.encoded) for y in b) == with_id
+    np.testing.assert_array_equal(plain.fleet.horizons, offloaded.fleet.horizons)
+    np.testing.assert_array_equal(plain.fleet.clips, offloaded.fleet.clips)
+    assert plain.fleet.clips[0] > 0  # the bounds did clip
+    assert np.isfinite(b[-1].horizons).all()
+
+
+def test_apply_returns_before_the_horizon_and_collect_fills_it_in(worker: HorizonWorker) -> None:
+    step = _served_step()
+    step.worker = worker
+    out = step.apply(tick(0, [0, 1], np.asarray([series(0, 0), series(1, 0)]), [-9, -9], [1, 1]))
+    assert step.pending and np.isnan(out.horizons).all()
+    step.collect()
+    assert not step.pending and np.isfinite(out.horizons).all()
+    np.testing.assert_array_equal(step.fleet.horizons[[0, 1]][:, step.reported], out.horizons)
+
+
+def test_a_killed_worker_falls_back_to_the_same_horizons_in_the_loop() -> None:
+    """Killed with two ticks queued: both are computed in the loop from the state
+    they were started from (the rows' live state has moved on for the first)."""
+    plain, offloaded = _served_step(), _served_step()
+    w = HorizonWorker(default_model_dir())
+    assert w.ready(60)
+    offloaded.worker = w
+    ref = _run(plain, range(5))
+    os.kill(w._proc.pid, signal.SIGSTOP)  # no answer can come before the kill
+    queued = [_apply(offloaded, 0), _apply(offloaded, 1)]
+    assert w.in_flight == 2 and offloaded.pending
+    w._proc.kill()
+    w._proc.wait(10)
+    rest = _run(offloaded, range(2, 5))  # collects ticks 0 and 1 first, then in the loop
+    assert not w.alive and not offloaded.pending
+    for x_out, y_out in zip(ref, [*queued, *rest], strict=True):
+        np.testing.assert_array_equal(x_out.horizons, y_out.horizons)
+    np.testing.assert_array_equal(plain.fleet.horizons, offloaded.fleet.horizons)
+    np.testing.assert_array_equal(plain.engine.snapshot(np.arange(4)).h,
+                                  offloaded.engine.snapshot(np.arange(4)).h)  # fmt: skip
+
+
+def test_a_worker_that_cannot_start_is_not_used(tmp_path: Path) -> None:
+    w = HorizonWorker(tmp_path / "no-such-model")
+    deadline = time.monotonic() + 60
+    while w.alive and not w.ready(0.5) and time.monotonic() < deadline:
+        pass
+    assert not w.alive and not w.ready()
+    with pytest.raises(WorkerGone):
+        w.submit(30, load_forecaster(default_model_dir(), "numpy", 1).snapshot(np.arange(1)))
+    step = _served_step()
+    step.worker = w
+    out = step.apply(tick(0, [0], np.asarray([series(0, 0)]), [-9], [1]))
+    assert not step.pending and np.isfinite(out.horizons).all()
+
+
+def test_the_child_exits_when_its_parent_lets_go() -> None:
+    w = HorizonWorker(default_model_dir())
+    assert w.ready(60)
+    proc = w._proc
+    w.close()
+    assert proc.poll() is not None and not w.alive
+
+
+def test_the_worker_is_a_checked_setting_chosen_by_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline import bootstrap
+    from pipeline.config import Settings
+    from tankwatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"TANKWATCH_HORIZON_WORKER.*auto, on or off"):
+        Settings(horizon_worker="sometimes")
+    monkeypatch.setenv("TANKWATCH_HORIZON_WORKER", "false")
+    assert Settings.from_env().horizon_worker == "off"
+    monkeypatch.delenv("TANKWATCH_HORIZON_WORKER")
+    made: list[str] = []
+    monkeypatch.setattr(bootstrap, "HorizonWorker", lambda model_dir: made.append(str(model_dir)))
+    for cpus, kw, expected in [
+        (2, {}, 1),
+        (1, {}, 0),  # no second core: the worker would only take turns with the loop
+        (1, {"horizon_worker": "on"}, 1),
+        (8, {"horizon_worker": "off"}, 0),
+        (8, {"horizon_stride": 2}, 0),  # strided horizons are computed in the loop
+        (8, {"forecasts_topic_enabled": False}, 0),  # no per-tick horizons
+        (8, {"engine": "keras"}, 0),
+        (8, {"horizon": 1, "horizons_reported": (1,)}, 0),
+    ]:
+        monkeypatch.setattr(bootstrap, "usable_cpus", lambda n=cpus: n)
+        made.clear()
+        bootstrap.horizon_worker(Settings(**kw))  # type: ignore[arg-type]
+        assert len(made) == expected, (cpus, kw)
