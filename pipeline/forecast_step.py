@@ -35,6 +35,9 @@ F64 = NDArray[np.float64]
 #: ticks ahead of it (a poll often closes several ticks; with one, the loop would wait
 #: for each tick's horizon before stepping the next).
 MAX_IN_FLIGHT = 2
+#: The worker formats a tick's records only if it is idle when the tick is queued;
+#: behind, it leaves them to the loop (the sink formats them when it sends them).
+ENCODE_WHEN_IDLE = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +283,10 @@ class ForecastStep:
 
     def ensure_capacity(self, n: int) -> None:
         """Grow engine, scorer and fleet arrays to at least n rows (never shrinks)."""
-        self.collect()
         extra = n - self.fleet.capacity
         if extra <= 0:
             return
+        self.collect()  # not needed (rows are only added), but growth is rare: simpler
         extra = max(extra, min(256, max(16, self.fleet.capacity)))  # amortised growth
         self.engine.add_rows(extra)
         self.scorer.add_rows(extra)
@@ -469,7 +472,7 @@ class ForecastStep:
         assert w is not None
         rows = ct.rows
         job_out = ids = None
-        if w.encodes and tank_ids is not None:
+        if w.encodes and tank_ids is not None and (w.in_flight == 0 or not ENCODE_WHEN_IDLE):
             # Rows renumbered 0..n-1 with their ids in that order: the child needs this
             # tick's ids only.
             job_out = replace(out, tick=replace(ct, rows=np.arange(rows.size)))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import queue
@@ -51,7 +52,7 @@ __all__ = ["Answer", "HorizonWorker", "Serving", "WorkerGone", "usable_cpus"]
 log = logging.getLogger(__name__)
 
 #: The directory holding the ``models`` package (the child imports from it).
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a job may take before the child is taken for stuck (10,000 rows: ~50 ms).
 RESULT_TIMEOUT_S = 30.0
 
@@ -63,12 +64,20 @@ class WorkerGone(RuntimeError):
     """The child process died, hung or answered nonsense; compute in-process instead."""
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota
+    (a container limited to ``cpus: 1`` sees all the host's CPUs in its mask)."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
 
 
 @dataclass(frozen=True, slots=True)
