@@ -528,17 +528,11 @@ class ForecastStep:
         self.fleet.horizons[rows] = full
 
     def _served_horizon(
-        self,
-        steps: int,
-        rows: NDArray[np.intp],
-        next_step: F32,
-        reading: F32,
-        lstm: F32 | None = None,
+        self, steps: int, rows: NDArray[np.intp], next_step: F32, reading: F32
     ) -> F32:
         """(steps, n, F) served horizon of these rows: the served ``next_step`` first,
-        then the engine's forecasts fed back (``lstm`` if already computed), served
-        from horizon 2 on."""
-        full = self.engine.forecast(steps, rows) if lstm is None else lstm
+        then the engine's forecasts fed back, served from horizon 2 on."""
+        full = self.engine.forecast(steps, rows)
         full[0] = next_step
         full[1:] = self._serve(full[1:], reading, rows, first_h=2)
         return full
