@@ -33,6 +33,7 @@ import math
 import os
 import pickle
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -112,6 +113,9 @@ class Answer:
 
 def _child(fd: int, model_dir: str) -> int:
     """The child's loop: load the engine, then answer jobs until the socket closes."""
+    # Ctrl-C reaches the whole process group: the parent stops (and closes our socket);
+    # a KeyboardInterrupt traceback here would only add noise to its one-line exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
     try:
         from threadpoolctl import threadpool_limits

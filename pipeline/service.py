@@ -415,8 +415,12 @@ class Service(PartitionOwnership):
             self._held_tick = max(max(closed), self._held_tick or 0)
         if not self.step.pending:
             self._drain()
-        # else the last tick's horizon is still running in the worker: its records and
-        # the page wait for it (_drain), and the loop reads the next poll meanwhile.
+            return
+        # The last tick's horizon is still running in the worker: its records wait for
+        # it (_drain) while the loop reads the next poll. The page shows these ticks'
+        # readings, forecasts and scores now (/api never lags what stats count as
+        # consumed), and their horizons once _drain has them.
+        self._publish_view(self._held_tick)
 
     def _send_held(self) -> None:
         """Produce the records of the held ticks whose horizons are complete (the
