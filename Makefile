@@ -32,8 +32,9 @@ kafka: install kafka-jars
 
 # (TANKWATCH_TEST_BROKER=embedded: the suites on the embedded broker, no Java needed;
 # the tests that need Apache Kafka itself then skip where it cannot run.)
-# Two workers: every broker test on one, in order (as a serial run), the unit tests on
-# the other (tests/conftest.py); PYTEST_XDIST="-n 0" runs everything serially.
+# Two workers: the tests on the session broker on one, in order (as a serial run); the
+# unit tests and the modules with brokers of their own on the other (tests/conftest.py);
+# PYTEST_XDIST="-n 0" runs everything serially.
 PYTEST_XDIST ?= -n 2
 test: install sysdeps $(if $(filter embedded,$(TANKWATCH_TEST_BROKER)),,kafka-jars)
 	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)

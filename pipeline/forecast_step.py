@@ -276,6 +276,9 @@ class ForecastStep:
         #: (pipeline.horizon_worker; None: computed here). Stride 1 only.
         self.worker: HorizonWorker | None = None
         self._pending: deque[_PendingHorizon] = deque()
+        #: Per-tick horizons finished so far, by where they were computed ("loop"
+        #: includes every tick recomputed here after the worker stopped).
+        self.horizons_by_where: dict[str, int] = {"worker": 0, "loop": 0}
 
     @property
     def capacity(self) -> int:
@@ -376,6 +379,7 @@ class ForecastStep:
             horizons = np.full((rows.size, self.reported.size, fleet.nf), np.nan, np.float32)
             self.stale[rows] = False
         elif with_horizon:
+            self.horizons_by_where["loop"] += 1
             if self.stride > 1:
                 full, age = self._strided_horizons(ct, forecast)
             else:
@@ -417,6 +421,7 @@ class ForecastStep:
         out = StepOutput(ct, forecast, horizons, held, residual, score, flag, calibrated, age)
         if offload and not self._launch(out, tank_ids):  # the worker is gone: here, now
             self.collect()
+            self.horizons_by_where["loop"] += 1
             full = self._served_horizon(self.horizon, rows, forecast, ct.x).transpose(1, 0, 2)
             horizons[:] = full[:, self.reported]
             fleet.horizons[rows] = full
@@ -510,6 +515,7 @@ class ForecastStep:
                 answer = self.worker.result()
             except WorkerGone:
                 answer = None
+        self.horizons_by_where["worker" if answer is not None else "loop"] += 1
         if answer is not None:
             full = answer.horizon
             if answer.clipped is not None:

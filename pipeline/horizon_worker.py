@@ -309,8 +309,8 @@ class HorizonWorker:
         if conn is not None:
             # shutdown() first: it wakes the reader thread blocked in recv (close()
             # alone would not), which then ends.
-            with contextlib.suppress(OSError):
-                socket.socket(fileno=os.dup(conn.fileno())).shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as s:
+                s.shutdown(socket.SHUT_RDWR)
             conn.close()
         try:
             self._proc.wait(timeout=2)

@@ -521,6 +521,10 @@ class Service(PartitionOwnership):
             published=time.time(),
         )
         self.metrics.set_view(self._view)
+        w = self.step.worker
+        self.metrics.set_horizon_worker(
+            self.step.horizons_by_where, stopped=w is not None and not w.alive
+        )
         self.metrics.tanks.set(len(self.assembler.registry))
         self.metrics.holt_withheld.set(int(self._view.holt_withheld.sum()))
 

@@ -11,7 +11,7 @@ Python work and frequent scrapes cost little. ``/metrics`` serves
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -226,6 +226,23 @@ class PipelineMetrics:
             registry=r,
         )
         self._blocked_seen: set[int] = set()
+        self.horizons = Counter(
+            "tankwatch_horizons_computed",
+            "Per-tick forecast horizons, by where they were computed: the horizon worker "
+            "process or the loop (pipeline/horizon_worker.py).",
+            ["where"],
+            registry=r,
+        )
+        for where in ("worker", "loop"):
+            self.horizons.labels(where)
+        self._horizons_seen: dict[str, int] = {}
+        self.horizon_worker_stopped = Gauge(
+            "tankwatch_horizon_worker_stopped",
+            "1 once the horizon worker this instance started has stopped (or could not "
+            "start): horizons are then computed in the loop, at a lower throughput; "
+            "0 while it runs or when none is used.",
+            registry=r,
+        )
         self.tanks_retired = Counter(
             "tankwatch_tanks_retired",
             "Idle tanks whose rows were freed (state kept in the checkpoint).",
@@ -296,6 +313,17 @@ class PipelineMetrics:
             else:
                 self._skew_tanks.add(tank_id)
         self.clock_skew.labels(tank_id).inc()
+
+    def set_horizon_worker(self, by_where: Mapping[str, int], stopped: bool) -> None:
+        """The per-tick horizons computed so far by where (the counter follows
+        ``ForecastStep.horizons_by_where``), and whether a horizon worker this process
+        started has stopped."""
+        for where, n in by_where.items():
+            seen = self._horizons_seen.get(where, 0)
+            if n > seen:
+                self.horizons.labels(where).inc(n - seen)
+                self._horizons_seen[where] = n
+        self.horizon_worker_stopped.set(int(stopped))
 
     def set_view(self, view: FleetView) -> None:
         """Publish the latest fleet view to the per-tank collector."""

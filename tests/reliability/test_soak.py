@@ -7,8 +7,11 @@ allocated when a tank first appears and the per-tank history is a fixed ring buf
 The figures are printed (``-s``) and quoted in docs/reliability.md.
 
 Size: 10,000 tanks x 120 ticks = 1,200,000 readings, produced while the pipeline
-consumes them (~50 s here, 140 s on a loaded machine: the test's own kafka-python
-producer, ~25k readings/s, is the bottleneck). Besides RSS, the readings held in open
+consumes them, at most ``LEAD_TICKS`` ticks ahead of the ticks it has closed, so the
+run measures the pipeline, not a backlog. The load is produced a tick at a time with the
+pipeline's ``BatchProducer``: with kafka-python's ``send`` per record (~10k readings/s
+on these 2 cores beside the pipeline) the test's own producer was the bottleneck, and
+the test took 127-159 s. Besides RSS, the readings held in open
 ticks are sampled: if ticks stopped closing, that buffer would grow with the stream; it
 must stay within a few ticks' worth once the start-up backlog is gone, and never more
 than one round of fetches (kafka-python drains one partition's fetched records before
@@ -25,9 +28,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import model_interval_s, produce_raw, unique_topics, wait_until
+from tests.integration.helpers import model_interval_s, unique_topics, wait_until
 from tests.reliability.conftest import FreezableBroker
-from tests.reliability.support import PipelineProcess, Stopwatch, fleet_messages, instance_env
+from tests.reliability.support import (
+    PipelineProcess,
+    Stopwatch,
+    fleet_ticks,
+    instance_env,
+    produce_ticks,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
@@ -35,6 +44,10 @@ N_TANKS = 10_000
 N_TICKS = 120
 PARTITIONS = 4  # unique_topics' default
 FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024  # pipeline.consumer: max_partition_fetch_bytes
+#: The producer stays at most this many ticks ahead of the ticks closed. So ticks that
+#: stopped closing would stop the load, and the wait for every reading would fail; and
+#: (LEAD_TICKS + 1) ticks' worth stays within the second-half bound on held readings.
+LEAD_TICKS = 2
 
 
 def test_memory_stays_bounded_over_a_10k_tank_run(
@@ -57,13 +70,27 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
     )
     proc = PipelineProcess(env, tmp_path / "pipeline.log")
     total = N_TANKS * N_TICKS
-    items = fleet_messages(N_TANKS, N_TICKS, model_interval_s())
-    producer = threading.Thread(
-        target=produce_raw,
-        args=(bootstrap, topics.readings, items),
-        kwargs={"linger_ms": 20, "batch_size": 512 * 1024},  # bulk: the soak's bottleneck
-        daemon=True,
-    )
+    closed_now = [0.0]  # the last sample's ticks closed, for the producer's pace
+    stop = threading.Event()
+
+    def pace(t: int) -> None:
+        deadline = time.monotonic() + 60
+        while closed_now[0] < t - LEAD_TICKS and not stop.is_set():
+            if time.monotonic() > deadline:
+                return  # produce anyway: the test's own wait then reports what is stuck
+            time.sleep(0.02)
+
+    produced: list[BaseException | None] = []
+
+    def produce() -> None:
+        try:
+            ticks = fleet_ticks(N_TANKS, N_TICKS, model_interval_s())
+            produce_ticks(bootstrap, topics.readings, ticks, pace)
+            produced.append(None)
+        except BaseException as exc:
+            produced.append(exc)
+
+    producer = threading.Thread(target=produce, daemon=True)
     # t, consumed, ticks, rss, lag, held
     samples: list[tuple[float, float, float, int, float, float]] = []
     clock = Stopwatch()
@@ -73,7 +100,7 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
         producer.start()
 
         def sample_until_done() -> bool:
-            m = proc.metrics()
+            m = proc.metrics(prefix="tankwatch_")
             if not m:  # a scrape that timed out while the loop held the GIL: skip it
                 return False
             consumed = sum(m.get("tankwatch_readings_consumed_total", {}).values())
@@ -81,11 +108,15 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
             lag = sum(m.get("tankwatch_consumer_lag_messages", {}).values())
             held = sum(m.get("tankwatch_held_readings", {}).values())
             samples.append((clock(), consumed, ticks, proc.rss_kib(), lag, held))
-            time.sleep(0.5)
+            closed_now[0] = ticks
+            if produced and produced[0] is not None:
+                raise produced[0]
+            time.sleep(0.25)
             return consumed >= total and ticks >= N_TICKS
 
         wait_until(sample_until_done, 240, f"{total:,} readings consumed, {N_TICKS} ticks")
         producer.join(60)
+        assert produced == [None], produced
         # The lag gauge is refreshed by a periodic probe (every ~2 s): wait for it.
         wait_until(
             lambda: proc.metric("tankwatch_consumer_lag_messages") == 0, 15, "consumer lag 0"
@@ -94,6 +125,7 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
         end_rss = proc.rss_kib()
         assert proc.stop() == 0, proc.log_tail()
     finally:
+        stop.set()
         proc.ensure_dead()
     # By readings consumed, not ticks closed: ticks close in bursts once the
     # watermark moves, readings arrive steadily.
@@ -117,7 +149,7 @@ def test_memory_stays_bounded_over_a_10k_tank_run(
     assert tanks == N_TANKS  # the registry holds the fleet, nothing more
     # Ticks kept closing. Held readings are bounded by what one round of fetches can
     # bring (per partition, max_partition_fetch_bytes of readings at least this size)...
-    smallest = min(len(v) for _, v in fleet_messages(N_TANKS, 1, model_interval_s()))
+    smallest = min(len(v) for _, v in next(fleet_ticks(N_TANKS, 1, model_interval_s())))
     fetch_round = PARTITIONS * FETCH_BYTES_PER_PARTITION // smallest
     assert max_held <= fetch_round, f"{max_held:,.0f} held > {fetch_round:,} (one fetch round)"
     # ...and once the start-up backlog is worked off, by a few ticks' worth.

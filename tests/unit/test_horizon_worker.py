@@ -111,6 +111,8 @@ def test_ticks_applied_with_the_worker_equal_those_without(
     jobs = worker.jobs
     a, b = _run(plain, range(12)), _run(offloaded, range(12))
     assert worker.jobs - jobs == 12  # every tick's horizon ran in the worker
+    assert offloaded.horizons_by_where == {"worker": 12, "loop": 0}
+    assert plain.horizons_by_where == {"worker": 0, "loop": 12}
     by_worker = 0
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.horizons, y.horizons)
@@ -160,6 +162,20 @@ def test_a_killed_worker_falls_back_to_the_same_horizons_in_the_loop() -> None:
     np.testing.assert_array_equal(plain.fleet.horizons, offloaded.fleet.horizons)
     np.testing.assert_array_equal(plain.engine.snapshot(np.arange(4)).h,
                                   offloaded.engine.snapshot(np.arange(4)).h)  # fmt: skip
+    # Counted where an operator sees it: the ticks since the kill went to the loop.
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.sinks.metrics import PipelineMetrics
+
+    registry = CollectorRegistry()
+    metrics = PipelineMetrics(registry, "v", "numpy", 60.0)
+    assert registry.get_sample_value("tankwatch_horizon_worker_stopped") == 0
+    metrics.set_horizon_worker(offloaded.horizons_by_where, stopped=not w.alive)
+    metrics.set_horizon_worker(offloaded.horizons_by_where, stopped=not w.alive)  # no double
+    assert registry.get_sample_value("tankwatch_horizon_worker_stopped") == 1
+    computed = "tankwatch_horizons_computed_total"
+    assert registry.get_sample_value(computed, {"where": "loop"}) == 5
+    assert registry.get_sample_value(computed, {"where": "worker"}) == 0
 
 
 def test_a_worker_that_cannot_start_is_not_used(tmp_path: Path) -> None:
