@@ -342,8 +342,9 @@ class Service(PartitionOwnership):
                 kept = [msgs[i] for i in d.index] if d.rejected else msgs
                 values = np.column_stack((d.pressure_kpa, d.temperature_c)).astype(np.float64)
                 ts = np.asarray(d.ts, np.float64)
-                for tank, count in self.input_checks.observe(d.tank_ids, ts, values).items():
-                    self.metrics.out_of_range(tank, count)
+                # Counted per tank there; /metrics and the page show the counts of
+                # the next published view (exposition.render_tank_families).
+                self.input_checks.observe(d.tank_ids, ts, values)
                 if self.input_checks.cadence_message and not self._model_warnings:
                     self._model_warnings.append(self.input_checks.cadence_message)
                 cols = Columns(
@@ -514,6 +515,7 @@ class Service(PartitionOwnership):
             # (input_checks, per tank id). The model's own wider input-range check
             # (forecast_step: flags withheld) shows as `calibrated` / its metric.
             out_of_range=self._value_range_counts(ids, n),
+            outside_input_range=f.out_of_range[:n].copy(),
             calibrated=f.calibrated[:n].copy(),
             holt_withheld=self.step.holt_withheld(n),
             horizons_reported=self.settings.horizons_reported,

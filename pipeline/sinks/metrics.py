@@ -282,19 +282,6 @@ class PipelineMetrics:
         self._skew_tanks: set[str] = set()
         self.tank_series = TankSeries()
         self.tank_series.enabled = per_tank
-        # Few tanks ever get one (a model serving data it was not trained on): an
-        # ordinary labelled counter, created on the first reading outside the range.
-        self.out_of_range_total = Counter(
-            "tank_out_of_range_readings",
-            "Readings outside the value range the model was trained on, per tank.",
-            ["tank_id"],
-            registry=r,
-        )
-
-    def out_of_range(self, tank_id: str, count: int) -> None:
-        """Count readings of ``tank_id`` outside the model's trained value range."""
-        if self.tank_series.enabled:
-            self.out_of_range_total.labels(tank_id).inc(count)
 
     def set_blocked(self, blocked: dict[int, str]) -> None:
         """Publish the consumer's blocked partitions (counting newly blocked ones)."""

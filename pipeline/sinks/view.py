@@ -35,11 +35,14 @@ class FleetView:
     flag: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
     last_ts: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     resets: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 4), np.int64))
-    #: (n,) forecasts clipped to the bounds, readings outside the trained range
-    #: (counters; the ``out_of_range`` mark of /api/fleet), and whether the anomaly
-    #: score is calibrated (last reading in range).
+    #: (n,) forecasts clipped to the bounds; readings outside the trained value range
+    #: (pipeline.input_checks: the ``out_of_range`` mark of /api/fleet and
+    #: ``tank_out_of_range_readings_total``); readings outside the model's wider input
+    #: range (forecast_step: ``tank_readings_outside_trained_range_total``), all
+    #: counters; and whether the anomaly score is calibrated (last reading in range).
     clips: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     out_of_range: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    outside_input_range: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     calibrated: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
     #: (n,) True where the per-tank Holt check serves persistence in Holt's place.
     holt_withheld: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))

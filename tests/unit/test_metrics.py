@@ -32,7 +32,8 @@ def view() -> FleetView:
         last_ts=np.asarray([1.7e9, np.nan, 1.7e9 + 60]),
         resets=np.asarray([[0, 1, 0, 0], [0, 0, 0, 0], [0, 1, 2, 1]], np.int64),
         clips=np.asarray([0, 0, 4], np.int64),
-        out_of_range=np.asarray([2, 0, 0], np.int64),
+        out_of_range=np.asarray([3, 0, 0], np.int64),
+        outside_input_range=np.asarray([2, 0, 0], np.int64),
         calibrated=np.asarray([False, True, True]),
         holt_withheld=np.asarray([False, False, True]),
         horizons_reported=(1, 5, 15, 30),
@@ -86,6 +87,9 @@ def test_per_tank_series_in_base_units() -> None:
     assert get("tank_pressure_pascals", {"tank_id": "None"}) is None  # free rows are absent
     assert get("tank_forecast_clips_total", {"tank_id": "C"}) == 4.0
     assert get("tank_readings_outside_trained_range_total", {"tank_id": "A"}) == 2.0
+    # The trained value-range check (input_checks): only tanks that had such a reading.
+    assert get("tank_out_of_range_readings_total", {"tank_id": "A"}) == 3.0
+    assert get("tank_out_of_range_readings_total", {"tank_id": "C"}) is None
     assert get("tank_anomaly_calibrated", {"tank_id": "A"}) == 0.0
     assert get("tank_holt_withheld", {"tank_id": "C"}) == 1.0
     assert get("tank_holt_withheld", {"tank_id": "A"}) == 0.0
