@@ -343,6 +343,15 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         raise
     # Last, so that nothing above can fail with the child already started.
     step.worker = horizon_worker(settings)
-    if step.worker is not None and forecasts is not None:
-        step.worker.configure(forecasts.encode_args())
+    if step.worker is not None:
+
+        def start_worker() -> HorizonWorker:
+            worker = HorizonWorker(settings.model_dir)
+            if forecasts is not None:
+                worker.configure(forecasts.encode_args())
+            return worker
+
+        if forecasts is not None:
+            step.worker.configure(forecasts.encode_args())
+        service.start_worker = start_worker
     return service

@@ -296,7 +296,7 @@ class HorizonWorker:
 
     def _gone(self, why: str) -> None:
         log.warning(
-            "horizon worker stopped; horizons are computed in the loop from now on",
+            "horizon worker stopped; horizons are computed in the loop until a new one runs",
             extra={"reason": why, "pid": self._proc.pid},
         )
         self.close()

@@ -30,6 +30,7 @@ from pipeline.checkpoint import Checkpointer
 from pipeline.config import Settings
 from pipeline.dlq import DeadLetters
 from pipeline.forecast_step import ForecastStep, StepOutput
+from pipeline.horizon_worker import HorizonWorker
 from pipeline.http import HttpServer
 from pipeline.input_checks import InputChecks
 from pipeline.membership import JoinWatch, join_limit_s
@@ -56,6 +57,9 @@ BROKER_WAIT_S = 3.0
 #: After SIGTERM/SIGINT, seconds the loop gets to finish, checkpoint and close before
 #: the process exits anyway (non-zero).
 STOP_GRACE_S = 45.0
+#: A horizon worker that stopped is replaced by a new one once it has been gone this
+#: long (and no tick waits for it); the horizons are computed in the loop meanwhile.
+WORKER_RESTART_S = 60.0
 
 
 def _exit_stuck(signum: int) -> None:
@@ -144,6 +148,11 @@ class Service(PartitionOwnership):
         self._held: list[StepOutput] = []
         self._held_kafka_ts: list[float] = []
         self._held_tick: int | None = None
+        #: Starts a new horizon worker (bootstrap sets it when it started one): a worker
+        #: that stopped is replaced after WORKER_RESTART_S (see _restart_worker).
+        self.start_worker: Callable[[], HorizonWorker] | None = None
+        self._worker_gone_at: float | None = None
+        self.worker_restarts = 0
         # Evaluated at scrape time: the loop may be blocked on the broker right then.
         metrics.broker_up.set_function(lambda: 1.0 if self.broker_up_now() else 0.0)
         self._lag_confirmed = time.monotonic()  # last probe the broker answered
@@ -199,6 +208,7 @@ class Service(PartitionOwnership):
             "forecasts_sent": self.forecasts.sent if self.forecasts else 0,
             # Ticks whose horizon the worker computed (0: none, or no worker).
             "horizon_worker_jobs": self.step.worker.jobs if self.step.worker else 0,
+            "horizon_worker_restarts": self.worker_restarts,
         }
 
     def run(self, stop: threading.Event | None = None) -> None:
@@ -218,6 +228,7 @@ class Service(PartitionOwnership):
                 if now >= next_probe:
                     self._probe()
                     self._check_membership(now)
+                    self._restart_worker(now)
                     next_probe = now + PROBE_INTERVAL_S
                 if now >= next_ckpt:
                     self._try_checkpoint(None)
@@ -423,6 +434,25 @@ class Service(PartitionOwnership):
         # consumed), and their horizons once _drain has them.
         self._publish_view(self._held_tick)
 
+    def _restart_worker(self, now: float) -> None:
+        """Replace a horizon worker that stopped (it died, hung or could not start) once
+        it has been gone WORKER_RESTART_S: a crash costs a minute of slower ticks, not
+        the instance's throughput until someone restarts it. Only between ticks (none
+        waits for the old one), so every queued horizon is finished where it started."""
+        w = self.step.worker
+        if w is None or w.alive or self.start_worker is None or self.step.pending:
+            self._worker_gone_at = None if w is None or w.alive else self._worker_gone_at
+            return
+        if self._worker_gone_at is None:
+            self._worker_gone_at = now
+            return
+        if now - self._worker_gone_at < WORKER_RESTART_S:
+            return
+        self._worker_gone_at = None
+        self.worker_restarts += 1
+        self.step.worker = self.start_worker()
+        log.warning("horizon worker restarted", extra={"restarts": self.worker_restarts})
+
     def _send_held(self) -> None:
         """Produce the records of the held ticks whose horizons are complete (the
         oldest ones: records keep tick order)."""
@@ -525,7 +555,7 @@ class Service(PartitionOwnership):
         self.metrics.set_view(self._view)
         w = self.step.worker
         self.metrics.set_horizon_worker(
-            self.step.horizons_by_where, stopped=w is not None and not w.alive
+            self.step.horizons_by_where, w is not None and not w.alive, self.worker_restarts
         )
         self.metrics.tanks.set(len(self.assembler.registry))
         self.metrics.holt_withheld.set(int(self._view.holt_withheld.sum()))

@@ -238,11 +238,18 @@ class PipelineMetrics:
         self._horizons_seen: dict[str, int] = {}
         self.horizon_worker_stopped = Gauge(
             "tankwatch_horizon_worker_stopped",
-            "1 once the horizon worker this instance started has stopped (or could not "
-            "start): horizons are then computed in the loop, at a lower throughput; "
-            "0 while it runs or when none is used.",
+            "1 while the horizon worker this instance uses is stopped (it died, hung or "
+            "could not start; a new one is started after a minute): horizons are "
+            "computed in the loop meanwhile, at a lower throughput. 0 while it runs or "
+            "when none is used.",
             registry=r,
         )
+        self.horizon_worker_restarts = Counter(
+            "tankwatch_horizon_worker_restarts",
+            "Horizon workers started in place of one that stopped.",
+            registry=r,
+        )
+        self._restarts_seen = 0
         self.tanks_retired = Counter(
             "tankwatch_tanks_retired",
             "Idle tanks whose rows were freed (state kept in the checkpoint).",
@@ -301,16 +308,21 @@ class PipelineMetrics:
                 self._skew_tanks.add(tank_id)
         self.clock_skew.labels(tank_id).inc()
 
-    def set_horizon_worker(self, by_where: Mapping[str, int], stopped: bool) -> None:
+    def set_horizon_worker(
+        self, by_where: Mapping[str, int], stopped: bool, restarts: int = 0
+    ) -> None:
         """The per-tick horizons computed so far by where (the counter follows
-        ``ForecastStep.horizons_by_where``), and whether a horizon worker this process
-        started has stopped."""
+        ``ForecastStep.horizons_by_where``), whether the horizon worker is stopped now,
+        and how many times it was replaced (the counter follows ``restarts``)."""
         for where, n in by_where.items():
             seen = self._horizons_seen.get(where, 0)
             if n > seen:
                 self.horizons.labels(where).inc(n - seen)
                 self._horizons_seen[where] = n
         self.horizon_worker_stopped.set(int(stopped))
+        if restarts > self._restarts_seen:
+            self.horizon_worker_restarts.inc(restarts - self._restarts_seen)
+            self._restarts_seen = restarts
 
     def set_view(self, view: FleetView) -> None:
         """Publish the latest fleet view to the per-tank collector."""

@@ -244,28 +244,53 @@ def test_a_horizon_stride_changes_only_the_horizons_between_their_ticks(
     assert all(n > len(got) / 5 for n in ages.values()), ages
 
 
-def test_the_horizon_worker_changes_no_record(
+def test_a_horizon_worker_killed_mid_run_is_replaced_and_no_record_changes(
     reference: dict[str, Any],
     kafka_bootstrap: str,
     make_topics: Callable[..., Topics],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Horizons (and their records) computed in a child process against the same in
-    the loop: the same records, every field. The module's reference ran with the
-    default (the worker, where two CPUs are usable); this run takes the other side."""
+    """The horizon worker is SIGKILLed before the first reading: the first half of the
+    history has its horizons computed in the loop, a new worker is started
+    (``WORKER_RESTART_S``, 0 here) and computes the second half's. The records equal
+    the module's reference, every field; the reference ran with the default (the
+    worker, where two CPUs are usable, uninterrupted), so both paths are compared."""
+    import pipeline.service as service_module
+
+    monkeypatch.setattr(service_module, "WORKER_RESTART_S", 0.0)
     history = reference["history"]
     ticks = len({t for _, t in reference["forecasts"]})
     ref_jobs = reference["stats"]["horizon_worker_jobs"]
     assert (ref_jobs > 0.5 * ticks) == (usable_cpus() >= 2), ref_jobs
-    mode = "off" if ref_jobs else "on"
     topics = make_topics()
-    settings = pipeline_settings(kafka_bootstrap, topics, tmp_path, horizon_worker=mode)
-    produce_readings(kafka_bootstrap, topics.readings, history)
+    settings = pipeline_settings(kafka_bootstrap, topics, tmp_path, horizon_worker="on")
+    half = len(history) // 2
     with ServiceThread(settings) as run:
-        wait_consumed(run.service, len(history), 90)
-        jobs = run.service.stats["horizon_worker_jobs"]
+        service = run.service
+        first = service.step.worker
+        assert first is not None and first.ready(60)
+        first._proc.kill()  # its socket closes: no answer ever comes
+        produce_readings(kafka_bootstrap, topics.readings, history[:half])
+        wait_consumed(service, half, 90)
+        wait_until(lambda: service.stats["horizon_worker_restarts"] >= 1, 30, "a new worker")
+        second = service.step.worker
+        assert second is not None and second is not first and second.ready(60)
+        assert not first.alive and first._proc.poll() is not None
+        produce_readings(kafka_bootstrap, topics.readings, history[half:])
+        wait_consumed(service, len(history), 90)
+        stats = service.stats
+        by_where = dict(service.step.horizons_by_where)
     got = read_forecasts(kafka_bootstrap, topics.forecasts)
-    assert (jobs == 0) == (mode == "off") and (jobs > 0.5 * ticks or mode == "off"), jobs
+    assert stats["horizon_worker_restarts"] == 1
+    assert by_where["loop"] > 0 and by_where["worker"] > 0, by_where
+    # What an operator sees: the fallback counted, the replacement, the worker back.
+    registry = run.registry
+    assert registry is not None
+    computed = "tankwatch_horizons_computed_total"
+    assert registry.get_sample_value(computed, {"where": "loop"}) == by_where["loop"]
+    assert registry.get_sample_value("tankwatch_horizon_worker_restarts_total") == 1
+    assert registry.get_sample_value("tankwatch_horizon_worker_stopped") == 0
     # A copy: the module's reference stays whole for the other tests.
     expected = {k: json.loads(json.dumps(v)) for k, v in reference["forecasts"].items()}
     assert got.keys() == expected.keys()
