@@ -66,6 +66,7 @@ from models.fingerprint import data_fingerprint
 from models.packing import pack_rows
 from models.serving import SOURCES, choose, codes_of, serve
 from models.splits import holdout_from_metadata
+from models.stream_result import StreamResult
 from models.ticks_output import check_format, tick_frame, write_ticks
 from tankwatch.errors import ConfigError, CsvError
 
@@ -115,41 +116,6 @@ class EvalConfig:
     drop_limit: float | None = 0.03
     #: Per-tick table: ``csv`` (ticks.csv.gz), ``parquet`` or ``none``.
     ticks_format: str = "csv"
-
-
-@dataclass
-class StreamResult:
-    """What streaming produced; arrays over (ticks K, tanks N, features F, horizons H).
-
-    ``sq``/``ab``/``p_sq``/``p_ab``: (N, H, F) sums of squared/absolute errors of the
-    model and of persistence over scored holdout targets; ``count`` (N, H) how many.
-    ``next_fc`` (K, N, F) next-step forecast held for each tick (NaN if none);
-    ``far_fc`` (K, N, F) the forecast for tick k made at k - H (NaN if none);
-    ``flags``/``scores`` (K, N) anomaly output at ticks with a reading;
-    ``residuals`` (K, N, F) the scaled next-step residuals the scorer got (NaN where
-    none), so other scorer settings can be replayed (:func:`replay_scorer`);
-    ``horizon_fc`` (K, N, len(report_horizons), F) the forecast for tick k made
-    ``report_horizons[i]`` ticks earlier (NaN if none; scored ticks only).
-    """
-
-    sq: NDArray[np.float64]
-    ab: NDArray[np.float64]
-    p_sq: NDArray[np.float64]
-    p_ab: NDArray[np.float64]
-    count: NDArray[np.float64]
-    next_fc: NDArray[np.float32]
-    far_fc: NDArray[np.float32]
-    flags: NDArray[np.bool_]
-    scores: NDArray[np.float32]
-    residuals: NDArray[np.float32]
-    seconds: float
-    #: (N, H, F) squared errors of the Holt baseline; (N,) forecasts clipped per tank.
-    b_sq: NDArray[np.float64] | None = None
-    clips: NDArray[np.int64] | None = None
-    horizon_fc: NDArray[np.float32] | None = None
-    #: (N, H, F) squared errors of the forecasts *as the pipeline serves them* (the
-    #: gate's ``codes``, the per-tank Holt check, then the bounds); None without codes.
-    s_sq: NDArray[np.float64] | None = None
 
 
 def stream(

@@ -12,7 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from models.dataprep import TickGrid
-    from models.evaluate import StreamResult
+    from models.stream_result import StreamResult
 
 __all__ = ["write_plots", "write_report"]
 

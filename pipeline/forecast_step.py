@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from models.engines.base import Forecaster, RowState
 from models.serving import SOURCES, ServingPlan, horizon_codes, serve
 from pipeline.assembler import NO_TICK, RESET_REASONS, ClosedTick
 from pipeline.horizon_worker import HorizonWorker, Serving, WorkerGone
+from pipeline.step_output import StepOutput
 
 __all__ = ["FleetState", "ForecastStep", "StateColumns", "StepOutput", "TankState"]
 
@@ -47,34 +48,6 @@ class _PendingHorizon:
 
     out: StepOutput
     state: RowState
-
-
-@dataclass(frozen=True, slots=True)
-class StepOutput:
-    """Results of one applied tick for its rows (all arrays over the tick's n rows).
-
-    ``forecast`` (n, F) next-step; ``horizons`` (n, R, F) at ``horizons_reported``;
-    ``expected`` (n, F) the forecast held for this tick before the step (NaN if none);
-    ``residual`` (n, F) actual - expected, only when made at the previous tick (else NaN);
-    ``score`` (n,), ``flag`` (n,) bool; ``calibrated`` (n,) False where the reading is
-    outside the model's trained range (the flag is then withheld). Physical units.
-    Forecasts are the *served* ones (skill gate, bounds: :mod:`models.serving`).
-    ``horizon_age`` (n,) int64, with a horizon stride > 1: how many ticks ago each
-    row's horizon (beyond the next step) was computed (None: all fresh).
-    ``encoded``: the tick's forecast records when the horizon worker formatted them
-    (else empty: the sink formats them).
-    """
-
-    tick: ClosedTick
-    forecast: F32
-    horizons: F32
-    expected: F32
-    residual: F32
-    score: F64
-    flag: NDArray[np.bool_]
-    calibrated: NDArray[np.bool_] | None = None
-    horizon_age: NDArray[np.int64] | None = None
-    encoded: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

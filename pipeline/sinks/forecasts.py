@@ -23,8 +23,8 @@ except ImportError:  # a declared dependency; without it only speed suffers
     _orjson = None  # type: ignore[assignment]
 
 from pipeline.assembler import RESET_REASONS
-from pipeline.forecast_step import StepOutput
 from pipeline.sinks.batch_produce import BatchProducer
+from pipeline.step_output import StepOutput
 from tankwatch.codec import format_ts
 
 __all__ = ["ForecastSink", "encode_records", "schema"]
