@@ -167,7 +167,11 @@ def horizon_worker(settings: Settings) -> HorizonWorker | None:
         settings.forecasts_topic_enabled and settings.horizon_stride == 1 and usable_cpus() >= 2
     ):
         return None
-    return HorizonWorker(settings.model_dir)
+    try:
+        return HorizonWorker(settings.model_dir)
+    except OSError as exc:  # no process could be started: the loop computes horizons
+        log.warning("horizon worker could not be started", extra={"error": str(exc)})
+        return None
 
 
 def build_service(settings: Settings, registry: CollectorRegistry | None = None) -> Service:

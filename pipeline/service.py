@@ -448,9 +448,17 @@ class Service(PartitionOwnership):
             return
         if now - self._worker_gone_at < WORKER_RESTART_S:
             return
+        with self._work:  # not while a rebalance callback finishes ticks with the old one
+            if self.step.pending:
+                return
+            try:
+                self.step.worker = self.start_worker()
+            except OSError as exc:  # no process could be started: try again later
+                self._worker_gone_at = now
+                log.warning("horizon worker could not be started", extra={"error": str(exc)})
+                return
         self._worker_gone_at = None
         self.worker_restarts += 1
-        self.step.worker = self.start_worker()
         log.warning("horizon worker restarted", extra={"restarts": self.worker_restarts})
 
     def _send_held(self) -> None:

@@ -242,3 +242,45 @@ def test_usable_cpus_follow_a_cgroup_quota(tmp_path: Path) -> None:
     cpu_max.write_text("150000 100000\n")  # cpus: 1.5 -> a second core, part-time
     assert usable_cpus(cpu_max) == min(mask, 2)
     assert usable_cpus(tmp_path / "absent") == mask
+
+
+def test_a_stopped_worker_is_replaced_after_a_minute_and_between_ticks() -> None:
+    """Service._restart_worker's schedule, on a stand-in service (the end-to-end run is
+    test_pipeline_replay's killed-worker test)."""
+    import threading
+    from types import SimpleNamespace
+
+    from pipeline.service import WORKER_RESTART_S, Service
+
+    dead = SimpleNamespace(alive=False)
+    new = SimpleNamespace(alive=True)
+    attempts: list[float] = []
+
+    def start() -> object:
+        attempts.append(0)
+        if len(attempts) == 1:
+            raise OSError("Resource temporarily unavailable")  # fork refused: later
+        return new
+
+    step = SimpleNamespace(worker=dead, pending=False)
+    svc = SimpleNamespace(step=step, start_worker=start, _worker_gone_at=None,
+                          worker_restarts=0, _work=threading.RLock())  # fmt: skip
+
+    def restart(now: float) -> None:
+        Service._restart_worker(svc, now)  # type: ignore[arg-type]
+
+    restart(0.0)  # first seen gone
+    restart(WORKER_RESTART_S - 1)
+    assert step.worker is dead and not attempts
+    step.pending = True  # a tick still waits for the old one: not now
+    restart(WORKER_RESTART_S + 1)
+    assert step.worker is dead and not attempts
+    step.pending = False
+    restart(WORKER_RESTART_S + 2)  # the start fails: tried again a minute later
+    assert step.worker is dead and len(attempts) == 1 and svc.worker_restarts == 0
+    restart(2 * WORKER_RESTART_S)
+    assert step.worker is dead and len(attempts) == 1
+    restart(2 * WORKER_RESTART_S + 3)
+    assert step.worker is new and svc.worker_restarts == 1 and svc._worker_gone_at is None
+    restart(3 * WORKER_RESTART_S + 10)  # alive: nothing to do
+    assert len(attempts) == 2 and svc.worker_restarts == 1
