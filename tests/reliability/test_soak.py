@@ -11,10 +11,10 @@ consumes them, at most ``LEAD_TICKS`` ticks ahead of the ticks it has closed, so
 run measures the pipeline, not a backlog. The load is produced a tick at a time with the
 pipeline's ``BatchProducer``: with kafka-python's ``send`` per record (~10k readings/s
 on these 2 cores beside the pipeline) the test's own producer was the bottleneck, and
-the test took 127-159 s. Besides RSS, the readings held in open
-ticks are sampled: if ticks stopped closing, that buffer would grow with the stream; it
-must stay within a few ticks' worth once the start-up backlog is gone, and never more
-than one round of fetches (kafka-python drains one partition's fetched records before
+the test took 127-159 s. Besides RSS, the readings held in open ticks are sampled: if
+ticks stopped closing, that buffer would grow with the stream (and the paced load would
+stop); it must stay within a few ticks' worth once the start-up backlog is gone, and
+never more than one round of fetches (kafka-python drains one partition's fetched records before
 the next partition's, so early ticks wait for the slowest partition). The forecasts
 topic is off here: it is exercised by every other test, and at 1,200,000 records it
 would dominate the runtime (see docs/performance.md).
