@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -157,21 +158,26 @@ def limit_blas_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def horizon_worker(settings: Settings) -> HorizonWorker | None:
-    """The child process for per-tick horizons, if the settings call for one (it
-    starts in the background; until it is ready horizons are computed in the loop)."""
+def horizon_worker_wanted(settings: Settings) -> bool:
+    """Whether the settings call for a child process for per-tick horizons."""
     mode = settings.horizon_worker
     if mode == "off" or settings.engine != "numpy" or settings.horizon <= 1:
-        return None
-    if mode == "auto" and not (
+        return False
+    return mode == "on" or (
         settings.forecasts_topic_enabled and settings.horizon_stride == 1 and usable_cpus() >= 2
-    ):
-        return None
-    try:
-        return HorizonWorker(settings.model_dir)
-    except OSError as exc:  # no process could be started: the loop computes horizons
-        log.warning("horizon worker could not be started", extra={"error": str(exc)})
-        return None
+    )
+
+
+def start_horizon_worker(
+    model_dir: str | os.PathLike[str], encode_args: tuple[object, ...] | None
+) -> HorizonWorker:
+    """A horizon worker (it loads its engine in the background; until it is ready the
+    loop computes horizons), formatting records with the sink's ``encode_args`` (None:
+    no forecasts topic, horizons only). Raises OSError when no process can start."""
+    worker = HorizonWorker(model_dir)
+    if encode_args is not None:
+        worker.configure(encode_args)
+    return worker
 
 
 def build_service(settings: Settings, registry: CollectorRegistry | None = None) -> Service:
@@ -346,16 +352,7 @@ def build_service(settings: Settings, registry: CollectorRegistry | None = None)
         producer.close(timeout=1)
         raise
     # Last, so that nothing above can fail with the child already started.
-    step.worker = horizon_worker(settings)
-    if step.worker is not None:
-
-        def start_worker() -> HorizonWorker:
-            worker = HorizonWorker(settings.model_dir)
-            if forecasts is not None:
-                worker.configure(forecasts.encode_args())
-            return worker
-
-        if forecasts is not None:
-            step.worker.configure(forecasts.encode_args())
-        service.start_worker = start_worker
+    if horizon_worker_wanted(settings):
+        args = forecasts.encode_args() if forecasts is not None else None
+        service.use_horizon_worker(partial(start_horizon_worker, settings.model_dir, args))
     return service

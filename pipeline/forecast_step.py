@@ -262,7 +262,9 @@ class ForecastStep:
         extra = n - self.fleet.capacity
         if extra <= 0:
             return
-        self.collect()  # not needed (rows are only added), but growth is rare: simpler
+        # Queued horizons would land in the grown arrays correctly (rows are only added);
+        # finishing them first keeps growth free of them, and it is rare.
+        self.collect()
         extra = max(extra, min(256, max(16, self.fleet.capacity)))  # amortised growth
         self.engine.add_rows(extra)
         self.scorer.add_rows(extra)

@@ -148,8 +148,8 @@ class Service(PartitionOwnership):
         self._held: list[StepOutput] = []
         self._held_kafka_ts: list[float] = []
         self._held_tick: int | None = None
-        #: Starts a new horizon worker (bootstrap sets it when it started one): a worker
-        #: that stopped is replaced after WORKER_RESTART_S (see _restart_worker).
+        #: Starts a horizon worker (set by use_horizon_worker): one that stopped is
+        #: replaced after WORKER_RESTART_S (see _restart_worker).
         self.start_worker: Callable[[], HorizonWorker] | None = None
         self._worker_gone_at: float | None = None
         self.worker_restarts = 0
@@ -434,31 +434,46 @@ class Service(PartitionOwnership):
         # consumed), and their horizons once _drain has them.
         self._publish_view(self._held_tick)
 
+    def use_horizon_worker(self, start: Callable[[], HorizonWorker]) -> None:
+        """Compute per-tick horizons in a worker that ``start`` starts: now, and again
+        whenever one stopped (:meth:`_restart_worker`)."""
+        self.start_worker = start
+        self._start_worker(time.monotonic())
+
+    def _start_worker(self, now: float) -> bool:
+        """Start a horizon worker; if no process can start, the loop goes on computing
+        horizons and it is tried again WORKER_RESTART_S later."""
+        assert self.start_worker is not None
+        try:
+            self.step.worker = self.start_worker()
+        except OSError as exc:
+            self._worker_gone_at = now
+            log.warning("horizon worker could not be started", extra={"error": str(exc)})
+            return False
+        return True
+
     def _restart_worker(self, now: float) -> None:
         """Replace a horizon worker that stopped (it died, hung or could not start) once
         it has been gone WORKER_RESTART_S: a crash costs a minute of slower ticks, not
         the instance's throughput until someone restarts it. Only between ticks (none
         waits for the old one), so every queued horizon is finished where it started."""
+        if self.start_worker is None:
+            return
         w = self.step.worker
-        if w is None or w.alive or self.start_worker is None or self.step.pending:
-            self._worker_gone_at = None if w is None or w.alive else self._worker_gone_at
+        if w is not None and w.alive:
+            self._worker_gone_at = None
             return
         if self._worker_gone_at is None:
             self._worker_gone_at = now
             return
-        if now - self._worker_gone_at < WORKER_RESTART_S:
+        if now - self._worker_gone_at < WORKER_RESTART_S or self.step.pending:
             return
         with self._work:  # not while a rebalance callback finishes ticks with the old one
-            if self.step.pending:
-                return
-            try:
-                self.step.worker = self.start_worker()
-            except OSError as exc:  # no process could be started: try again later
-                self._worker_gone_at = now
-                log.warning("horizon worker could not be started", extra={"error": str(exc)})
+            if self.step.pending or not self._start_worker(now):
                 return
         self._worker_gone_at = None
         self.worker_restarts += 1
+        self.metrics.horizon_worker_restarts.inc()
         log.warning("horizon worker restarted", extra={"restarts": self.worker_restarts})
 
     def _send_held(self) -> None:
@@ -563,7 +578,8 @@ class Service(PartitionOwnership):
         self.metrics.set_view(self._view)
         w = self.step.worker
         self.metrics.set_horizon_worker(
-            self.step.horizons_by_where, w is not None and not w.alive, self.worker_restarts
+            self.step.horizons_by_where,
+            stopped=self.start_worker is not None and (w is None or not w.alive),
         )
         self.metrics.tanks.set(len(self.assembler.registry))
         self.metrics.holt_withheld.set(int(self._view.holt_withheld.sum()))

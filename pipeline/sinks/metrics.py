@@ -249,7 +249,6 @@ class PipelineMetrics:
             "Horizon workers started in place of one that stopped.",
             registry=r,
         )
-        self._restarts_seen = 0
         self.tanks_retired = Counter(
             "tankwatch_tanks_retired",
             "Idle tanks whose rows were freed (state kept in the checkpoint).",
@@ -308,21 +307,15 @@ class PipelineMetrics:
                 self._skew_tanks.add(tank_id)
         self.clock_skew.labels(tank_id).inc()
 
-    def set_horizon_worker(
-        self, by_where: Mapping[str, int], stopped: bool, restarts: int = 0
-    ) -> None:
+    def set_horizon_worker(self, by_where: Mapping[str, int], stopped: bool) -> None:
         """The per-tick horizons computed so far by where (the counter follows
-        ``ForecastStep.horizons_by_where``), whether the horizon worker is stopped now,
-        and how many times it was replaced (the counter follows ``restarts``)."""
+        ``ForecastStep.horizons_by_where``), and whether the horizon worker is stopped."""
         for where, n in by_where.items():
             seen = self._horizons_seen.get(where, 0)
             if n > seen:
                 self.horizons.labels(where).inc(n - seen)
                 self._horizons_seen[where] = n
         self.horizon_worker_stopped.set(int(stopped))
-        if restarts > self._restarts_seen:
-            self.horizon_worker_restarts.inc(restarts - self._restarts_seen)
-            self._restarts_seen = restarts
 
     def set_view(self, view: FleetView) -> None:
         """Publish the latest fleet view to the per-tank collector."""

@@ -212,8 +212,6 @@ def test_the_worker_is_a_checked_setting_chosen_by_the_machine(
     monkeypatch.setenv("TANKWATCH_HORIZON_WORKER", "false")
     assert Settings.from_env().horizon_worker == "off"
     monkeypatch.delenv("TANKWATCH_HORIZON_WORKER")
-    made: list[str] = []
-    monkeypatch.setattr(bootstrap, "HorizonWorker", lambda model_dir: made.append(str(model_dir)))
     for cpus, kw, expected in [
         (2, {}, 1),
         (1, {}, 0),  # no second core: the worker would only take turns with the loop
@@ -225,9 +223,8 @@ def test_the_worker_is_a_checked_setting_chosen_by_the_machine(
         (8, {"horizon": 1, "horizons_reported": (1,)}, 0),
     ]:
         monkeypatch.setattr(bootstrap, "usable_cpus", lambda n=cpus: n)
-        made.clear()
-        bootstrap.horizon_worker(Settings(**kw))  # type: ignore[arg-type]
-        assert len(made) == expected, (cpus, kw)
+        wanted = bootstrap.horizon_worker_wanted(Settings(**kw))  # type: ignore[arg-type]
+        assert wanted == bool(expected), (cpus, kw)
 
 
 def test_usable_cpus_follow_a_cgroup_quota(tmp_path: Path) -> None:
@@ -262,9 +259,16 @@ def test_a_stopped_worker_is_replaced_after_a_minute_and_between_ticks() -> None
             raise OSError("Resource temporarily unavailable")  # fork refused: later
         return new
 
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.sinks.metrics import PipelineMetrics
+
+    registry = CollectorRegistry()
     step = SimpleNamespace(worker=dead, pending=False)
     svc = SimpleNamespace(step=step, start_worker=start, _worker_gone_at=None,
-                          worker_restarts=0, _work=threading.RLock())  # fmt: skip
+                          worker_restarts=0, _work=threading.RLock(),
+                          metrics=PipelineMetrics(registry, "v", "numpy", 60.0))  # fmt: skip
+    svc._start_worker = lambda now: Service._start_worker(svc, now)  # type: ignore[arg-type]
 
     def restart(now: float) -> None:
         Service._restart_worker(svc, now)  # type: ignore[arg-type]
@@ -282,5 +286,6 @@ def test_a_stopped_worker_is_replaced_after_a_minute_and_between_ticks() -> None
     assert step.worker is dead and len(attempts) == 1
     restart(2 * WORKER_RESTART_S + 3)
     assert step.worker is new and svc.worker_restarts == 1 and svc._worker_gone_at is None
+    assert registry.get_sample_value("tankwatch_horizon_worker_restarts_total") == 1
     restart(3 * WORKER_RESTART_S + 10)  # alive: nothing to do
     assert len(attempts) == 2 and svc.worker_restarts == 1
